@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# One-shot set-up on a fresh machine: a virtual environment in .venv with actalign and its
+# test tools. The CPU build of torch is pinned and installed first, so that nothing pulls a
+# multi-GB CUDA build (on a GPU machine, install the torch build you want before this script).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
+.venv/bin/python -m pip install -q -e ".[dev,llm,eval]"
+echo "actalign is installed in .venv (activate with: . .venv/bin/activate)"
