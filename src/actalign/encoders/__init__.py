@@ -1,0 +1,127 @@
+"""Image-text encoders behind one interface, and a factory that names them.
+
+    encoder = load_encoder("google/siglip-so400m-patch14-384")   # hub id (downloads once)
+    encoder = load_encoder("siglip-so400m")                        # a short name from MODELS
+    encoder = load_encoder("/models/my-siglip")                    # a save_pretrained directory
+
+Every encoder returns L2-normalised float32 rows: frames (T, d), texts (K, d), and carries the
+affinity calibration of Eq. 9 (`scale` = exp(logit_scale), `bias` = logit_bias, None for models
+trained without one) and an `identity` string that names the exact weights, for cache keys.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+
+from actalign.errors import ActAlignError
+
+# Short names for the checkpoints we know; any other hub id or local directory works as well.
+MODELS: dict[str, str] = {
+    "siglip-so400m": "google/siglip-so400m-patch14-384",  # the paper's model
+    "siglip2-so400m": "google/siglip2-so400m-patch14-384",
+    "siglip-base": "google/siglip-base-patch16-224",
+    "siglip2-base": "google/siglip2-base-patch16-224",
+    "clip-b32": "openai/clip-vit-base-patch32",
+    "clip-b16": "openai/clip-vit-base-patch16",
+    "clip-l14": "openai/clip-vit-large-patch14",
+}
+DEFAULT_MODEL = "google/siglip-so400m-patch14-384"
+
+
+class Encoder(ABC):
+    """Embeds frames and texts into one space.
+
+    identity:   names the weights and numeric precision (model id + revision, or a hash of a
+                local checkpoint, + dtype); embeddings with equal identity are interchangeable.
+    scale, bias: Eq. 9 calibration; bias None means the linear map (1 + cos) / 2 is used.
+    decode_size: what the video decoder should resize frames to (int: shorter side, or (w, h)).
+    """
+
+    identity: str
+    scale: float
+    bias: float | None
+    dim: int
+    batch_size: int
+    decode_size: int | tuple[int, int] | None = None
+
+    @abstractmethod
+    def encode_images(self, frames: np.ndarray) -> np.ndarray:
+        """frames (B, H, W, 3) uint8 RGB -> (B, d) float32, unit rows."""
+
+    @abstractmethod
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """texts (K,) -> (K, d) float32, unit rows."""
+
+    def encode_frames(self, batches: Iterable[np.ndarray]) -> np.ndarray:
+        """A stream of frame batches -> (T, d); the next batch decodes while this one encodes."""
+        from actalign.embed import prefetch
+
+        out = [self.encode_images(b) for b in prefetch(batches)]
+        return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)
+
+
+_BACKENDS: dict[str, Callable[..., Encoder]] = {}
+
+
+def register_backend(prefix: str, factory: Callable[..., Encoder]) -> None:
+    """Make `load_encoder("<prefix>:<name>")` build encoders with `factory(name, **options)`."""
+    _BACKENDS[prefix] = factory
+
+
+def _open_clip_backend(name: str, **options) -> Encoder:
+    raise ActAlignError(
+        f"The open_clip backend ('open_clip:{name}') is not available in this version; use a "
+        "transformers model id or directory (e.g. google/siglip-so400m-patch14-384) instead."
+    )
+
+
+def _hf_backend(name: str, **options) -> Encoder:
+    from actalign.encoders.hf import TransformersEncoder
+
+    return TransformersEncoder(name, **options)
+
+
+register_backend("hf", _hf_backend)
+register_backend("open_clip", _open_clip_backend)
+
+
+def load_encoder(
+    name_or_path: str = DEFAULT_MODEL,
+    device: str | None = None,
+    dtype: str | None = None,
+    batch_size: int | None = None,
+) -> Encoder:
+    """Build an encoder from a short name, a hub id, a local directory, or "<backend>:<name>".
+
+    device: "cuda", "mps", "cpu" (default: the best available, in that order).
+    dtype: "float32", "float16", "bfloat16" (default: half precision on GPU, float32 on CPU).
+    """
+    prefix, sep, rest = name_or_path.partition(":")
+    if sep and prefix in _BACKENDS and not rest.startswith("//"):
+        factory, name = _BACKENDS[prefix], rest
+    else:
+        factory, name = _BACKENDS["hf"], name_or_path
+    name = MODELS.get(name, name)
+    return factory(name, device=device, dtype=dtype, batch_size=batch_size)
+
+
+def select_device(device: str | None = None) -> str:
+    """The requested device, or the best available: cuda > mps > cpu."""
+    import torch
+
+    if device:
+        if device.startswith("cuda") and not torch.cuda.is_available():
+            raise ActAlignError(
+                f"Device {device!r} was requested but CUDA is not available; use --device cpu."
+            )
+        if device == "mps" and not torch.backends.mps.is_available():
+            raise ActAlignError("Device 'mps' was requested but is not available; use --device cpu.")
+        return device
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

@@ -1,0 +1,267 @@
+"""transformers backend: SigLIP, SigLIP 2 and CLIP through AutoModel / AutoProcessor."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from actalign.encoders import Encoder, select_device
+from actalign.errors import ActAlignError
+
+SIGLIP_TEXT_LENGTH = 64  # SigLIP was trained on texts padded to 64 tokens; dynamic padding hurts
+FAMILIES = ("siglip", "siglip2", "clip")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def checkpoint_hash(directory: Path) -> str:
+    """Identity of a local checkpoint: the full bytes of its small files (configs, tokenizer) and,
+    for weight files, their size plus the first and last MiB (hashing gigabytes on every run
+    would cost seconds)."""
+    h = hashlib.blake2b(digest_size=12)
+    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
+        h.update(str(f.relative_to(directory)).encode())
+        size = f.stat().st_size
+        h.update(size.to_bytes(8, "little"))
+        with open(f, "rb") as fh:
+            if f.suffix in _WEIGHT_SUFFIXES and size > 2 << 20:
+                h.update(fh.read(1 << 20))
+                fh.seek(-(1 << 20), os.SEEK_END)
+                h.update(fh.read(1 << 20))
+            else:
+                h.update(fh.read())
+    return h.hexdigest()
+
+
+def _features(out) -> "torch.Tensor":  # noqa: F821
+    """get_*_features returns a tensor in transformers 4.x and an output object in 5.x."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return out
+    for attr in ("pooler_output", "text_embeds", "image_embeds"):
+        value = getattr(out, attr, None)
+        if value is not None:
+            return value
+    raise ActAlignError(f"Unexpected output {type(out).__name__} from the model's feature method.")
+
+
+class TransformersEncoder(Encoder):
+    """A transformers image-text model (SigLIP / SigLIP 2 / CLIP families)."""
+
+    def __init__(
+        self,
+        name_or_path: str,
+        device: str | None = None,
+        dtype: str | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        import torch
+
+        self.device = select_device(device)
+        self.dtype = _resolve_dtype(dtype, self.device)
+        self.model, self.processor, source = _load(name_or_path)
+        self.family = self.model.config.model_type
+        if self.family not in FAMILIES:
+            raise ActAlignError(
+                f"{name_or_path} is a '{self.family}' model; actalign supports {', '.join(FAMILIES)} "
+                "image-text models."
+            )
+        self.model.to(device=self.device, dtype=self.dtype).eval()
+        self.batch_size = batch_size or (64 if self.device != "cpu" else 16)
+        if self.batch_size < 1:
+            raise ActAlignError(f"The batch size must be at least 1, got {self.batch_size}.")
+        self.scale = float(self.model.logit_scale.detach().float().exp())
+        bias = getattr(self.model, "logit_bias", None)
+        self.bias = float(bias.detach().float()) if bias is not None else None
+        self.identity = f"{source}|{str(self.dtype).removeprefix('torch.')}"
+        self._plan = _pixel_plan(self.processor.image_processor)
+        self.decode_size = self._plan["decode_size"] if self._plan else None
+        with torch.inference_mode():
+            probe = self.encode_texts(["a"])
+        self.dim = probe.shape[1]
+
+    # ------------------------------------------------------------------ images
+
+    def _pixels(self, frames: np.ndarray) -> dict:
+        import torch
+
+        if self._plan is None:  # unusual processors (e.g. NaFlex): let them do everything
+            return dict(self.processor.image_processor(images=list(frames), return_tensors="pt"))
+        plan = self._plan
+        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        h, w = x.shape[2:]
+        if plan["resize"] is not None and (w, h) != plan["resize"](w, h):
+            nw, nh = plan["resize"](w, h)
+            x = torch.nn.functional.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True)
+            x = x.clamp(0, 255)
+        if plan["crop"] is not None:
+            ch, cw = plan["crop"]
+            top, left = max(0, (x.shape[2] - ch) // 2), max(0, (x.shape[3] - cw) // 2)
+            x = x[:, :, top : top + ch, left : left + cw]
+        x = x * plan["rescale"]
+        if plan["mean"] is not None:
+            x = (x - plan["mean"]) / plan["std"]
+        return {"pixel_values": x}
+
+    def encode_images(self, frames: np.ndarray) -> np.ndarray:
+        import torch
+
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ActAlignError(f"Frames must be (B, H, W, 3) RGB arrays, got shape {frames.shape}.")
+        out = []
+        for i in range(0, len(frames), self.batch_size):
+            inputs = self._pixels(frames[i : i + self.batch_size])
+            inputs = {
+                k: v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device)
+                for k, v in inputs.items()
+            }
+            with torch.inference_mode(), _oom_guard(self):
+                out.append(_unit(_features(self.model.get_image_features(**inputs))))
+        return np.concatenate(out) if out else np.empty((0, getattr(self, "dim", 0)), np.float32)
+
+    # ------------------------------------------------------------------ texts
+
+    def tokenize(self, texts: Sequence[str]) -> dict:
+        texts = [t.lower() for t in texts] if self.family == "siglip2" else list(texts)
+        tok = self.processor.tokenizer
+        if self.family in ("siglip", "siglip2"):
+            return tok(
+                texts,
+                padding="max_length",
+                max_length=SIGLIP_TEXT_LENGTH,
+                truncation=True,
+                return_tensors="pt",
+            )
+        limit = getattr(self.model.config.text_config, "max_position_embeddings", 77)
+        return tok(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        import torch
+
+        if isinstance(texts, str):
+            texts = [texts]
+        if not texts:
+            raise ActAlignError("No texts to encode.")
+        out = []
+        for i in range(0, len(texts), max(self.batch_size, 64)):
+            inputs = {k: v.to(self.device) for k, v in self.tokenize(texts[i : i + 64]).items()}
+            with torch.inference_mode(), _oom_guard(self):
+                out.append(_unit(_features(self.model.get_text_features(**inputs))))
+        return np.concatenate(out)
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def _unit(x: "torch.Tensor") -> np.ndarray:  # noqa: F821
+    x = x.float()
+    return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
+
+
+def _resolve_dtype(dtype: str | None, device: str):
+    import torch
+
+    if dtype is None:
+        if device.startswith("cuda"):
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float16 if device == "mps" else torch.float32
+    try:
+        value = getattr(torch, dtype)
+    except AttributeError:
+        value = None
+    if not isinstance(value, torch.dtype) or not value.is_floating_point:
+        raise ActAlignError(f"Unknown dtype {dtype!r}; use float32, float16 or bfloat16.")
+    return value
+
+
+def _load(name: str):
+    """(model, processor, source identity) from a local directory or a hub id."""
+    from transformers import AutoModel, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    path = Path(name).expanduser()
+    local = path.is_dir()
+    if not local and (name.startswith((".", "/", "~")) or name.count("/") > 1):
+        raise ActAlignError(
+            f"No model directory at {path}; give a folder saved with save_pretrained or a hub id."
+        )
+    try:
+        model = AutoModel.from_pretrained(str(path) if local else name)
+        processor = AutoProcessor.from_pretrained(str(path) if local else name)
+    except (OSError, ValueError) as e:
+        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise ActAlignError(
+            f"Could not load model {name!r}: {reason}. Check the id or path; a hub id needs the "
+            "internet once (then it is cached), or pass a local directory saved with save_pretrained."
+        ) from None
+    if local:
+        source = f"dir:{checkpoint_hash(path)}"
+    else:
+        source = f"hf:{name}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
+    return model, processor, source
+
+
+def _pixel_plan(ip) -> dict | None:
+    """How to turn decoded frames into pixel_values without the (slow, PIL) processor, or None."""
+    import torch
+
+    size = getattr(ip, "size", None) or {}
+    if getattr(ip, "do_resize", True) is False:
+        resize = None
+        decode = None
+    elif "height" in size and "width" in size:
+        target = (int(size["width"]), int(size["height"]))
+        resize = lambda w, h, t=target: t  # noqa: E731
+        decode = target
+    elif "shortest_edge" in size:
+        s = int(size["shortest_edge"])
+
+        def resize(w, h, s=s):
+            k = s / min(w, h)
+            return max(1, round(w * k)), max(1, round(h * k))
+
+        decode = s
+    else:
+        return None
+    crop = None
+    if getattr(ip, "do_center_crop", False):
+        cs = ip.crop_size
+        crop = (int(cs["height"]), int(cs["width"]))
+    mean = std = None
+    if getattr(ip, "do_normalize", True):
+        mean = torch.tensor(ip.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(ip.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+    rescale = float(ip.rescale_factor) if getattr(ip, "do_rescale", True) else 1.0
+    return {
+        "resize": resize,
+        "decode_size": decode,
+        "crop": crop,
+        "mean": mean,
+        "std": std,
+        "rescale": rescale,
+    }
+
+
+class _oom_guard:
+    """Turn device out-of-memory errors into one clear sentence."""
+
+    def __init__(self, encoder: TransformersEncoder) -> None:
+        self.encoder = encoder
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if exc is not None and "out of memory" in str(exc).lower():
+            b = self.encoder.batch_size
+            raise ActAlignError(
+                f"Out of memory on {self.encoder.device} with batch size {b}; "
+                f"try a smaller batch (--batch-size {max(1, b // 2)})."
+            ) from None
+        return False

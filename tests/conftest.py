@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests' helper modules (media, models)
+
+# Tests never talk to a model hub: anything not built here must fail fast, offline.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path, monkeypatch):
+    """Each test gets its own embedding cache and script store."""
+    monkeypatch.setenv("ACTALIGN_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("ACTALIGN_HOME", str(tmp_path / "home"))
+
+
+@pytest.fixture(scope="session")
+def siglip_dir(tmp_path_factory) -> Path:
+    from models import build_siglip
+
+    return build_siglip(tmp_path_factory.mktemp("models") / "tiny-siglip")
+
+
+@pytest.fixture(scope="session")
+def clip_dir(tmp_path_factory) -> Path:
+    from models import build_clip
+
+    return build_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
