@@ -10,10 +10,39 @@ from pathlib import Path
 
 import torch
 
-WORDS = (
-    "a the red green blue yellow black white player ball court kicks jumps runs shoots dunk spin "
-    "in basketball soccer video frame step of with his her hand foot net goal"
-).split()
+WORDS = [
+    "a",
+    "the",
+    "red",
+    "green",
+    "blue",
+    "yellow",
+    "black",
+    "white",
+    "player",
+    "ball",
+    "court",
+    "kicks",
+    "jumps",
+    "runs",
+    "shoots",
+    "dunk",
+    "spin",
+    "in",
+    "basketball",
+    "soccer",
+    "video",
+    "frame",
+    "step",
+    "of",
+    "with",
+    "his",
+    "her",
+    "hand",
+    "foot",
+    "net",
+    "goal",
+]
 
 
 def _sentencepiece_model(path: Path) -> Path:
@@ -94,7 +123,7 @@ def _bytes_to_unicode() -> dict[int, str]:
             bs.append(b)
             cs.append(256 + n)
             n += 1
-    return dict(zip(bs, map(chr, cs)))
+    return dict(zip(bs, map(chr, cs), strict=False))
 
 
 def build_clip(directory: Path, seed: int = 0, image_size: int = 32) -> Path:

@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from media import make_video
 
 from actalign import load_encoder
 from actalign.embed import embed_texts, embed_video, prefetch
@@ -17,6 +16,7 @@ from actalign.encoders import hf
 from actalign.encoders.cache import EmbeddingCache, make_key
 from actalign.errors import ActAlignError
 from actalign.video import Sampling
+from media import make_video
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,7 @@ def test_not_an_image_text_model(tmp_path):
             hidden_size=8, num_hidden_layers=1, num_attention_heads=2, intermediate_size=8, vocab_size=30
         )
     ).save_pretrained(tmp_path / "bert")
-    with pytest.raises(ActAlignError, match="Could not load|supports"):
+    with pytest.raises(ActAlignError, match=r"Could not load|supports"):
         load_encoder(str(tmp_path / "bert"))
 
 

@@ -44,7 +44,7 @@ def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
                 if stop.is_set():
                     return
             q.put((_DONE, None))
-        except BaseException as e:  # noqa: BLE001 - handed to the consumer
+        except BaseException as e:
             q.put((_DONE, e))
 
     worker = threading.Thread(target=produce, daemon=True, name="actalign-prefetch")
@@ -120,7 +120,7 @@ def embed_texts(encoder: Encoder, texts: Sequence[str], cache: EmbeddingCache | 
     missing = [t for t in unique if keys[t] not in found]
     if missing:
         fresh = encoder.encode_texts(missing)
-        new = {keys[t]: v for t, v in zip(missing, fresh)}
+        new = {keys[t]: v for t, v in zip(missing, fresh, strict=False)}
         if cache is not None:
             cache.put_texts(new)
         found.update(new)

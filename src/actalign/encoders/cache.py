@@ -81,7 +81,7 @@ class EmbeddingCache:
                 frames, stamps, check = z["frames"], z["timestamps"], str(z["checksum"])
             if _checksum(frames, stamps) == check:
                 return frames, stamps
-        except Exception:  # noqa: BLE001 - any unreadable entry is treated as absent
+        except Exception:
             pass
         path.unlink(missing_ok=True)
         return None

@@ -36,7 +36,7 @@ def checkpoint_hash(directory: Path) -> str:
     return h.hexdigest()
 
 
-def _features(out) -> "torch.Tensor":  # noqa: F821
+def _features(out) -> torch.Tensor:  # noqa: F821
     """get_*_features returns a tensor in transformers 4.x and an output object in 5.x."""
     import torch
 
@@ -158,7 +158,7 @@ class TransformersEncoder(Encoder):
 # ---------------------------------------------------------------------- helpers
 
 
-def _unit(x: "torch.Tensor") -> np.ndarray:  # noqa: F821
+def _unit(x: torch.Tensor) -> np.ndarray:  # noqa: F821
     x = x.float()
     return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
 
