@@ -1,0 +1,75 @@
+"""Sub-action scripts: each candidate action becomes an ordered list of visible steps.
+
+`ScriptSource` finds them in this order: hand-written files, the store, then an LLM (whose
+answers are stored, so each script is generated once).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+from actalign.errors import ActAlignError
+from actalign.scripts.prompts import DEFAULT_STRATEGY, STRATEGIES, Strategy
+from actalign.scripts.store import GENERATED, Script, ScriptStore, lookup, read_scripts_file
+
+__all__ = ["STRATEGIES", "Script", "ScriptSource", "ScriptStore", "Strategy", "read_scripts_file"]
+
+
+class ScriptSource:
+    def __init__(
+        self,
+        files: Sequence[str | os.PathLike] = (),
+        store: ScriptStore | None = None,
+        writer=None,
+        strategy: str = DEFAULT_STRATEGY,
+    ) -> None:
+        if strategy not in STRATEGIES:
+            raise ActAlignError(f"Unknown script strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
+        self.hand = [read_scripts_file(f) for f in files]
+        self.store = store
+        self.writer = writer
+        self.strategy = STRATEGIES[strategy]
+
+    def _stored(self, domain: str, action: str) -> list[str] | None:
+        if self.store is None:
+            return None
+        exact = {}
+        if self.writer is not None:  # a configured LLM regenerates when model or prompt changed
+            exact = {
+                "model": self.writer.model,
+                "temperature": self.strategy.temperature,
+                "prompt_version": self.strategy.version,
+            }
+        found = self.store.get(domain, action, strategy=self.strategy.name, **exact)
+        return list(found.steps) if found else None
+
+    def get(self, domain: str, actions: Sequence[str]) -> dict[str, list[str]]:
+        """{action: steps} for every action; generates the missing ones or says how to add them."""
+        found: dict[str, list[str]] = {}
+        for action in actions:
+            steps = next((s for f in self.hand if (s := lookup(f, domain, action))), None)
+            steps = steps or self._stored(domain, action)
+            if steps:
+                found[action] = steps
+        missing = [a for a in actions if a not in found]
+        if missing and self.writer is None:
+            listed = ", ".join(repr(a) for a in missing)
+            raise ActAlignError(
+                f"No scripts for {listed} in {domain!r}. Write them in a JSON file "
+                f'({{"{domain}": {{"{missing[0]}": ["first step", "second step", ...]}}}}) and pass '
+                "--scripts FILE, or configure an LLM (OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
+                "server) to generate them."
+            )
+        if missing:
+            fresh = self.writer.write(domain, missing, self.strategy)
+            if self.store is not None:
+                self.store.put_many([self._generated(domain, a, s) for a, s in fresh.items()])
+            found.update(fresh)
+        return {a: found[a] for a in actions}
+
+    def _generated(self, domain: str, action: str, steps: list[str]) -> Script:
+        return Script(
+            domain, action, tuple(steps), GENERATED, self.strategy.name, self.writer.model,
+            self.strategy.temperature, self.strategy.version, source=self.writer.base_url or "openai",
+        )  # fmt: skip

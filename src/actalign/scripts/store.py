@@ -1,0 +1,252 @@
+"""The script store: every script generated once, kept in SQLite, editable and portable.
+
+Key: (domain, action, strategy, model, temperature, prompt version); names are compared case- and
+space-insensitively. Hand-written scripts (kind "hand": from a JSON file or an import) always win
+over generated ones. Files:
+
+- ours: `{"<domain>": {"<action>": ["step", ...]}}` (export, import, --scripts FILE)
+- the original authors' `generated_subactions.json`: a list of samples, each with `domain` and
+  `subactions` keyed "<option> in <domain>" (import)
+
+Default location: $ACTALIGN_HOME/scripts.sqlite, else the user data dir (platformdirs).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import statistics
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+from actalign.encoders.cache import atomic_write_bytes
+from actalign.errors import ActAlignError
+from actalign.scripts.parse import norm, validate_steps
+
+HAND = "hand"
+GENERATED = "generated"
+
+
+def default_store_path() -> Path:
+    if os.environ.get("ACTALIGN_HOME"):
+        return Path(os.environ["ACTALIGN_HOME"]).expanduser() / "scripts.sqlite"
+    import platformdirs
+
+    return Path(platformdirs.user_data_dir("actalign")) / "scripts.sqlite"
+
+
+@dataclass(frozen=True)
+class Script:
+    domain: str
+    action: str
+    steps: tuple[str, ...]
+    kind: str  # "hand" or "generated"
+    strategy: str = ""
+    model: str = ""
+    temperature: float | None = None
+    prompt_version: str = ""
+    source: str = ""
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS scripts (
+    domain_key TEXT NOT NULL, action_key TEXT NOT NULL,
+    kind TEXT NOT NULL, strategy TEXT NOT NULL, model TEXT NOT NULL,
+    temperature REAL NOT NULL, prompt_version TEXT NOT NULL,
+    domain TEXT NOT NULL, action TEXT NOT NULL, steps TEXT NOT NULL,
+    source TEXT NOT NULL, created REAL NOT NULL,
+    PRIMARY KEY (domain_key, action_key, kind, strategy, model, temperature, prompt_version)
+)
+"""
+
+
+class ScriptStore:
+    def __init__(self, path: str | os.PathLike | None = None) -> None:
+        self.path = Path(path).expanduser() if path else default_store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(_SCHEMA)
+        except (OSError, sqlite3.Error) as e:
+            raise ActAlignError(
+                f"Cannot open the script store {self.path} ({e}); pass --store PATH."
+            ) from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ------------------------------------------------------------------ writing
+
+    def put(self, script: Script) -> None:
+        self.put_many([script])
+
+    def put_many(self, scripts: list[Script]) -> None:
+        rows = [
+            (
+                norm(s.domain), norm(s.action), s.kind, s.strategy, s.model,
+                -1.0 if s.temperature is None else float(s.temperature), s.prompt_version,
+                s.domain, s.action, json.dumps(list(s.steps)), s.source, time.time(),
+            )
+            for s in scripts
+        ]  # fmt: skip
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            self.db.executemany("INSERT OR REPLACE INTO scripts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+
+    # ------------------------------------------------------------------ reading
+
+    def get(
+        self,
+        domain: str,
+        action: str,
+        strategy: str | None = None,
+        model: str | None = None,
+        temperature: float | None = None,
+        prompt_version: str | None = None,
+    ) -> Script | None:
+        """The script to use: a hand-written one if any, else the newest generated one matching
+        the given fields (None: any)."""
+        hand = self._query(domain, action, kind=HAND)
+        if hand:
+            return hand[0]
+        found = self._query(
+            domain, action, kind=GENERATED, strategy=strategy, model=model,
+            temperature=temperature, prompt_version=prompt_version,
+        )  # fmt: skip
+        return found[0] if found else None
+
+    def _query(self, domain: str, action: str, **fields) -> list[Script]:
+        sql = "SELECT * FROM scripts WHERE domain_key = ? AND action_key = ?"
+        args: list = [norm(domain), norm(action)]
+        for name, value in fields.items():
+            if value is not None:
+                sql += f" AND {name} = ?"
+                args.append(-1.0 if name == "temperature" and value is None else value)
+        return [_row(r) for r in self.db.execute(sql + " ORDER BY created DESC", args)]
+
+    def all(self) -> list[Script]:
+        rows = self.db.execute("SELECT * FROM scripts ORDER BY domain_key, action_key, created DESC")
+        return [_row(r) for r in rows]
+
+    def effective(self) -> dict[str, dict[str, list[str]]]:
+        """{domain: {action: steps}} of the scripts `get` would return (hand first, then newest)."""
+        out: dict[str, dict[str, list[str]]] = defaultdict(dict)
+        chosen: dict[tuple[str, str], Script] = {}
+        for s in self.all():
+            key = (norm(s.domain), norm(s.action))
+            if key not in chosen or (chosen[key].kind != HAND and s.kind == HAND):
+                chosen[key] = s
+        for s in chosen.values():
+            out[s.domain][s.action] = list(s.steps)
+        return dict(out)
+
+    # ------------------------------------------------------------------ files
+
+    def export(self, path: str | os.PathLike) -> int:
+        data = self.effective()
+        atomic_write_bytes(Path(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
+        return sum(len(v) for v in data.values())
+
+    def import_file(self, path: str | os.PathLike) -> int:
+        """Import our JSON format or the authors' generated_subactions.json, as hand-written."""
+        scripts = read_scripts_file(path)
+        self.put_many(
+            [
+                Script(domain, action, tuple(steps), HAND, source=str(path))
+                for domain, actions in scripts.items()
+                for action, steps in actions.items()
+            ]
+        )
+        return sum(len(v) for v in scripts.values())
+
+
+def _row(r: tuple) -> Script:
+    (_, _, kind, strategy, model, temp, version, domain, action, steps, source, _) = r
+    return Script(domain, action, tuple(json.loads(steps)), kind, strategy, model,
+                  None if temp < 0 else temp, version, source)  # fmt: skip
+
+
+# ---------------------------------------------------------------------- script files
+
+
+def read_scripts_file(path: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
+    """{domain: {action: steps}} from our format or the authors' list-of-samples format."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ActAlignError(f"No such scripts file: {p}.") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ActAlignError(f"{p} is not valid JSON ({e}); fix it or re-export it.") from None
+    if isinstance(data, list):
+        return _from_authors_format(data, p)
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ActAlignError(
+            f'{p} should map each domain to its actions: {{"basketball": {{"tip-in": ["step", ...]}}}}.'
+        )
+    out: dict[str, dict[str, list[str]]] = {}
+    for domain, actions in data.items():
+        for action, steps in actions.items():
+            cleaned, problems = validate_steps(action, steps, None)
+            if problems:
+                raise ActAlignError(f"{p}: {domain} / {problems[0]}.")
+            out.setdefault(domain, {})[action] = cleaned
+    return out
+
+
+def _from_authors_format(samples: list, p: Path) -> dict[str, dict[str, list[str]]]:
+    out: dict[str, dict[str, list[str]]] = {}
+    for i, sample in enumerate(samples):
+        if not isinstance(sample, dict) or "domain" not in sample or "subactions" not in sample:
+            raise ActAlignError(f"{p}: sample {i} lacks 'domain' or 'subactions'; is this a scripts file?")
+        domain, subs = sample["domain"], sample["subactions"]
+        if not isinstance(subs, dict):
+            continue  # the authors' files keep unparsed LLM text here when parsing failed
+        suffix = f" in {norm(domain)}"
+        for key, steps in subs.items():
+            action = key[: -len(suffix)] if norm(key).endswith(suffix) else key
+            cleaned, problems = validate_steps(action, steps, None)
+            if not problems:
+                out.setdefault(domain, {})[action.strip()] = cleaned
+    if not out:
+        raise ActAlignError(f"{p} holds no usable scripts.")
+    return out
+
+
+def lookup(scripts: dict[str, dict[str, list[str]]], domain: str, action: str) -> list[str] | None:
+    """Case- and space-insensitive lookup in a {domain: {action: steps}} mapping."""
+    for d, actions in scripts.items():
+        if norm(d) == norm(domain):
+            for a, steps in actions.items():
+                if norm(a) == norm(action):
+                    return steps
+    return None
+
+
+# ---------------------------------------------------------------------- statistics
+
+
+def stats(scripts: dict[str, dict[str, list[str]]]) -> list[dict]:
+    """Table 1 of the paper: steps per action and words per step, per domain and overall."""
+
+    def row(name: str, scripts_: list[list[str]]) -> dict:
+        counts = [len(s) for s in scripts_]
+        words = [len(step.split()) for s in scripts_ for step in s]
+        return {
+            "domain": name,
+            "actions": len(scripts_),
+            "steps_mean": statistics.fmean(counts),
+            "steps_std": statistics.pstdev(counts),
+            "words_mean": statistics.fmean(words),
+            "words_std": statistics.pstdev(words),
+        }
+
+    rows = [row(d, list(a.values())) for d, a in sorted(scripts.items()) if a]
+    everything = [s for a in scripts.values() for s in a.values()]
+    if everything:
+        rows.append(row("all", everything))
+    return rows

@@ -1,0 +1,308 @@
+"""Scripts: strict parsing, the LLM writer against a loopback chat-completions server, the store."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import pytest
+
+from actalign.errors import ActAlignError
+from actalign.scripts import ScriptSource, ScriptStore
+from actalign.scripts.llm import LLMWriter
+from actalign.scripts.parse import InvalidAnswer, parse_scripts
+from actalign.scripts.prompts import CONTEXT_RICH, SHORT_FIXED
+from actalign.scripts.store import HAND, Script, read_scripts_file, stats
+from llm_server import FakeLLM
+
+ACTIONS = ["Tip-in", "Putback dunk"]
+GOOD = {
+    "Tip-in": [
+        "Player jumps near the rim as the basketball bounces off the backboard",
+        "Player taps the rebounding basketball with one hand toward the hoop",
+        "The basketball drops through the net after the one-handed tip",
+    ],
+    "Putback dunk": [
+        "A teammate's basketball shot misses and rebounds off the rim",
+        "Player leaps high and catches the rebound with both hands above the rim",
+        "Player slams the basketball through the hoop with both hands",
+    ],
+}
+
+
+def answer(mapping: dict) -> str:
+    return json.dumps({"actions": mapping})
+
+
+@pytest.fixture
+def llm():
+    with FakeLLM() as server:
+        yield server
+
+
+def writer(llm: FakeLLM, **kw) -> LLMWriter:
+    return LLMWriter(model="test-model", base_url=llm.url, api_key="k", **kw)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_parse_good_and_wrapped_answers():
+    plain = answer(GOOD)
+    for text in (plain, f"Sure! Here you go:\n{plain}\nEnjoy.", f"```json\n{plain}\n```", json.dumps(GOOD)):
+        assert parse_scripts(text, "basketball", ACTIONS, CONTEXT_RICH) == GOOD
+
+
+def test_parse_matches_names_loosely_and_cleans_numbering():
+    text = json.dumps(
+        {
+            "TIP-IN  in Basketball": ["1. Jumps near the rim", "2) Taps the ball in"],
+            "putback   DUNK": ["a b", "c d"],
+        }
+    )
+    got = parse_scripts(text, "basketball", ACTIONS, None)
+    assert got == {"Tip-in": ["Jumps near the rim", "Taps the ball in"], "Putback dunk": ["a b", "c d"]}
+
+
+@pytest.mark.parametrize(
+    ("mapping", "problem"),
+    [
+        ({"Tip-in": GOOD["Tip-in"]}, "'Putback dunk' is missing"),
+        ({**GOOD, "Tip-in": [GOOD["Tip-in"][0]] * 3}, "repeats the step"),
+        ({**GOOD, "Tip-in": []}, "non-empty list"),
+        ({**GOOD, "Tip-in": ["ok step here", "", "fine step"]}, "empty or trivial"),
+        ({**GOOD, "Tip-in": ["one step only"]}, "has 1 steps"),
+        ({**GOOD, "Tip-in": "not a list"}, "non-empty list"),
+    ],
+)
+def test_parse_rejects_invalid_scripts(mapping, problem):
+    with pytest.raises(InvalidAnswer, match=problem):
+        parse_scripts(answer(mapping), "basketball", ACTIONS, CONTEXT_RICH)
+
+
+def test_parse_rejects_non_json():
+    with pytest.raises(InvalidAnswer, match="no JSON object"):
+        parse_scripts("I cannot help with that.", "basketball", ACTIONS, None)
+    with pytest.raises(InvalidAnswer, match="no JSON object"):
+        parse_scripts('{"actions": {"Tip-in": ["a", ', "basketball", ACTIONS, None)
+
+
+def test_short_fixed_needs_exactly_ten_short_steps():
+    ten = [f"step {w} now" for w in "abcdefghij"]
+    ok = {"Tip-in": ten, "Putback dunk": ten}
+    assert parse_scripts(answer(ok), "basketball", ACTIONS, SHORT_FIXED) == ok
+    with pytest.raises(InvalidAnswer, match="give exactly 10"):
+        parse_scripts(answer({**ok, "Tip-in": ten[:9]}), "basketball", ACTIONS, SHORT_FIXED)
+    with pytest.raises(InvalidAnswer, match="words"):
+        long = ["a very long step with far too many words"] + ten[1:]
+        parse_scripts(answer({**ok, "Tip-in": long}), "basketball", ACTIONS, SHORT_FIXED)
+
+
+# --------------------------------------------------------------------------- LLM writer
+
+
+def test_writer_one_request_for_all_actions(llm):
+    llm.answer(("answer", answer(GOOD)))
+    assert writer(llm).write("basketball", ACTIONS) == GOOD
+    (request,) = llm.requests
+    assert request["temperature"] == 0.2 and request["model"] == "test-model"
+    assert request["response_format"] == {"type": "json_object"}
+    prompt = request["messages"][0]["content"]
+    assert "Tip-in" in prompt and "Putback dunk" in prompt and "basketball" in prompt
+
+
+def test_writer_short_fixed_temperature(llm):
+    ten = [f"step {w} now" for w in "abcdefghij"]
+    llm.answer(("answer", answer({"Tip-in": ten, "Putback dunk": ten})))
+    writer(llm).write("basketball", ACTIONS, "short-fixed")
+    assert llm.requests[0]["temperature"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["{not json", answer({"Tip-in": GOOD["Tip-in"]}), answer({**GOOD, "Tip-in": [GOOD["Tip-in"][0]] * 3})],
+    ids=["malformed", "missing-action", "duplicate-steps"],
+)
+def test_writer_repairs_once(llm, bad):
+    llm.answer(("answer", bad), ("answer", f"```json\n{answer(GOOD)}\n```"))
+    assert writer(llm).write("basketball", ACTIONS) == GOOD
+    assert len(llm.requests) == 2
+    repair = llm.requests[1]["messages"]
+    assert repair[1]["content"] == bad and "invalid" in repair[2]["content"]
+
+
+def test_writer_gives_up_after_the_repair(llm):
+    llm.answer(("answer", answer({"Tip-in": GOOD["Tip-in"]})))
+    with pytest.raises(ActAlignError, match="'Putback dunk' is missing"):
+        writer(llm).write("basketball", ACTIONS)
+    assert len(llm.requests) == 2
+
+
+def test_writer_retries_429_then_succeeds(llm):
+    llm.answer(("status", 429, "rate limited"), ("answer", answer(GOOD)))
+    assert writer(llm).write("basketball", ACTIONS) == GOOD
+    assert len(llm.requests) == 2
+
+
+def test_writer_500_forever(llm):
+    llm.answer(("status", 500))
+    with pytest.raises(ActAlignError, match=r"kept failing \(HTTP 500\)"):
+        writer(llm, max_retries=2).write("basketball", ACTIONS)
+    assert len(llm.requests) == 3
+
+
+def test_writer_timeout(llm):
+    llm.answer(("slow", 3.0, answer(GOOD)))
+    with pytest.raises(ActAlignError, match="did not answer in time"):
+        writer(llm, timeout=0.3, max_retries=1).write("basketball", ACTIONS)
+
+
+def test_writer_falls_back_when_json_mode_is_unsupported(llm):
+    llm.answer(("status", 400, "response_format is not supported"), ("answer", "Here: " + answer(GOOD)))
+    assert writer(llm).write("basketball", ACTIONS) == GOOD
+    assert "response_format" not in llm.requests[1]
+
+
+def test_writer_unreachable_and_unconfigured(monkeypatch):
+    with pytest.raises(ActAlignError, match="Cannot reach the LLM"):
+        LLMWriter(base_url="http://127.0.0.1:9/v1", api_key="k", max_retries=0, timeout=2).write(
+            "basketball", ACTIONS
+        )
+    for var in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "ACTALIGN_LLM_API_KEY", "ACTALIGN_LLM_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(ActAlignError, match="No LLM is configured"):
+        LLMWriter()
+
+
+# --------------------------------------------------------------------------- store
+
+
+def test_store_round_trip_and_keys(tmp_path):
+    store = ScriptStore(tmp_path / "s.sqlite")
+    a = Script(
+        "basketball", "Tip-in", ("x y", "z w"), "generated", "context-rich", "m1", 0.2, "context-rich/1"
+    )
+    b = Script(
+        "basketball", "Tip-in", ("p q", "r s"), "generated", "context-rich", "m2", 0.2, "context-rich/1"
+    )
+    store.put_many([a, b])
+    assert store.get("BASKETBALL", " tip-in ", model="m1").steps == ("x y", "z w")
+    assert store.get("basketball", "tip-in", model="m2").steps == ("p q", "r s")
+    assert store.get("basketball", "tip-in", model="m3") is None
+    assert store.get("basketball", "tip-in", strategy="short-fixed") is None
+    got = store.get("basketball", "tip-in", model="m1")
+    assert (got.temperature, got.prompt_version, got.kind) == (0.2, "context-rich/1", "generated")
+    reopened = ScriptStore(tmp_path / "s.sqlite")
+    assert len(reopened.all()) == 2
+
+
+def test_hand_written_always_win(tmp_path):
+    store = ScriptStore(tmp_path / "s.sqlite")
+    store.put(Script("basketball", "Tip-in", ("gen a", "gen b"), "generated", "context-rich", "m", 0.2, "v"))
+    store.put(Script("basketball", "tip-in", ("hand a", "hand b"), HAND))
+    assert store.get("basketball", "Tip-in", strategy="context-rich", model="m").steps == ("hand a", "hand b")
+    assert store.effective() == {"basketball": {"tip-in": ["hand a", "hand b"]}}
+
+
+def test_export_import_round_trip(tmp_path):
+    store = ScriptStore(tmp_path / "a.sqlite")
+    store.put(Script("basketball", "Tip-in", ("gen a", "gen b"), "generated", "context-rich", "m", 0.2, "v"))
+    assert store.export(tmp_path / "out.json") == 1
+    other = ScriptStore(tmp_path / "b.sqlite")
+    assert other.import_file(tmp_path / "out.json") == 1
+    assert other.effective() == store.effective()
+    assert other.get("basketball", "tip-in").kind == HAND
+
+
+def test_import_authors_format(tmp_path):
+    authors = [
+        {
+            "id": "x1",
+            "domain": "basketball",
+            "cleaned_options": ["tip-in", "putback dunk"],
+            "subactions": {
+                "tip-in in basketball": ["jump", "tap the ball"],
+                "putback dunk in basketball": ["catch rebound", "slam"],
+            },
+        },
+        {"id": "x2", "domain": "tennis", "subactions": "unparsed LLM text"},
+    ]
+    path = tmp_path / "generated_subactions.json"
+    path.write_text(json.dumps(authors))
+    assert read_scripts_file(path) == {
+        "basketball": {"tip-in": ["jump", "tap the ball"], "putback dunk": ["catch rebound", "slam"]}
+    }
+    store = ScriptStore(tmp_path / "s.sqlite")
+    assert store.import_file(path) == 2
+    assert store.get("Basketball", "Putback Dunk").steps == ("catch rebound", "slam")
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ("{broken", "not valid JSON"),
+        ('["x"]', "lacks 'domain'"),
+        ('{"basketball": ["a"]}', "map each domain"),
+        ('{"basketball": {"tip-in": []}}', "non-empty list"),
+    ],
+)
+def test_bad_scripts_files(tmp_path, content, match):
+    path = tmp_path / "s.json"
+    path.write_text(content)
+    with pytest.raises(ActAlignError, match=match):
+        read_scripts_file(path)
+    with pytest.raises(ActAlignError, match="No such scripts file"):
+        read_scripts_file(tmp_path / "absent.json")
+
+
+def _write_many(args):
+    path, worker = args
+    store = ScriptStore(path)
+    for i in range(40):
+        store.put(Script("d", f"a{worker}-{i}", ("s1 x", "s2 y"), "generated", "context-rich", "m", 0.2, "v"))
+    return worker
+
+
+def test_concurrent_writers(tmp_path):
+    with mp.get_context("spawn").Pool(2) as pool:
+        pool.map(_write_many, [(tmp_path / "s.sqlite", 0), (tmp_path / "s.sqlite", 1)])
+    assert len(ScriptStore(tmp_path / "s.sqlite").all()) == 80
+
+
+def test_stats_match_hand_computation():
+    rows = stats(
+        {"a": {"x": ["one two", "three"], "y": ["four five six"]}, "b": {"z": ["w w", "w", "w w w"]}}
+    )
+    by = {r["domain"]: r for r in rows}
+    assert by["a"]["actions"] == 2 and by["a"]["steps_mean"] == pytest.approx(1.5)
+    assert by["a"]["words_mean"] == pytest.approx(2.0) and by["a"]["steps_std"] == pytest.approx(0.5)
+    assert by["all"]["actions"] == 3 and by["all"]["steps_mean"] == pytest.approx(2.0)
+    assert by["all"]["words_mean"] == pytest.approx(12 / 6)
+
+
+# --------------------------------------------------------------------------- source
+
+
+def test_source_order_files_store_llm(tmp_path, llm):
+    hand = tmp_path / "hand.json"
+    hand.write_text(json.dumps({"basketball": {"tip-in": ["from the file", "second step"]}}))
+    store = ScriptStore(tmp_path / "s.sqlite")
+    llm.answer(("answer", answer({"Putback dunk": GOOD["Putback dunk"]})))
+    source = ScriptSource([hand], store, writer(llm))
+    got = source.get("basketball", ACTIONS)
+    assert got == {"Tip-in": ["from the file", "second step"], "Putback dunk": GOOD["Putback dunk"]}
+    assert "Tip-in" not in llm.requests[0]["messages"][0]["content"]  # only what was missing
+    again = ScriptSource([hand], store, writer(llm)).get("basketball", ACTIONS)
+    assert again == got and len(llm.requests) == 1  # generated once, then stored
+    stored = store.get("basketball", "putback dunk")
+    assert (stored.model, stored.temperature, stored.prompt_version) == ("test-model", 0.2, "context-rich/1")
+
+
+def test_source_without_llm_names_what_is_missing(tmp_path):
+    source = ScriptSource([], ScriptStore(tmp_path / "s.sqlite"), None)
+    with pytest.raises(
+        ActAlignError, match=r"No scripts for 'Tip-in', 'Putback dunk' in 'basketball'.*--scripts"
+    ):
+        source.get("basketball", ACTIONS)
+    with pytest.raises(ActAlignError, match="Unknown script strategy"):
+        ScriptSource(strategy="poetic")
