@@ -94,7 +94,7 @@ def test_short_fixed_needs_exactly_ten_short_steps():
     with pytest.raises(InvalidAnswer, match="give exactly 10"):
         parse_scripts(answer({**ok, "Tip-in": ten[:9]}), "basketball", ACTIONS, SHORT_FIXED)
     with pytest.raises(InvalidAnswer, match="words"):
-        long = ["a very long step with far too many words"] + ten[1:]
+        long = ["a very long step with far too many words", *ten[1:]]
         parse_scripts(answer({**ok, "Tip-in": long}), "basketball", ACTIONS, SHORT_FIXED)
 
 

@@ -104,7 +104,8 @@ class LLMWriter:
                 response = self.client.chat.completions.create(**kwargs)
         except openai.APITimeoutError:
             raise ActAlignError(
-                f"The LLM at {where} did not answer in time, after retries; try again later or raise the timeout."
+                f"The LLM at {where} did not answer in time, after retries; "
+                "try again later or raise the timeout."
             ) from None
         except openai.APIConnectionError:
             raise ActAlignError(
