@@ -181,10 +181,20 @@ def _resolve_dtype(dtype: str | None, device: str):
 
 def _load(name: str):
     """(model, processor, source identity) from a local directory or a hub id."""
-    from transformers import AutoModel, AutoProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # e.g. "falling back to the PIL image processor": not the user's concern
+    try:
+        return _load_quietly(name)
+    finally:
+        hf_logging.set_verbosity(verbosity)
+
+
+def _load_quietly(name: str):
+    from transformers import AutoModel, AutoProcessor
+
     path = Path(name).expanduser()
     local = path.is_dir()
     if not local and (name.startswith((".", "/", "~")) or name.count("/") > 1):

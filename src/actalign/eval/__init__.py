@@ -1,0 +1,1 @@
+"""Evaluation: datasets (generic JSONL manifests, ActionAtlas), metrics, the resumable runner."""

@@ -1,0 +1,284 @@
+"""Evaluation data: generic JSONL manifests and the ActionAtlas benchmark.
+
+Manifest rows (one JSON object per line): `video` (path, relative to the manifest's folder),
+`domain`, `candidates` (list of action names), `answer` (0-based index), optional `id`,
+`start`/`end` (seconds), `question`. Unknown fields are ignored, so
+../shared/data/actionatlas-samples/manifest.jsonl loads as it is.
+
+ActionAtlas: rows from `datasets.load_dataset("mrsalehi/ActionAtlas-v1.0", split="test")`, clips
+from YouTube through yt-dlp, cut to the rows' start/end, with the benchmark's
+`frames_to_obfuscate` regions blurred. Preparing is resumable: finished clips are kept, videos
+that are no longer available are listed in `unavailable.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from actalign.encoders.cache import atomic_write_bytes
+from actalign.errors import ActAlignError
+
+_NUMBERING = re.compile(r"^\s*\(?\d+\s*[.):]\s*")
+DATASET_ID = "mrsalehi/ActionAtlas-v1.0"
+
+
+@dataclass(frozen=True)
+class Clip:
+    id: str
+    video: Path
+    domain: str
+    candidates: tuple[str, ...]
+    answer: int
+    start: float | None = None
+    end: float | None = None
+    question: str = ""
+
+
+def clean_candidate(name: str) -> str:
+    """'1. Tip-in ' -> 'Tip-in': the benchmark numbers its choices."""
+    return " ".join(_NUMBERING.sub("", name).split())
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def _clip_from_row(row: dict, base: Path, where: str) -> Clip:
+    for field in ("video", "domain", "candidates", "answer"):
+        if field not in row:
+            raise ActAlignError(f"{where} lacks the field {field!r}.")
+    candidates = row["candidates"]
+    if not isinstance(candidates, list) or len(candidates) < 2:
+        raise ActAlignError(f"{where}: 'candidates' must be a list of at least two actions.")
+    cleaned = tuple(clean_candidate(str(c)) for c in candidates)
+    answer = row["answer"]
+    if not isinstance(answer, int) or not 0 <= answer < len(cleaned):
+        raise ActAlignError(
+            f"{where}: 'answer' must be a 0-based index below {len(cleaned)}, got {answer!r}."
+        )
+    video = Path(row["video"]).expanduser()
+    video = video if video.is_absolute() else base / video
+    return Clip(
+        id=str(row.get("id") or Path(row["video"]).stem),
+        video=video,
+        domain=str(row["domain"]),
+        candidates=cleaned,
+        answer=answer,
+        start=row.get("start"),
+        end=row.get("end"),
+        question=str(row.get("question", "")),
+    )
+
+
+def load_manifest(path: str | os.PathLike) -> list[Clip]:
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise ActAlignError(f"No such manifest: {p}.") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ActAlignError(f"Cannot read the manifest {p} ({e}).") from None
+    clips, ids = [], set()
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ActAlignError(f"{p} line {n} is not valid JSON ({e.msg}).") from None
+        if not isinstance(row, dict):
+            raise ActAlignError(f"{p} line {n} is not a JSON object.")
+        clip = _clip_from_row(row, p.parent, f"{p} line {n}")
+        if clip.id in ids:
+            raise ActAlignError(f"{p} line {n}: the id {clip.id!r} appears twice; ids must be unique.")
+        ids.add(clip.id)
+        clips.append(clip)
+    if not clips:
+        raise ActAlignError(f"The manifest {p} has no rows.")
+    return clips
+
+
+def write_manifest(path: Path, clips: Iterable[Clip]) -> None:
+    rows = []
+    for c in clips:
+        row = {"id": c.id, "video": os.path.relpath(c.video, path.parent), "domain": c.domain,
+               "candidates": list(c.candidates), "answer": c.answer, "question": c.question}  # fmt: skip
+        rows.append(json.dumps(row, ensure_ascii=False))
+    atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
+
+
+# --------------------------------------------------------------------------- ActionAtlas
+
+
+def load_actionatlas_rows(split: str = "test") -> list[dict]:
+    """The benchmark's rows through `datasets` (downloads once, then reads its cache)."""
+    try:
+        from datasets import load_dataset
+    except ImportError:
+        raise ActAlignError("ActionAtlas needs the datasets package: pip install 'actalign[eval]'.") from None
+    try:
+        return [dict(r) for r in load_dataset(DATASET_ID, split=split)]
+    except Exception as e:
+        raise ActAlignError(
+            f"Could not load {DATASET_ID} ({type(e).__name__}: {str(e)[:150]}); it needs the internet "
+            "once, then it is cached."
+        ) from None
+
+
+def atlas_clip(row: dict, video: Path) -> Clip:
+    """A Clip from a benchmark row: numbered `choices_str`, 1-based `answer`."""
+    choices = [clean_candidate(c) for c in str(row["choices_str"]).split("\n") if c.strip()]
+    return Clip(
+        id=str(row["id"]),
+        video=video,
+        domain=str(row["domain"]),
+        candidates=tuple(choices),
+        answer=int(row["answer"]) - 1,
+        question=str(row.get("question", "")),
+    )
+
+
+def yt_dlp_download(youtube_id: str, directory: Path) -> Path:
+    """Download one YouTube video (mp4) with yt-dlp; raises ActAlignError when unavailable."""
+    try:
+        import yt_dlp
+    except ImportError:
+        raise ActAlignError("Downloading clips needs yt-dlp: pip install 'actalign[eval]'.") from None
+    options = {
+        "outtmpl": str(directory / f"{youtube_id}.%(ext)s"),
+        "format": "best[ext=mp4]/best",
+        "quiet": True,
+        "no_warnings": True,
+        "noprogress": True,
+    }
+    try:
+        with yt_dlp.YoutubeDL(options) as ydl:
+            info = ydl.extract_info(f"https://www.youtube.com/watch?v={youtube_id}", download=True)
+            return Path(ydl.prepare_filename(info))
+    except yt_dlp.utils.DownloadError as e:
+        raise ActAlignError(f"YouTube video {youtube_id} is not available ({str(e)[:120]}).") from None
+
+
+def _regions(obfuscate) -> dict[int, list[tuple[int, int, int, int]]]:
+    """{frame index: [(x0, y0, x1, y1)]} from the benchmark's frames_to_obfuscate."""
+    if not obfuscate:
+        return {}
+    if isinstance(obfuscate, str):
+        obfuscate = json.loads(obfuscate)
+    out: dict[int, list[tuple[int, int, int, int]]] = {}
+    for frame, items in obfuscate.items():
+        for item in items or []:
+            vertices = (item or {}).get("bounding_poly", {}).get("vertices", [])
+            if vertices:
+                xs, ys = [v[0] for v in vertices], [v[1] for v in vertices]
+                out.setdefault(int(frame), []).append(
+                    (int(min(xs)), int(min(ys)), int(max(xs)), int(max(ys)))
+                )
+    return out
+
+
+def _blur(img: np.ndarray, boxes: list[tuple[int, int, int, int]]) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    for x0, y0, x1, y1 in boxes:
+        x0, y0 = max(0, x0), max(0, y0)
+        x1, y1 = min(img.shape[1], x1), min(img.shape[0], y1)
+        if x1 > x0 and y1 > y0:
+            region = Image.fromarray(img[y0:y1, x0:x1]).filter(ImageFilter.GaussianBlur(radius=8))
+            img[y0:y1, x0:x1] = np.asarray(region)
+    return img
+
+
+def cut_clip(source: Path, out: Path, start: float, end: float, obfuscate=None) -> Path:
+    """Re-encode [start, end) seconds of `source` to `out` (H.264), blurring listed regions.
+
+    Frame indices of `frames_to_obfuscate` count frames of the source from its first frame, as
+    the benchmark's own scripts read them.
+    """
+    import av
+
+    regions = _regions(obfuscate)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, suffix=".mp4")
+    os.close(fd)
+    written = 0
+    try:
+        with av.open(str(source)) as src, av.open(tmp, "w") as dst:
+            s_in = src.streams.video[0]
+            s_in.thread_type = "AUTO"
+            rate = s_in.average_rate or 30
+            s_out = dst.add_stream("libx264", rate=rate)
+            s_out.pix_fmt = "yuv420p"
+            s_out.options = {"crf": "18", "preset": "veryfast"}
+            t0 = float(s_in.start_time * s_in.time_base) if s_in.start_time is not None else 0.0
+            for index, frame in enumerate(src.decode(s_in)):
+                ts = frame.time - t0 if frame.time is not None else index / float(rate)
+                if ts < start:
+                    continue
+                if ts >= end:
+                    break
+                img = frame.to_ndarray(format="rgb24")
+                if index in regions:
+                    img = _blur(img, regions[index])
+                if written == 0:
+                    s_out.width, s_out.height = img.shape[1] // 2 * 2, img.shape[0] // 2 * 2
+                img = img[: s_out.height, : s_out.width]
+                dst.mux(s_out.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
+                written += 1
+            if written:
+                dst.mux(s_out.encode())
+        if not written:
+            raise ActAlignError(f"{source} has no frames between {start} s and {end} s.")
+        os.replace(tmp, out)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return out
+
+
+def prepare_actionatlas(
+    out_dir: str | os.PathLike,
+    rows: list[dict] | None = None,
+    download: Callable[[str, Path], Path] = yt_dlp_download,
+    keep_sources: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> Path:
+    """Download, cut and blur the benchmark's clips into out_dir; returns its manifest.jsonl.
+
+    Resumable: clips already in out_dir/clips are kept; sources already downloaded are reused.
+    Rows whose video cannot be had go to out_dir/unavailable.jsonl with the reason.
+    """
+    out = Path(out_dir)
+    rows = load_actionatlas_rows() if rows is None else rows
+    clips_dir, sources = out / "clips", out / "sources"
+    sources.mkdir(parents=True, exist_ok=True)
+    done, unavailable = [], []
+    for row in rows:
+        clip_path = clips_dir / f"{row['id']}.mp4"
+        if progress:
+            progress(str(row["id"]))
+        if not clip_path.exists():
+            try:
+                found = sorted(sources.glob(f"{row['youtube_id']}.*"))
+                source = found[0] if found else download(str(row["youtube_id"]), sources)
+                cut_clip(source, clip_path, float(row["start_timestamp"]), float(row["end_timestamp"]),
+                         row.get("frames_to_obfuscate"))  # fmt: skip
+            except ActAlignError as e:
+                unavailable.append({"id": row["id"], "youtube_id": row["youtube_id"], "reason": str(e)})
+                continue
+        done.append(atlas_clip(row, clip_path))
+    if not keep_sources:
+        shutil.rmtree(sources, ignore_errors=True)
+    atomic_write_bytes(out / "unavailable.jsonl", "".join(json.dumps(u) + "\n" for u in unavailable).encode())
+    manifest = out / "manifest.jsonl"
+    if not done:
+        raise ActAlignError(f"No ActionAtlas clip could be prepared; see {out / 'unavailable.jsonl'}.")
+    write_manifest(manifest, done)
+    return manifest
