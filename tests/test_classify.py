@@ -182,7 +182,7 @@ def test_cli_classify_json_csv_table(clip, scripts_file, siglip_dir, tmp_path, c
     for p in preds:
         segs = p["segments"]
         assert segs[0]["start"] == 0.0 and all(s["start"] < s["end"] for s in segs)
-        for a, b in zip(segs, segs[1:]):  # in order, no gap; neighbours may share a frame
+        for a, b in itertools.pairwise(segs):  # in order, no gap; neighbours may share a frame
             assert a["start"] <= b["start"] <= a["end"] <= b["end"]
 
     code, out, _ = run_cli([*base, "--format", "csv", "--top-k", "2"], capsys)
@@ -235,7 +235,7 @@ def test_plot_marks_predicted_and_correct(tmp_path):
     assert "predicted" in svg and "correct" in svg
     png = plot_prediction(pred, tmp_path / "p.png", answer="right")
     assert png.read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ActAlignError, match=".png or .svg"):
+    with pytest.raises(ActAlignError, match=r"\.png or \.svg"):
         plot_prediction(pred, tmp_path / "p.jpg")
 
 
