@@ -18,6 +18,9 @@ PALETTE = {
     "cyan": (40, 210, 210),
 }
 NAMES = list(PALETTE)
+# Code words name a colour only together with their domain: "two in zone-b" is NAMES[(1 + 3) % 6].
+CODEWORDS = ["one", "two", "three", "four", "five", "six"]
+DOMAIN_OFFSET = {"zone-a": 0, "zone-b": 3}
 
 
 class ColourEncoder(Encoder):
@@ -47,6 +50,10 @@ class ColourEncoder(Encoder):
         out = []
         for t in texts:
             words = t.lower().split()
-            hit = next((i for i, name in enumerate(NAMES) if name in words), self.dim - 1)
-            out.append(self._onehot(hit))
+            hit = next((i for i, name in enumerate(NAMES) if name in words), None)
+            code = next((i for i, w in enumerate(CODEWORDS) if w in words), None)
+            domain = next((off for d, off in DOMAIN_OFFSET.items() if d in words), None)
+            if hit is None and code is not None and domain is not None:
+                hit = (code + domain) % len(NAMES)
+            out.append(self._onehot(self.dim - 1 if hit is None else hit))
         return np.stack(out)

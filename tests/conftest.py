@@ -20,6 +20,15 @@ def _isolated_cache(tmp_path, monkeypatch):
     """Each test gets its own embedding cache and script store."""
     monkeypatch.setenv("ACTALIGN_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("ACTALIGN_HOME", str(tmp_path / "home"))
+    for var in (
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "ACTALIGN_LLM_API_KEY",
+        "ACTALIGN_LLM_BASE_URL",
+        "ACTALIGN_LLM_MODEL",
+    ):
+        monkeypatch.delenv(var, raising=False)  # no test may reach a real LLM
 
 
 @pytest.fixture(scope="session")

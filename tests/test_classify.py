@@ -203,10 +203,23 @@ def test_cli_candidates_file_and_several_videos(clip, scripts_file, siglip_dir, 
     cands.write_text("# candidates\nTip-in\nPutback dunk\n")
     other = make_video(tmp_path / "other.mp4", n=10, fps=5)
     code, out, err = run_cli(
-        ["classify", clip, other, "--domain", "basketball", "--candidates-file", cands,
-         "--scripts", scripts_file, "--model", siglip_dir, "--format", "json"],
+        [
+            "classify",
+            clip,
+            other,
+            "--domain",
+            "basketball",
+            "--candidates-file",
+            cands,
+            "--scripts",
+            scripts_file,
+            "--model",
+            siglip_dir,
+            "--format",
+            "json",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 0, err
     assert [v["video"] for v in json.loads(out)["videos"]] == [str(clip), str(other)]
 
@@ -214,10 +227,23 @@ def test_cli_candidates_file_and_several_videos(clip, scripts_file, siglip_dir, 
 def test_cli_plot(clip, scripts_file, siglip_dir, tmp_path, capsys):
     out = tmp_path / "fig.svg"
     code, stdout, err = run_cli(
-        ["plot", clip, "--domain", "basketball", *CANDS, "--scripts", scripts_file, "--model", siglip_dir,
-         "--out", out, "--answer", "Tip-in"],
+        [
+            "plot",
+            clip,
+            "--domain",
+            "basketball",
+            *CANDS,
+            "--scripts",
+            scripts_file,
+            "--model",
+            siglip_dir,
+            "--out",
+            out,
+            "--answer",
+            "Tip-in",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 0, err
     assert out.read_text().startswith("<?xml") and "Tip-in" in out.read_text()
 
@@ -249,12 +275,24 @@ def test_cli_bad_input_is_one_sentence(clip, scripts_file, siglip_dir, tmp_path,
         (["classify", clip, *base], "No candidate actions"),
         (["classify", clip, *base, "--candidates", "Tip-in", "tip-in"], "given twice"),
         (["classify", clip, *base, "--candidates", "Tip-in", "Alley-oop"], "No scripts for 'Alley-oop'"),
-        (["classify", clip, "--domain", "basketball", *CANDS, "--scripts", scripts_file,
-          "--model", "nobody/no-such-model"], "Could not load model"),
+        (
+            [
+                "classify",
+                clip,
+                "--domain",
+                "basketball",
+                *CANDS,
+                "--scripts",
+                scripts_file,
+                "--model",
+                "nobody/no-such-model",
+            ],
+            "Could not load model",
+        ),
         (["classify", clip, *base, *CANDS, "-o", tmp_path / "nope" / "out.json"], "does not exist"),
         (["classify", clip, *base, *CANDS, "--scripts", tmp_path / "absent.json"], "No such scripts file"),
         (["plot", clip, *base, *CANDS, "--out", tmp_path / "fig.gif"], ".png or .svg"),
-    ]  # fmt: skip
+    ]
     for args, message in cases:
         code, out, err = run_cli(args, capsys)
         assert code == 2, (args, err)
@@ -279,29 +317,62 @@ def _unwritable_folder(tmp_path):
 def test_cli_unwritable_output(clip, scripts_file, siglip_dir, tmp_path, capsys):
     folder = _unwritable_folder(tmp_path)
     code, _, err = run_cli(
-        ["classify", clip, "--domain", "basketball", *CANDS, "--scripts", scripts_file,
-         "--model", siglip_dir, "-o", folder / "out.json"],
+        [
+            "classify",
+            clip,
+            "--domain",
+            "basketball",
+            *CANDS,
+            "--scripts",
+            scripts_file,
+            "--model",
+            siglip_dir,
+            "-o",
+            folder / "out.json",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 2 and "permission denied" in err
     assert not (folder / "out.json").exists()
 
 
 def test_cli_output_to_a_folder_is_refused(clip, scripts_file, siglip_dir, tmp_path, capsys):
     code, _, err = run_cli(
-        ["classify", clip, "--domain", "basketball", *CANDS, "--scripts", scripts_file,
-         "--model", siglip_dir, "-o", tmp_path],
+        [
+            "classify",
+            clip,
+            "--domain",
+            "basketball",
+            *CANDS,
+            "--scripts",
+            scripts_file,
+            "--model",
+            siglip_dir,
+            "-o",
+            tmp_path,
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 2 and "is a folder" in err
 
 
 def test_entry_point_exit_code_without_traceback(tmp_path):
     proc = subprocess.run(
-        [sys.executable, "-m", "actalign", "classify", str(tmp_path / "none.mp4"), "--domain", "x",
-         "--candidates", "a", "b"],
-        capture_output=True, text=True,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "actalign",
+            "classify",
+            str(tmp_path / "none.mp4"),
+            "--domain",
+            "x",
+            "--candidates",
+            "a",
+            "b",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"error: No such video file: {tmp_path / 'none.mp4'}. Check the path."
 
@@ -330,10 +401,22 @@ def test_cli_scripts_generate_through_an_llm(tmp_path, capsys, monkeypatch):
     with FakeLLM() as llm:
         llm.answer(("answer", json.dumps({"actions": {"Half volley": steps}})))
         code, out, err = run_cli(
-            ["scripts", "generate", "--domain", "tennis", "--candidates", "Half volley",
-             "--store", tmp_path / "s.sqlite", "--llm-base-url", llm.url, "--llm-model", "m"],
+            [
+                "scripts",
+                "generate",
+                "--domain",
+                "tennis",
+                "--candidates",
+                "Half volley",
+                "--store",
+                tmp_path / "s.sqlite",
+                "--llm-base-url",
+                llm.url,
+                "--llm-model",
+                "m",
+            ],
             capsys,
-        )  # fmt: skip
+        )
     assert code == 0, err
     assert "1. racket held low" in out
 
@@ -344,10 +427,24 @@ def test_cli_on_a_shared_clip(siglip_dir, tmp_path, capsys):
     scripts = {row["domain"]: {c: [f"{c} begins", f"{c} ends"] for c in row["candidates"]}}
     (tmp_path / "s.json").write_text(json.dumps(scripts))
     code, out, err = run_cli(
-        ["classify", SAMPLES / row["video"], "--domain", row["domain"], "--candidates", *row["candidates"],
-         "--scripts", tmp_path / "s.json", "--model", siglip_dir, "--fps", "4", "--format", "json"],
+        [
+            "classify",
+            SAMPLES / row["video"],
+            "--domain",
+            row["domain"],
+            "--candidates",
+            *row["candidates"],
+            "--scripts",
+            tmp_path / "s.json",
+            "--model",
+            siglip_dir,
+            "--fps",
+            "4",
+            "--format",
+            "json",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert code == 0, err
     video = json.loads(out)["videos"][0]
     assert len(video["predictions"]) == len(row["candidates"])

@@ -168,8 +168,9 @@ class ActAlign:
         self.template, self.mean_pool_template, self.method = template, mean_pool_template, method
         self.cache = EmbeddingCache() if cache is None or cache is True else (cache or None)
 
-    def embed(self, video: str | os.PathLike, start: float | None = None, end: float | None = None,
-              on_frames=None) -> VideoEmbedding:  # fmt: skip
+    def embed(
+        self, video: str | os.PathLike, start: float | None = None, end: float | None = None, on_frames=None
+    ) -> VideoEmbedding:
         """Frame embeddings of a video at this pipeline's sampling (cached)."""
         sampling = Sampling(fps=self.fps, start=start, end=end)
         return embed_video(self.encoder, video, sampling, self.cache, on_frames=on_frames)
@@ -226,8 +227,9 @@ class ActAlign:
     ) -> Prediction:
         """The mean-pool baseline on frame embeddings already computed."""
         texts = [self.mean_pool_template.format(domain=domain, action=c) for c in candidates]
-        scores = mean_pool_scores(emb.frames, embed_texts(self.encoder, texts, self.cache),
-                                  self.encoder.scale, self.encoder.bias)  # fmt: skip
+        scores = mean_pool_scores(
+            emb.frames, embed_texts(self.encoder, texts, self.cache), self.encoder.scale, self.encoder.bias
+        )
         results = [
             CandidateResult(action=candidates[i], score=float(scores[i]), rank=r)
             for r, i in enumerate(rank(scores), 1)

@@ -23,8 +23,11 @@ from actalign.errors import ActAlignError
 
 def _add_model_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=None, help="encoder: short name, hub id or local directory "
-                   "(default google/siglip-so400m-patch14-384)")  # fmt: skip
+    g.add_argument(
+        "--model",
+        default=None,
+        help="encoder: short name, hub id or local directory (default google/siglip-so400m-patch14-384)",
+    )
     g.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: half on GPU)")
     g.add_argument("--batch-size", type=int, default=None, help="frames per forward pass")
@@ -36,8 +39,13 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
 
 def _add_script_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scripts")
-    g.add_argument("--scripts", action="append", default=[], metavar="FILE",
-                   help="hand-written scripts JSON (repeatable); these win over stored ones")  # fmt: skip
+    g.add_argument(
+        "--scripts",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="hand-written scripts JSON (repeatable); these win over stored ones",
+    )
     g.add_argument("--store", default=None, help="script store (default: $ACTALIGN_HOME/scripts.sqlite)")
     g.add_argument("--strategy", default="context-rich", help="context-rich (default) or short-fixed")
     g.add_argument(
@@ -169,8 +177,9 @@ def _script_source(args, need_writer: bool = False):
 def _encoder(args):
     from actalign.encoders import DEFAULT_MODEL, load_encoder
 
-    return load_encoder(args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype,
-                        batch_size=args.batch_size)  # fmt: skip
+    return load_encoder(
+        args.model or DEFAULT_MODEL, device=args.device, dtype=args.dtype, batch_size=args.batch_size
+    )
 
 
 def _pipeline(args, scripts):
@@ -179,8 +188,15 @@ def _pipeline(args, scripts):
 
     encoder = _encoder(args)
     cache = False if args.no_cache else EmbeddingCache(args.cache_dir)
-    return ActAlign(encoder, scripts, fps=args.fps, smooth_seconds=args.smooth, template=args.template,
-                    method=args.method, cache=cache)  # fmt: skip
+    return ActAlign(
+        encoder,
+        scripts,
+        fps=args.fps,
+        smooth_seconds=args.smooth,
+        template=args.template,
+        method=args.method,
+        cache=cache,
+    )
 
 
 def _progress(total: str):

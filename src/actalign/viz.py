@@ -48,9 +48,14 @@ def plot_prediction(
     image = None
     for ax, c in zip(axes[:, 0], shown):
         image = ax.imshow(
-            c.affinity, aspect="auto", cmap="viridis", vmin=0, vmax=1, interpolation="nearest",
+            c.affinity,
+            aspect="auto",
+            cmap="viridis",
+            vmin=0,
+            vmax=1,
+            interpolation="nearest",
             extent=(edges[0], edges[1], len(c.steps) - 0.5, -0.5),
-        )  # fmt: skip
+        )
         ax.plot(ts[c.path[:, 1]], c.path[:, 0], color="white", linewidth=1.8)
         ax.set_yticks(range(len(c.steps)))
         ax.set_yticklabels([textwrap.shorten(s, 60) for s in c.steps], fontsize=7)

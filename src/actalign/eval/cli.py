@@ -19,8 +19,13 @@ def add_eval_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run folder (resumable)")
     p.add_argument("--data", default="actionatlas-data", help="where ActionAtlas clips are prepared")
     p.add_argument("--ladder", action="store_true", help="the ablation of Table 3 from the same embeddings")
-    p.add_argument("--strategies", nargs="+", default=None, metavar="S",
-                   help="compare script strategies (Table 4): context-rich short-fixed")  # fmt: skip
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        metavar="S",
+        help="compare script strategies (Table 4): context-rich short-fixed",
+    )
     p.add_argument("--fps", type=float, default=None, help="frames per second (default: every frame)")
     p.add_argument("--smooth", type=float, default=1.0, help="smoothing window in seconds")
     p.add_argument("--template", default="{step} in {domain}")
@@ -73,8 +78,14 @@ def cmd_eval(args) -> int:
             sources[strategy].get(domain, wanted)
     encoder = _encoder(args)
     cache = None if args.no_cache else EmbeddingCache(args.cache_dir)
-    config = EvalConfig(manifest=str(manifest), rungs=rungs, fps=args.fps, model=args.model or "",
-                        scripts=list(args.scripts), limit=args.limit)  # fmt: skip
+    config = EvalConfig(
+        manifest=str(manifest),
+        rungs=rungs,
+        fps=args.fps,
+        model=args.model or "",
+        scripts=list(args.scripts),
+        limit=args.limit,
+    )
     from tqdm import tqdm
 
     with tqdm(total=len(clips[: args.limit]), unit="clip", disable=not sys.stderr.isatty()) as bar:

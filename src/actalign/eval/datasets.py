@@ -109,8 +109,14 @@ def load_manifest(path: str | os.PathLike) -> list[Clip]:
 def write_manifest(path: Path, clips: Iterable[Clip]) -> None:
     rows = []
     for c in clips:
-        row = {"id": c.id, "video": os.path.relpath(c.video, path.parent), "domain": c.domain,
-               "candidates": list(c.candidates), "answer": c.answer, "question": c.question}  # fmt: skip
+        row = {
+            "id": c.id,
+            "video": os.path.relpath(c.video, path.parent),
+            "domain": c.domain,
+            "candidates": list(c.candidates),
+            "answer": c.answer,
+            "question": c.question,
+        }
         rows.append(json.dumps(row, ensure_ascii=False))
     atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
 
@@ -268,8 +274,13 @@ def prepare_actionatlas(
             try:
                 found = sorted(sources.glob(f"{row['youtube_id']}.*"))
                 source = found[0] if found else download(str(row["youtube_id"]), sources)
-                cut_clip(source, clip_path, float(row["start_timestamp"]), float(row["end_timestamp"]),
-                         row.get("frames_to_obfuscate"))  # fmt: skip
+                cut_clip(
+                    source,
+                    clip_path,
+                    float(row["start_timestamp"]),
+                    float(row["end_timestamp"]),
+                    row.get("frames_to_obfuscate"),
+                )
             except ActAlignError as e:
                 unavailable.append({"id": row["id"], "youtube_id": row["youtube_id"], "reason": str(e)})
                 continue

@@ -164,7 +164,7 @@ def _pipelines(encoder: Encoder, rungs: Sequence[Rung], fps, cache) -> list[ActA
             template=r.template,
             method=r.method,
             cache=cache if cache is not None else False,
-        )  # fmt: skip
+        )
         for r in rungs
     ]
 

@@ -70,6 +70,13 @@ class ScriptSource:
 
     def _generated(self, domain: str, action: str, steps: list[str]) -> Script:
         return Script(
-            domain, action, tuple(steps), GENERATED, self.strategy.name, self.writer.model,
-            self.strategy.temperature, self.strategy.version, source=self.writer.base_url or "openai",
-        )  # fmt: skip
+            domain,
+            action,
+            tuple(steps),
+            GENERATED,
+            self.strategy.name,
+            self.writer.model,
+            self.strategy.temperature,
+            self.strategy.version,
+            source=self.writer.base_url or "openai",
+        )

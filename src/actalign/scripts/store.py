@@ -87,12 +87,21 @@ class ScriptStore:
     def put_many(self, scripts: list[Script]) -> None:
         rows = [
             (
-                norm(s.domain), norm(s.action), s.kind, s.strategy, s.model,
-                -1.0 if s.temperature is None else float(s.temperature), s.prompt_version,
-                s.domain, s.action, json.dumps(list(s.steps)), s.source, time.time(),
+                norm(s.domain),
+                norm(s.action),
+                s.kind,
+                s.strategy,
+                s.model,
+                -1.0 if s.temperature is None else float(s.temperature),
+                s.prompt_version,
+                s.domain,
+                s.action,
+                json.dumps(list(s.steps)),
+                s.source,
+                time.time(),
             )
             for s in scripts
-        ]  # fmt: skip
+        ]
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
             self.db.executemany("INSERT OR REPLACE INTO scripts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -114,9 +123,14 @@ class ScriptStore:
         if hand:
             return hand[0]
         found = self._query(
-            domain, action, kind=GENERATED, strategy=strategy, model=model,
-            temperature=temperature, prompt_version=prompt_version,
-        )  # fmt: skip
+            domain,
+            action,
+            kind=GENERATED,
+            strategy=strategy,
+            model=model,
+            temperature=temperature,
+            prompt_version=prompt_version,
+        )
         return found[0] if found else None
 
     def _query(self, domain: str, action: str, **fields) -> list[Script]:
@@ -166,8 +180,17 @@ class ScriptStore:
 
 def _row(r: tuple) -> Script:
     (_, _, kind, strategy, model, temp, version, domain, action, steps, source, _) = r
-    return Script(domain, action, tuple(json.loads(steps)), kind, strategy, model,
-                  None if temp < 0 else temp, version, source)  # fmt: skip
+    return Script(
+        domain,
+        action,
+        tuple(json.loads(steps)),
+        kind,
+        strategy,
+        model,
+        None if temp < 0 else temp,
+        version,
+        source,
+    )
 
 
 # ---------------------------------------------------------------------- script files

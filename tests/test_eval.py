@@ -1,0 +1,356 @@
+"""Evaluation: metrics by hand, a planted ladder, resume after a kill, ActionAtlas from a local fixture."""
+
+from __future__ import annotations
+
+import itertools
+import json
+
+import numpy as np
+import pytest
+
+from actalign.classify import ActAlign
+from actalign.cli import main
+from actalign.errors import ActAlignError
+from actalign.eval import datasets
+from actalign.eval.datasets import Clip, clean_candidate, load_manifest, prepare_actionatlas
+from actalign.eval.metrics import random_topk, rank_of_answer, topk
+from actalign.eval.runner import EvalConfig, Rung, evaluate, ladder
+from actalign.scripts import ScriptSource
+from colour_encoder import CODEWORDS, DOMAIN_OFFSET, NAMES, PALETTE, ColourEncoder
+from media import SAMPLES, make_video
+
+# --------------------------------------------------------------------------- metrics
+
+
+def test_rank_with_ties_follows_the_given_order():
+    assert rank_of_answer([0.5, 0.5, 0.2], 0) == 1
+    assert rank_of_answer([0.5, 0.5, 0.2], 1) == 2
+    assert rank_of_answer([0.1, 0.9, 0.4], 2) == 2
+    assert rank_of_answer([0.3, 0.3, 0.3], 2) == 3
+
+
+def test_topk_by_hand():
+    ranks = [1, 2, 3, 4, 1]
+    assert topk(ranks, 1) == pytest.approx(2 / 5)
+    assert topk(ranks, 2) == pytest.approx(3 / 5)
+    assert topk(ranks, 3) == pytest.approx(4 / 5)
+    # two candidates: top-2 and top-3 are always right
+    two = [rank_of_answer([0.2, 0.8], 0), rank_of_answer([0.2, 0.8], 1)]
+    assert (topk(two, 1), topk(two, 2), topk(two, 3)) == (0.5, 1.0, 1.0)
+
+
+def test_random_baseline_is_the_exact_expectation():
+    assert random_topk([2, 5], 1) == pytest.approx((1 / 2 + 1 / 5) / 2)
+    assert random_topk([2, 5], 3) == pytest.approx((1 + 3 / 5) / 2)
+    rng = np.random.default_rng(0)
+    sims = [rank_of_answer(rng.random(5), 0) for _ in range(20000)]
+    assert topk(sims, 2) == pytest.approx(random_topk([5], 2), abs=0.01)
+
+
+# --------------------------------------------------------------------------- manifests
+
+
+def test_clean_candidate():
+    assert clean_candidate("1. Tip-in ") == "Tip-in"
+    assert clean_candidate("12) Putback  dunk") == "Putback dunk"
+    assert clean_candidate("3 : Alley-oop") == "Alley-oop"
+    assert clean_candidate("360 dunk") == "360 dunk"
+
+
+@pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/data is not beside this checkout")
+def test_shared_manifest_loads_as_is():
+    clips = load_manifest(SAMPLES / "manifest.jsonl")
+    assert len(clips) == 6 and all(c.video.exists() for c in clips)
+    basketball = next(c for c in clips if c.domain == "basketball")
+    assert basketball.candidates[basketball.answer] == "Putback dunk"
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        ('{"video": "a.mp4"}', "lacks the field 'domain'"),
+        ('{"video": "a.mp4", "domain": "d", "candidates": ["x"], "answer": 0}', "at least two"),
+        ('{"video": "a.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 2}', "0-based index"),
+        ("not json", "not valid JSON"),
+        ("", "no rows"),
+        ('{"video": "a.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 0}\n' * 2, "appears twice"),
+    ],
+)
+def test_bad_manifests(tmp_path, content, match):
+    path = tmp_path / "m.jsonl"
+    path.write_text(content)
+    with pytest.raises(ActAlignError, match=match):
+        load_manifest(path)
+
+
+# --------------------------------------------------------------------------- planted ladder
+
+
+def planted_dataset(root, n=24, noise=0.6, seed=0, fps=8, span=1.0):
+    """Clips of four colour spans (each frame shows another of the clip's colours with prob. `noise`).
+    Scripts use code words that name a colour only together with their domain, so bare steps carry
+    no information, context does, and smoothing averages the per-frame noise away."""
+    rng = np.random.default_rng(seed)
+    clips, scripts = [], {}
+    for i in range(n):
+        domain = list(DOMAIN_OFFSET)[i % 2]
+        codes = list(rng.choice(len(CODEWORDS), 4, replace=False))
+        colours = [NAMES[(c + DOMAIN_OFFSET[domain]) % len(NAMES)] for c in codes]
+        frames = [PALETTE[c] for c in colours for _ in range(round(span * fps))]
+        for j in range(len(frames)):
+            if rng.random() < noise:
+                frames[j] = PALETTE[colours[rng.integers(4)]]
+        video = make_video(root / f"c{i}.mp4", n=len(frames), fps=fps, colors=frames, size=(16, 16))
+        perms = [list(p) for p in itertools.permutations(codes) if list(p) != codes]
+        picks = [perms[k] for k in rng.choice(len(perms), 4, replace=False)]
+        answer = int(rng.integers(5))
+        picks.insert(answer, codes)
+        names = [f"move {i}-{k}" for k in range(5)]
+        for name, p in zip(names, picks):
+            scripts.setdefault(domain, {})[name] = [CODEWORDS[c] for c in p]
+        clips.append(Clip(f"c{i}", video, domain, tuple(names), answer))
+    return clips, scripts
+
+
+def source(scripts) -> ScriptSource:
+    s = ScriptSource()
+    s.hand = [scripts]
+    return s
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return planted_dataset(tmp_path_factory.mktemp("planted"))
+
+
+def test_ladder_ordering_on_planted_data(planted, tmp_path):
+    clips, scripts = planted
+    summary = evaluate(
+        clips,
+        ColourEncoder(),
+        {"context-rich": source(scripts)},
+        tmp_path / "run",
+        EvalConfig("planted", ladder()),
+    )
+    top1 = {name: m["top1"] for name, m in summary["methods"].items()}
+    assert summary["clips"] == 24
+    # names and bare code words carry nothing: both fall back to the given order (ties)
+    assert top1["mean-pool"] == top1["+ DTW (bare steps)"] <= 0.4
+    assert top1["+ context"] >= 0.7
+    assert top1["+ smoothing (ActAlign)"] > top1["+ context"]
+    assert top1["random (expected)"] == pytest.approx(0.2)
+    md = (tmp_path / "run" / "summary.md").read_text()
+    assert "| + smoothing (ActAlign) |" in md
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["run"]["encoder"] == "test:colour-v1" and "numpy" in config["versions"]
+
+
+def test_resume_after_a_kill(planted, tmp_path, monkeypatch):
+    clips, scripts = planted
+    clips = clips[:8]
+    config = EvalConfig("planted", ladder())
+    sources = {"context-rich": source(scripts)}
+    whole = evaluate(clips, ColourEncoder(), sources, tmp_path / "whole", config)
+
+    class Killed(BaseException):
+        pass
+
+    seen = []
+
+    def kill_after_three(clip, skipped):
+        seen.append(clip.id)
+        if len(seen) == 3:
+            raise Killed
+
+    with pytest.raises(Killed):
+        evaluate(clips, ColourEncoder(), sources, tmp_path / "run", config, progress=kill_after_three)
+    predictions = tmp_path / "run" / "predictions.jsonl"
+    assert len(predictions.read_text().splitlines()) == 3
+    with open(predictions, "a") as f:
+        f.write('{"id": "c3", "video": "torn li')  # a crash in the middle of a write
+
+    embedded = []
+    real_embed = ActAlign.embed
+    monkeypatch.setattr(
+        ActAlign, "embed", lambda self, v, *a, **k: embedded.append(v.name) or real_embed(self, v, *a, **k)
+    )
+    resumed = evaluate(clips, ColourEncoder(), sources, tmp_path / "run", config)
+    assert embedded == [f"c{i}.mp4" for i in range(3, 8)]  # finished clips were not recomputed
+    assert resumed["methods"] == whole["methods"]
+    assert len(predictions.read_text().splitlines()) == 8
+
+
+def test_a_run_folder_refuses_another_configuration(planted, tmp_path):
+    clips, scripts = planted
+    sources = {"context-rich": source(scripts)}
+    evaluate(clips[:2], ColourEncoder(), sources, tmp_path / "run", EvalConfig("planted", ladder()))
+    other = EvalConfig("planted", [Rung("mean-pool", method="mean-pool")])
+    with pytest.raises(ActAlignError, match="another configuration"):
+        evaluate(clips[:2], ColourEncoder(), sources, tmp_path / "run", other)
+
+
+def test_unreadable_clips_are_reported_and_skipped(planted, tmp_path):
+    clips, scripts = planted
+    broken = Clip("broken", tmp_path / "missing.mp4", clips[0].domain, clips[0].candidates, 0)
+    summary = evaluate(
+        [broken, clips[0]],
+        ColourEncoder(),
+        {"context-rich": source(scripts)},
+        tmp_path / "run",
+        EvalConfig("planted", ladder()),
+    )
+    assert summary["clips"] == 1 and summary["clips_in_manifest"] == 2
+    failed = json.loads((tmp_path / "run" / "failed.jsonl").read_text())
+    assert failed["id"] == "broken" and "No such video file" in failed["reason"]
+
+
+def test_strategies_compare_script_sets(planted, tmp_path):
+    clips, scripts = planted
+    scrambled = {d: {a: list(reversed(s)) for a, s in acts.items()} for d, acts in scripts.items()}
+    rungs = [Rung("A", strategy="context-rich"), Rung("B", strategy="short-fixed")]
+    summary = evaluate(
+        clips[:6],
+        ColourEncoder(),
+        {"context-rich": source(scripts), "short-fixed": source(scrambled)},
+        tmp_path / "run",
+        EvalConfig("planted", rungs),
+    )
+    assert summary["methods"]["A"]["top1"] > summary["methods"]["B"]["top1"]
+
+
+# --------------------------------------------------------------------------- ActionAtlas
+
+
+def atlas_rows():
+    box = {"bounding_poly": {"vertices": [[0, 0], [32, 0], [32, 24], [0, 24]]}}
+    return [
+        {
+            "id": "clip-1",
+            "youtube_id": "yt-1",
+            "domain": "basketball",
+            "action": "Putback dunk",
+            "question": "What move?",
+            "answer": 2,
+            "start_timestamp": 1.0,
+            "end_timestamp": 3.0,
+            "choices_str": "1. Tip-in\n2. Putback dunk\n3. Alley-oop Dunk",
+            "frames_to_obfuscate": {"12": [box]},
+        },
+        {
+            "id": "clip-2",
+            "youtube_id": "gone",
+            "domain": "tennis",
+            "action": "Half volley",
+            "question": "What shot?",
+            "answer": 1,
+            "start_timestamp": 0.0,
+            "end_timestamp": 1.0,
+            "choices_str": "1. Half volley\n2. Lob",
+            "frames_to_obfuscate": None,
+        },
+    ]
+
+
+def noisy_source(path):
+    """Random texture in every frame, so that a blur is measurable."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = 64, 48, "yuv420p"
+        s.options = {"crf": "10"}
+        for i in range(50):
+            img = np.random.default_rng(i).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")))
+        out.mux(s.encode())
+    return path
+
+
+def test_prepare_actionatlas_from_a_local_fixture(tmp_path):
+    source_video = noisy_source(tmp_path / "source.mp4")
+    calls = []
+
+    def fake_download(youtube_id, directory):
+        calls.append(youtube_id)
+        if youtube_id == "gone":
+            raise ActAlignError("YouTube video gone is not available (private).")
+        target = directory / f"{youtube_id}.mp4"
+        target.write_bytes(source_video.read_bytes())
+        return target
+
+    manifest = prepare_actionatlas(tmp_path / "atlas", rows=atlas_rows(), download=fake_download)
+    (clip,) = load_manifest(manifest)
+    assert clip.id == "clip-1" and clip.candidates == ("Tip-in", "Putback dunk", "Alley-oop Dunk")
+    assert clip.answer == 1 and clip.domain == "basketball"
+    unavailable = [json.loads(x) for x in (tmp_path / "atlas" / "unavailable.jsonl").read_text().splitlines()]
+    assert [u["youtube_id"] for u in unavailable] == ["gone"] and "not available" in unavailable[0]["reason"]
+
+    from actalign.video import read_frames
+
+    got = read_frames(clip.video)
+    np.testing.assert_allclose(got.timestamps, np.arange(20) / 10, atol=1e-3)  # 1.0 s to 3.0 s
+    blurred = got.frames[2, :24, :32].astype(float)  # source frame 12 = clip frame 2
+    untouched = got.frames[3, :24, :32].astype(float)
+    assert blurred.std(axis=(0, 1)).mean() < 0.5 * untouched.std(axis=(0, 1)).mean()
+
+    # resume: the finished clip is kept, only the missing video is tried again
+    calls.clear()
+    prepare_actionatlas(tmp_path / "atlas", rows=atlas_rows(), download=fake_download)
+    assert calls == ["gone"]
+
+
+def test_actionatlas_rows_need_the_hub_once():
+    with pytest.raises(ActAlignError, match="needs the internet once"):
+        datasets.load_actionatlas_rows()
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def write_scripts_for(clips, path):
+    scripts = {}
+    for c in clips:
+        for a in c.candidates:
+            scripts.setdefault(c.domain, {})[a] = [f"{a} starts", f"{a} happens", f"{a} ends"]
+    path.write_text(json.dumps(scripts))
+    return path
+
+
+@pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/data is not beside this checkout")
+def test_cli_eval_on_shared_clips(siglip_dir, tmp_path, capsys):
+    """Plumbing only: with random weights the numbers mean nothing."""
+    manifest = SAMPLES / "manifest.jsonl"
+    scripts = write_scripts_for(load_manifest(manifest), tmp_path / "s.json")
+    args = [
+        "eval",
+        manifest,
+        "--model",
+        siglip_dir,
+        "--scripts",
+        scripts,
+        "--out",
+        tmp_path / "run",
+        "--fps",
+        "2",
+        "--ladder",
+        "--limit",
+        "3",
+    ]
+    assert main([str(a) for a in args]) == 0
+    out = capsys.readouterr().out
+    assert "Evaluated 3 of 3 clips" in out and "| + smoothing (ActAlign) |" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert set(summary["methods"]) == {"random (expected)", *[r.name for r in ladder()]}
+
+
+def test_cli_eval_missing_scripts_fails_fast(tmp_path, capsys):
+    video = make_video(tmp_path / "v.mp4", n=5)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps({"video": "v.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 0}) + "\n"
+    )
+    code = main(
+        ["eval", str(manifest), "--out", str(tmp_path / "run"), "--store", str(tmp_path / "s.sqlite")]
+    )
+    assert code == 2 and "No scripts for 'x', 'y'" in capsys.readouterr().err
+    assert video.exists()
