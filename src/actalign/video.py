@@ -123,6 +123,20 @@ def _duration(container, stream) -> float | None:
     return None
 
 
+def _stream_info(container, stream, path, rotation: int = 0) -> VideoInfo:
+    rate = stream.average_rate or stream.guessed_rate
+    return VideoInfo(
+        path=str(path),
+        duration=_duration(container, stream),
+        fps=float(rate) if rate else None,
+        frames=stream.frames or None,
+        width=stream.codec_context.width,
+        height=stream.codec_context.height,
+        rotation=rotation,
+        codec=stream.codec_context.name,
+    )
+
+
 def probe(path: str | os.PathLike) -> VideoInfo:
     """Duration (s), average fps, frame count (None when the container does not say), stored
     width and height, rotation (degrees) and codec name of the first video stream."""
@@ -130,25 +144,13 @@ def probe(path: str | os.PathLike) -> VideoInfo:
 
     with _open(path) as container:
         stream = container.streams.video[0]
-        rotation = 0
         try:
             first = next(container.decode(stream), None)
-            rotation = _rotation(first) if first is not None else 0
         except av.error.FFmpegError:
             first = None
         if first is None:
             raise ActAlignError(f"{path} has a video stream but no decodable frame.")
-        rate = stream.average_rate or stream.guessed_rate
-        return VideoInfo(
-            path=str(path),
-            duration=_duration(container, stream),
-            fps=float(rate) if rate else None,
-            frames=stream.frames or None,
-            width=stream.codec_context.width,
-            height=stream.codec_context.height,
-            rotation=rotation,
-            codec=stream.codec_context.name,
-        )
+        return _stream_info(container, stream, path, _rotation(first))
 
 
 def fingerprint(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
@@ -213,75 +215,101 @@ def iter_frames(
     resize: None keeps the decoded size; an int sets the shorter display side (aspect kept);
     (width, height) sets the display size exactly. Frames come out upright, RGB, uint8.
     """
-    import av
-
     sampling = sampling or Sampling()
     if batch_size < 1:
         raise ActAlignError(f"The batch size must be at least 1, got {batch_size}.")
-    info = probe(path)
-    lo = sampling.start or 0.0
-    hi = sampling.end if sampling.end is not None else math.inf  # stop decoding here
-    if info.duration is not None and lo >= info.duration:
-        raise ActAlignError(f"The start time {lo} s is past the end of {path} ({info.duration:.2f} s long).")
-    span_end = min(hi, info.duration) if info.duration is not None else hi
-    if sampling.num_frames is not None and not math.isfinite(span_end):
-        raise ActAlignError(f"{path} does not state its duration; sample by fps instead of a count.")
-    select = _Selector(sampling, lo, span_end)
-    size = _output_size(info.width, info.height, info.rotation, resize)
-    k_rot = info.rotation // 90
-
-    frames: list[np.ndarray] = []
-    stamps: list[float] = []
-    total = 0
     with _open(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        t0 = _start_offset(stream)
+        info = _stream_info(container, stream, path)
+        lo = sampling.start or 0.0
+        hi = sampling.end if sampling.end is not None else math.inf  # stop decoding here
+        if info.duration is not None and lo >= info.duration:
+            raise ActAlignError(
+                f"The start time {lo} s is past the end of {path} ({info.duration:.2f} s long)."
+            )
+        span_end = min(hi, info.duration) if info.duration is not None else hi
+        if sampling.num_frames is not None and not math.isfinite(span_end):
+            raise ActAlignError(f"{path} does not state its duration; sample by fps instead of a count.")
+        select = _Selector(sampling, lo, span_end)
         if lo > 0:
+            t0 = _start_offset(stream)
             container.seek(int((lo + t0) / stream.time_base), stream=stream, backward=True)
-        decoded = container.decode(stream)
-        index, last_ts = -1, None
-        while True:
-            try:
-                frame = next(decoded)
-            except StopIteration:
-                _warn_if_short(path, info, last_ts, hi)
-                break
-            except av.error.FFmpegError as e:
-                if total == 0 and not frames:
-                    raise ActAlignError(f"{path} could not be decoded ({e.strerror or e}).") from None
-                warnings.warn(
-                    f"{path} is corrupt after {stamps[-1] if stamps else lo:.2f} s; "
-                    f"using the frames decoded before that ({e.strerror or e}).",
-                    stacklevel=2,
-                )
-                break
-            index += 1
-            ts = (frame.time - t0) if frame.time is not None else index / (info.fps or 30.0)
-            last_ts = ts
-            if ts < lo - _EPS:
-                continue
-            if ts >= hi - _EPS:
-                break
-            if not select(ts):
-                continue
-            if size is not None:
-                img = frame.to_ndarray(width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC")
-            else:
-                img = frame.to_ndarray(format="rgb24")
-            if k_rot:
-                img = np.ascontiguousarray(np.rot90(img, k_rot))
-            frames.append(img)
-            stamps.append(ts)
-            if len(frames) == batch_size:
-                total += len(frames)
-                yield FrameBatch(np.stack(frames), np.array(stamps))
-                frames, stamps = [], []
-    if frames:
-        total += len(frames)
-        yield FrameBatch(np.stack(frames), np.array(stamps))
+        total = 0
+        for batch in _batches(_selected(container, stream, info, select, lo, hi), batch_size, resize):
+            total += len(batch.timestamps)
+            yield batch
     if total == 0:
         raise ActAlignError(f"No frames of {path} fall in [{lo}, {hi}) s; check --start/--end.")
+
+
+def _selected(container, stream, info: VideoInfo, select: _Selector, lo: float, hi: float):
+    """(frame, seconds) of the frames the sampling keeps, in order; handles damaged files."""
+    import av
+
+    t0 = _start_offset(stream)
+    decoded = container.decode(stream)
+    index, last_ts, kept = -1, None, 0
+    while True:
+        try:
+            frame = next(decoded)
+        except StopIteration:
+            _warn_if_short(info.path, info, last_ts, hi)
+            return
+        except av.error.FFmpegError as e:
+            if kept == 0:
+                raise ActAlignError(f"{info.path} could not be decoded ({e.strerror or e}).") from None
+            warnings.warn(
+                f"{info.path} is corrupt after {last_ts:.2f} s; using the frames decoded before that "
+                f"({e.strerror or e}).",
+                stacklevel=4,
+            )
+            return
+        index += 1
+        ts = (frame.time - t0) if frame.time is not None else index / (info.fps or 30.0)
+        last_ts = ts
+        if ts < lo - _EPS:
+            continue
+        if ts >= hi - _EPS:
+            return
+        if select(ts):
+            kept += 1
+            yield frame, ts
+
+
+def _batches(frames, batch_size: int, resize) -> Iterator[FrameBatch]:
+    """Convert frames to upright RGB arrays, copied straight into each batch's buffer."""
+    from av.video.reformatter import VideoReformatter
+
+    reformatter = VideoReformatter()  # one per stream: its scaler context is reused frame to frame
+    buf, stamps = None, []
+    for frame, ts in frames:
+        rot = _rotation(frame)
+        size = _output_size(frame.width, frame.height, rot, resize)
+        img = _to_rgb(reformatter, frame, size)
+        if rot:
+            img = np.rot90(img, rot // 90)
+        if buf is None or buf.shape[1:] != img.shape:
+            if stamps:  # the frame size changed mid-stream: close the batch so far
+                yield FrameBatch(buf[: len(stamps)], np.array(stamps))
+                stamps = []
+            buf = np.empty((batch_size, *img.shape), np.uint8)
+        buf[len(stamps)] = img
+        stamps.append(ts)
+        if len(stamps) == batch_size:
+            yield FrameBatch(buf, np.array(stamps))
+            buf, stamps = None, []
+    if stamps:
+        yield FrameBatch(buf[: len(stamps)], np.array(stamps))
+
+
+def _to_rgb(reformatter, frame, size: tuple[int, int] | None) -> np.ndarray:
+    """RGB uint8 (H, W, 3), scaled to `size` (bicubic, as the SigLIP/CLIP processors) if given."""
+    if size is None:
+        return reformatter.reformat(frame, format="rgb24").to_ndarray()
+    return reformatter.reformat(
+        frame, width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC"
+    ).to_ndarray()
 
 
 def _warn_if_short(path, info: VideoInfo, last_ts: float | None, stop: float) -> None:
