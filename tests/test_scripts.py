@@ -306,3 +306,22 @@ def test_source_without_llm_names_what_is_missing(tmp_path):
         source.get("basketball", ACTIONS)
     with pytest.raises(ActAlignError, match="Unknown script strategy"):
         ScriptSource(strategy="poetic")
+
+
+def test_example_scripts_cover_the_shared_samples():
+    """The README's main command uses examples/sample-scripts.json: it must parse and, when the
+    shared clips are present, cover every candidate of their manifest."""
+    from pathlib import Path
+
+    from actalign.scripts.store import lookup
+    from media import SAMPLES
+
+    scripts = read_scripts_file(Path(__file__).parents[1] / "examples" / "sample-scripts.json")
+    assert all(len(steps) >= 3 for acts in scripts.values() for steps in acts.values())
+    manifest = SAMPLES / "manifest.jsonl"
+    if not manifest.exists():
+        pytest.skip("../shared/data is not beside this checkout")
+    for line in manifest.read_text().splitlines():
+        row = json.loads(line)
+        for c in row["candidates"]:
+            assert lookup(scripts, row["domain"], c), (row["domain"], c)

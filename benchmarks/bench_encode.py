@@ -1,0 +1,134 @@
+"""Encoder benchmark: prints a markdown table (see docs/benchmarks.md).
+
+    python benchmarks/bench_encode.py             # CPU: decode-only, encode-only, pipeline
+    python benchmarks/bench_encode.py --gpu-so400m  # GPU: a randomly initialised so400m vision tower
+
+Two random-weight models built here (throughput does not depend on the weights): the tests'
+tiny SigLIP (decode-bound) and a SigLIP-base-sized one at 224 px (encode-bound). The pipeline is
+`embed_video`: decoding runs in a background thread while the model encodes, so it should run
+at the pace of the slower stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from actalign import load_encoder
+from actalign.embed import embed_video
+from actalign.video import Sampling, iter_frames
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def base_siglip(directory: Path) -> Path:
+    """SigLIP-base-sized vision tower (768 wide, 12 layers, 224 px, patch 16), random weights."""
+    from transformers import SiglipConfig, SiglipModel
+
+    from models import build_siglip
+
+    build_siglip(directory, image_size=224)  # tokenizer and processor
+    config = SiglipConfig.from_pretrained(directory)
+    v = config.vision_config
+    v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads = 768, 3072, 12, 12
+    v.patch_size = 16
+    SiglipModel(config).save_pretrained(directory)
+    return directory
+
+
+def median_seconds(fn, runs: int) -> float:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def cpu_rows(video: Path, runs: int) -> list[tuple]:
+    from models import build_siglip
+
+    rows = []
+    tmp = Path(tempfile.mkdtemp(prefix="actalign-bench-"))
+    for label, directory in (
+        ("tiny SigLIP (32 px)", build_siglip(tmp / "tiny")),
+        ("SigLIP-base size (224 px)", base_siglip(tmp / "base")),
+    ):
+        enc = load_encoder(str(directory), device="cpu", batch_size=32)
+        frames = np.concatenate([b.frames for b in iter_frames(video, resize=enc.decode_size)])
+        n = len(frames)
+        decode = median_seconds(lambda: [b for b in iter_frames(video, resize=enc.decode_size)], runs)
+        encode = median_seconds(lambda: enc.encode_images(frames), runs)
+        pipeline = median_seconds(lambda: embed_video(enc, video, Sampling(), cache=None), runs)
+        slower = max(decode, encode)
+        rows.append(
+            (
+                label,
+                f"{n / decode:,.0f}",
+                f"{n / encode:,.0f}",
+                f"{n / pipeline:,.0f}",
+                f"{slower / pipeline:.2f}",
+            )
+        )
+    return rows
+
+
+def gpu_so400m(batch: int, seconds: float) -> str:
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    cfg = SiglipVisionConfig(
+        hidden_size=1152,
+        intermediate_size=4304,
+        num_hidden_layers=27,
+        num_attention_heads=16,
+        image_size=384,
+        patch_size=14,
+    )
+    model = SiglipVisionModel(cfg).to("cuda", torch.bfloat16).eval()
+    x = torch.randn(batch, 3, 384, 384, device="cuda", dtype=torch.bfloat16)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(pixel_values=x)
+        torch.cuda.synchronize()
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model(pixel_values=x)
+            n += batch
+        torch.cuda.synchronize()
+    return f"{n / (time.perf_counter() - t0):,.0f} frames/s ({torch.cuda.get_device_name()}, bf16, batch {batch})"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--video", default=str(SHARED / "actionatlas-samples" / "basketball.mp4"))
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--gpu-so400m", action="store_true")
+    args = parser.parse_args()
+    torch.set_num_threads(os.cpu_count() or 1)
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"{time.strftime('%Y-%m-%d')}; video {Path(args.video).name}"
+    )
+    print()
+    if args.gpu_so400m:
+        print(gpu_so400m(batch=64, seconds=20))
+        return
+    print("| model (CPU, float32) | decode fps | encode fps | pipeline fps | pipeline / slower stage |")
+    print("|---|---|---|---|---|")
+    for row in cpu_rows(Path(args.video), args.runs):
+        print("| " + " | ".join(row) + " |")
+
+
+if __name__ == "__main__":
+    main()
