@@ -56,6 +56,17 @@ def median_seconds(fn, runs: int) -> float:
     return statistics.median(times)
 
 
+def measure(enc, video: Path, runs: int) -> tuple[str, ...]:
+    """Frames per second of decode alone, encode alone, the pipeline, and pipeline / slower stage."""
+    frames = np.concatenate([b.frames for b in iter_frames(video, resize=enc.decode_size)])
+    n = len(frames)
+    decode = median_seconds(lambda: list(iter_frames(video, resize=enc.decode_size)), runs)
+    encode = median_seconds(lambda: enc.encode_images(frames), runs)
+    pipeline = median_seconds(lambda: embed_video(enc, video, Sampling(), cache=None), runs)
+    slower = max(decode, encode)
+    return f"{n / decode:,.0f}", f"{n / encode:,.0f}", f"{n / pipeline:,.0f}", f"{slower / pipeline:.2f}"
+
+
 def cpu_rows(video: Path, runs: int) -> list[tuple]:
     from models import build_siglip
 
@@ -65,22 +76,7 @@ def cpu_rows(video: Path, runs: int) -> list[tuple]:
         ("tiny SigLIP (32 px)", build_siglip(tmp / "tiny")),
         ("SigLIP-base size (224 px)", base_siglip(tmp / "base")),
     ):
-        enc = load_encoder(str(directory), device="cpu", batch_size=32)
-        frames = np.concatenate([b.frames for b in iter_frames(video, resize=enc.decode_size)])
-        n = len(frames)
-        decode = median_seconds(lambda: [b for b in iter_frames(video, resize=enc.decode_size)], runs)
-        encode = median_seconds(lambda: enc.encode_images(frames), runs)
-        pipeline = median_seconds(lambda: embed_video(enc, video, Sampling(), cache=None), runs)
-        slower = max(decode, encode)
-        rows.append(
-            (
-                label,
-                f"{n / decode:,.0f}",
-                f"{n / encode:,.0f}",
-                f"{n / pipeline:,.0f}",
-                f"{slower / pipeline:.2f}",
-            )
-        )
+        rows.append((label, *measure(load_encoder(str(directory), device="cpu", batch_size=32), video, runs)))
     return rows
 
 
@@ -106,7 +102,8 @@ def gpu_so400m(batch: int, seconds: float) -> str:
             model(pixel_values=x)
             n += batch
         torch.cuda.synchronize()
-    return f"{n / (time.perf_counter() - t0):,.0f} frames/s ({torch.cuda.get_device_name()}, bf16, batch {batch})"
+    rate = n / (time.perf_counter() - t0)
+    return f"{rate:,.0f} frames/s ({torch.cuda.get_device_name()}, bf16, batch {batch})"
 
 
 def main() -> None:
