@@ -236,7 +236,7 @@ def format_table(predictions, top_k: int | None) -> str:
         if p.top.segments:
             out.append(f"  steps of {p.top.action!r}:")
             for s in p.top.segments:
-                out.append(f"    {s.start:7.2f}-{s.end:<7.2f}s  {s.step}")
+                out.append(f"    {s.start:7.2f} - {s.end:6.2f} s  {s.step}")
         out.append("")
     return "\n".join(out)
 

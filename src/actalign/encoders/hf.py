@@ -205,7 +205,7 @@ def _load_quietly(name: str):
         model = AutoModel.from_pretrained(str(path) if local else name)
         processor = AutoProcessor.from_pretrained(str(path) if local else name)
     except (OSError, ValueError) as e:
-        reason = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        reason = str(e).strip().splitlines()[0][:200].rstrip(".") if str(e).strip() else type(e).__name__
         raise ActAlignError(
             f"Could not load model {name!r}: {reason}. Check the id or path; a hub id needs the "
             "internet once (then it is cached), or pass a local directory saved with save_pretrained."
