@@ -449,3 +449,12 @@ def test_cli_on_a_shared_clip(siglip_dir, tmp_path, capsys):
     video = json.loads(out)["videos"][0]
     assert len(video["predictions"]) == len(row["candidates"])
     assert video["frames"] >= 4 * 4  # the clip is about 4.5 s long
+
+
+def test_segments_in_seconds_follow_the_path():
+    from actalign.classify import segments
+
+    ts = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
+    path = np.array([[0, 0], [0, 1], [1, 2], [2, 2], [2, 3], [2, 4]])
+    got = segments(path, ["a", "b", "c"], ts)
+    assert [(s.step, s.start, s.end) for s in got] == [("a", 0.0, 1.0), ("b", 1.0, 1.5), ("c", 1.0, 2.5)]

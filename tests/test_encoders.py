@@ -302,3 +302,10 @@ def test_prefetch_keeps_order_and_raises_producer_errors():
     it = prefetch(iter(range(1000)), depth=1)
     assert next(it) == 0
     it.close()  # stopping early must not hang
+
+
+def test_encode_frames_streams_batches(siglip):
+    x = frames(9)
+    streamed = siglip.encode_frames(iter([x[:4], x[4:8], x[8:]]))
+    np.testing.assert_allclose(streamed, siglip.encode_images(x), atol=1e-5)
+    assert siglip.encode_frames(iter([])).shape == (0, siglip.dim)
