@@ -458,3 +458,41 @@ def test_segments_in_seconds_follow_the_path():
     path = np.array([[0, 0], [0, 1], [1, 2], [2, 2], [2, 3], [2, 4]])
     got = segments(path, ["a", "b", "c"], ts)
     assert [(s.step, s.start, s.end) for s in got] == [("a", 0.0, 1.0), ("b", 1.0, 1.5), ("c", 1.0, 2.5)]
+
+
+def test_classify_many_keeps_going_when_asked(tmp_path):
+    good = colour_video(tmp_path / "a.mp4", ["red", "blue"])
+    scripts = {"test": {"x": ["red x", "blue x"], "y": ["blue x", "red x"]}}
+    model = ActAlign(ColourEncoder(), scripts, cache=False)
+    preds = model.classify_many([good, tmp_path / "missing.mp4", good], ["x", "y"], "test", on_error="keep")
+    assert [p.top.action for p in (preds[0], preds[2])] == ["x", "x"]
+    assert isinstance(preds[1], ActAlignError) and "No such video file" in str(preds[1])
+    with pytest.raises(ActAlignError, match="No such video file"):
+        model.classify_many([tmp_path / "missing.mp4"], ["x", "y"], "test")
+
+
+def test_cli_start_end_window(clip, scripts_file, siglip_dir, capsys):
+    code, out, err = run_cli(
+        [
+            "classify",
+            clip,
+            "--domain",
+            "basketball",
+            *CANDS,
+            "--scripts",
+            scripts_file,
+            "--model",
+            siglip_dir,
+            "--start",
+            "1",
+            "--end",
+            "2",
+            "--format",
+            "json",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    video = json.loads(out)["videos"][0]
+    assert video["frames"] == 8  # 8 fps clip, one second
+    assert video["predictions"][0]["segments"][0]["start"] == pytest.approx(1.0)

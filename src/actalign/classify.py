@@ -193,15 +193,57 @@ class ActAlign:
             return self.classify_mean_pool(str(video), emb, candidates, domain)
         return self.classify_embedding(str(video), emb, scripts, domain)
 
-    def classify_embedding(
-        self, video: str, emb: VideoEmbedding, scripts: dict[str, list[str]], domain: str
-    ) -> Prediction:
-        """ActAlign on frame embeddings already computed, with {action: steps}."""
+    def classify_many(
+        self,
+        videos: Sequence[str | os.PathLike],
+        candidates: Sequence[str],
+        domain: str,
+        on_error: str = "raise",
+    ) -> list[Prediction | ActAlignError]:
+        """`classify` for many videos with the same candidates: scripts are resolved and their steps
+        embedded once. on_error="keep" puts a failed video's ActAlignError in its place instead of
+        raising it."""
+        if on_error not in ("raise", "keep"):
+            raise ActAlignError("on_error must be 'raise' or 'keep'.")
+        candidates = check_candidates(candidates)
+        steps = None
+        if self.method == "actalign":
+            scripts = self.scripts.get(domain, candidates)
+            steps = self.step_embeddings(scripts, domain)
+        out: list[Prediction | ActAlignError] = []
+        for video in videos:
+            try:
+                emb = self.embed(video)
+                if self.method == "mean-pool":
+                    out.append(self.classify_mean_pool(str(video), emb, candidates, domain))
+                else:
+                    out.append(self.classify_embedding(str(video), emb, scripts, domain, steps))
+            except ActAlignError as e:
+                if on_error == "raise":
+                    raise
+                out.append(e)
+        return out
+
+    def step_embeddings(self, scripts: dict[str, list[str]], domain: str) -> list[np.ndarray]:
+        """Per script, its steps (K_m, d) embedded through this pipeline's template."""
         names = list(scripts)
         texts = [self.template.format(step=s, domain=domain, action=a) for a in names for s in scripts[a]]
         all_steps = embed_texts(self.encoder, texts, self.cache)
         bounds = np.cumsum([0] + [len(scripts[a]) for a in names])
-        per_script = [all_steps[bounds[i] : bounds[i + 1]] for i in range(len(names))]
+        return [all_steps[bounds[i] : bounds[i + 1]] for i in range(len(names))]
+
+    def classify_embedding(
+        self,
+        video: str,
+        emb: VideoEmbedding,
+        scripts: dict[str, list[str]],
+        domain: str,
+        steps: list[np.ndarray] | None = None,
+    ) -> Prediction:
+        """ActAlign on frame embeddings already computed, with {action: steps} (and, optionally,
+        their step embeddings from `step_embeddings`)."""
+        names = list(scripts)
+        per_script = steps if steps is not None else self.step_embeddings(scripts, domain)
         window = align.window_frames(self.smooth_seconds, emb.fps) if self.smooth_seconds > 0 else 1
         scores, affinities = actalign_scores(
             emb.frames, per_script, self.encoder.scale, self.encoder.bias, window
