@@ -292,6 +292,7 @@ def test_cli_bad_input_is_one_sentence(clip, scripts_file, siglip_dir, tmp_path,
         (["classify", clip, *base, *CANDS, "-o", tmp_path / "nope" / "out.json"], "does not exist"),
         (["classify", clip, *base, *CANDS, "--scripts", tmp_path / "absent.json"], "No such scripts file"),
         (["plot", clip, *base, *CANDS, "--out", tmp_path / "fig.gif"], ".png or .svg"),
+        (["classify", clip, *base, *CANDS, "--method", "mean-pool", "--plot", tmp_path / "p"], "has none"),
     ]
     for args, message in cases:
         code, out, err = run_cli(args, capsys)

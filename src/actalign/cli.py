@@ -269,6 +269,10 @@ FORMATS = {"table": format_table, "json": format_json, "csv": format_csv}
 def cmd_classify(args) -> int:
     candidates = _candidates(args)
     _check_writable(args.output)
+    if args.plot and args.method != "actalign":
+        raise ActAlignError(
+            "--plot draws alignments; the mean-pool baseline has none. Use --method actalign."
+        )
     _check_plot_dir(args.plot)
     if args.top_k is not None and args.top_k < 1:
         raise ActAlignError("--top-k must be at least 1.")
