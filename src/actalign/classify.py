@@ -22,6 +22,7 @@ from actalign.encoders import DEFAULT_MODEL, Encoder, load_encoder
 from actalign.encoders.cache import EmbeddingCache
 from actalign.errors import ActAlignError
 from actalign.scripts import ScriptSource
+from actalign.scripts.parse import norm
 from actalign.video import Sampling
 
 METHODS = ("actalign", "mean-pool")
@@ -115,7 +116,7 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
         raise ActAlignError("No candidate actions given; pass --candidates A B C or --candidates-file F.")
     seen: dict[str, str] = {}
     for c in names:
-        key = " ".join(c.lower().split())
+        key = norm(c)
         if key in seen:
             raise ActAlignError(f"The candidate {c!r} is given twice; each candidate must be distinct.")
         seen[key] = c

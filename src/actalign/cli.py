@@ -206,9 +206,10 @@ def _progress(total: str):
 
 
 def _check_video(path: str) -> None:
-    p = Path(path)
-    if not p.exists():
-        raise ActAlignError(f"No such video file: {p}. Check the path.")
+    """Missing, corrupt or video-less files fail here, before any model is loaded."""
+    from actalign.video import probe
+
+    probe(path)
 
 
 def _write_output(text: str, output: str | None) -> None:
@@ -327,6 +328,7 @@ def cmd_plot(args) -> int:
 
 def cmd_scripts(args) -> int:
     from actalign.scripts import ScriptStore
+    from actalign.scripts.parse import norm
     from actalign.scripts.store import read_scripts_file, stats
 
     command = args.scripts_command
@@ -356,7 +358,7 @@ def cmd_scripts(args) -> int:
     store = ScriptStore(args.store)
     if command == "show":
         for s in store.all():
-            if args.domain and " ".join(args.domain.lower().split()) != " ".join(s.domain.lower().split()):
+            if args.domain and norm(args.domain) != norm(s.domain):
                 continue
             origin = "hand-written" if s.kind == "hand" else f"{s.strategy}, {s.model}, T={s.temperature}"
             print(f"[{s.domain}] {s.action}  ({origin})")

@@ -139,7 +139,7 @@ class ScriptStore:
         for name, value in fields.items():
             if value is not None:
                 sql += f" AND {name} = ?"
-                args.append(-1.0 if name == "temperature" and value is None else value)
+                args.append(value)
         return [_row(r) for r in self.db.execute(sql + " ORDER BY created DESC", args)]
 
     def all(self) -> list[Script]:
