@@ -186,7 +186,10 @@ def test_cli_classify_json_csv_table(clip, scripts_file, siglip_dir, tmp_path, c
             assert a["start"] <= b["start"] <= a["end"] <= b["end"]
 
     code, out, _ = run_cli([*base, "--format", "csv", "--top-k", "2"], capsys)
-    assert code == 0 and out.splitlines()[0] == "video,domain,method,rank,action,score"
+    assert (
+        code == 0
+        and out.splitlines()[0] == "video,domain,method,alignment,rank,action,score,span_start,span_end"
+    )
     assert len(out.splitlines()) == 3
 
     code, out, _ = run_cli([*base, "--fps", "4", "--plot", tmp_path / "plots"], capsys)
@@ -257,10 +260,11 @@ def test_plot_marks_predicted_and_correct(tmp_path):
     pred = ActAlign(ColourEncoder(), {"test": scripts}, cache=False).classify(
         video, ["wrong", "right"], "test"
     )
-    svg = plot_prediction(pred, tmp_path / "p.svg", answer="right").read_text()
+    plot_prediction(pred, tmp_path / "p.svg", answer="right")
+    svg = (tmp_path / "p.svg").read_text()
     assert "predicted" in svg and "correct" in svg
-    png = plot_prediction(pred, tmp_path / "p.png", answer="right")
-    assert png.read_bytes()[:4] == b"\x89PNG"
+    plot_prediction(pred, tmp_path / "p.png", answer="right")
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ActAlignError, match=r"\.png or \.svg"):
         plot_prediction(pred, tmp_path / "p.jpg")
 

@@ -270,7 +270,7 @@ def _writer(args):
     rng = np.random.default_rng(0)  # every process writes the same values
     f = rng.random((50, 8)).astype(np.float32)
     for i in range(30):
-        cache.put_frames("shared-key", f, np.arange(50.0))
+        cache.put_frames("shared-key", f, np.arange(50.0), 50.0)
         cache.put_texts({f"k{i}": f[0], "same": f[1]})
         got = cache.get_frames("shared-key")
         assert got is not None and np.array_equal(got[0], f)

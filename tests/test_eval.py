@@ -8,13 +8,13 @@ import json
 import numpy as np
 import pytest
 
-from actalign.classify import ActAlign
 from actalign.cli import main
 from actalign.errors import ActAlignError
 from actalign.eval import datasets
-from actalign.eval.datasets import Clip, clean_candidate, load_manifest, prepare_actionatlas
+from actalign.eval.datasets import prepare_actionatlas
+from actalign.eval.evaluate import Rung, evaluate, ladder
 from actalign.eval.metrics import random_topk, rank_of_answer, topk
-from actalign.eval.runner import EvalConfig, Rung, evaluate, ladder
+from actalign.runner.plan import Clip, Plan, clean_candidate, load_manifest
 from actalign.scripts import ScriptSource
 from colour_encoder import CODEWORDS, DOMAIN_OFFSET, NAMES, PALETTE, ColourEncoder
 from media import SAMPLES, make_video
@@ -59,8 +59,9 @@ def test_clean_candidate():
 
 @pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/data is not beside this checkout")
 def test_shared_manifest_loads_as_is():
-    clips = load_manifest(SAMPLES / "manifest.jsonl")
-    assert len(clips) == 6 and all(c.video.exists() for c in clips)
+    plan = load_manifest(SAMPLES / "manifest.jsonl", require_answer=True)
+    clips = plan.clips
+    assert len(clips) == 6 and not plan.failures and all(c.video.exists() for c in clips)
     basketball = next(c for c in clips if c.domain == "basketball")
     assert basketball.candidates[basketball.answer] == "Putback dunk"
 
@@ -72,14 +73,21 @@ def test_shared_manifest_loads_as_is():
         ('{"video": "a.mp4", "domain": "d", "candidates": ["x"], "answer": 0}', "at least two"),
         ('{"video": "a.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 2}', "0-based index"),
         ("not json", "not valid JSON"),
-        ("", "no rows"),
-        ('{"video": "a.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 0}\n' * 2, "appears twice"),
+        ('{"video": "a.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 0}\n' * 2, "already appears"),
     ],
 )
-def test_bad_manifests(tmp_path, content, match):
+def test_bad_manifest_rows_become_failures(tmp_path, content, match):
     path = tmp_path / "m.jsonl"
     path.write_text(content)
-    with pytest.raises(ActAlignError, match=match):
+    plan = load_manifest(path, require_answer=True)
+    assert len(plan.failures) == 1 and match in plan.failures[0]["reason"]
+    assert plan.failures[0]["line"] == len(content.strip().splitlines())
+
+
+def test_an_empty_manifest_is_refused(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text("\n")
+    with pytest.raises(ActAlignError, match="no rows"):
         load_manifest(path)
 
 
@@ -123,14 +131,18 @@ def planted(tmp_path_factory):
     return planted_dataset(tmp_path_factory.mktemp("planted"))
 
 
+def plan_of(clips) -> Plan:
+    return Plan(list(clips), [], "planted")
+
+
 def test_ladder_ordering_on_planted_data(planted, tmp_path):
     clips, scripts = planted
     summary = evaluate(
-        clips,
+        plan_of(clips),
         ColourEncoder(),
         {"context-rich": source(scripts)},
-        tmp_path / "run",
-        EvalConfig("planted", ladder()),
+        str(tmp_path / "run"),
+        ladder(),
     )
     top1 = {name: m["top1"] for name, m in summary["methods"].items()}
     assert summary["clips"] == 24
@@ -145,37 +157,54 @@ def test_ladder_ordering_on_planted_data(planted, tmp_path):
     assert config["run"]["encoder"] == "test:colour-v1" and "numpy" in config["versions"]
 
 
-def test_resume_after_a_kill(planted, tmp_path, monkeypatch):
+class CountingEncoder(ColourEncoder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.frames = 0
+
+    def encode_images(self, frames):
+        self.frames += len(frames)
+        return super().encode_images(frames)
+
+
+def test_resume_after_a_kill(planted, tmp_path):
     clips, scripts = planted
     clips = clips[:8]
-    config = EvalConfig("planted", ladder())
     sources = {"context-rich": source(scripts)}
-    whole = evaluate(clips, ColourEncoder(), sources, tmp_path / "whole", config)
+    whole = evaluate(plan_of(clips), ColourEncoder(), sources, str(tmp_path / "whole"), ladder())
 
     class Killed(BaseException):
         pass
 
     seen = []
 
-    def kill_after_three(clip, skipped):
-        seen.append(clip.id)
+    def kill_after_three(row):
+        seen.append(row["id"])
         if len(seen) == 3:
             raise Killed
 
     with pytest.raises(Killed):
-        evaluate(clips, ColourEncoder(), sources, tmp_path / "run", config, progress=kill_after_three)
+        evaluate(
+            plan_of(clips), ColourEncoder(), sources, str(tmp_path / "run"), ladder(), on_row=kill_after_three
+        )
     predictions = tmp_path / "run" / "predictions.jsonl"
     assert len(predictions.read_text().splitlines()) == 3
     with open(predictions, "a") as f:
         f.write('{"id": "c3", "video": "torn li')  # a crash in the middle of a write
 
-    embedded = []
-    real_embed = ActAlign.embed
-    monkeypatch.setattr(
-        ActAlign, "embed", lambda self, v, *a, **k: embedded.append(v.name) or real_embed(self, v, *a, **k)
+    encoder, written = CountingEncoder(), []
+    resumed = evaluate(
+        plan_of(clips),
+        encoder,
+        sources,
+        str(tmp_path / "run"),
+        ladder(),
+        on_row=lambda r: written.append(r["id"]),
     )
-    resumed = evaluate(clips, ColourEncoder(), sources, tmp_path / "run", config)
-    assert embedded == [f"c{i}.mp4" for i in range(3, 8)]  # finished clips were not recomputed
+    assert sorted(written) == sorted(
+        c.id for c in clips if c.id not in seen
+    )  # finished clips were not redone
+    assert encoder.frames == sum(32 for c in clips if c.id not in seen)  # 4 spans x 8 frames each
     assert resumed["methods"] == whole["methods"]
     assert len(predictions.read_text().splitlines()) == 8
 
@@ -183,21 +212,21 @@ def test_resume_after_a_kill(planted, tmp_path, monkeypatch):
 def test_a_run_folder_refuses_another_configuration(planted, tmp_path):
     clips, scripts = planted
     sources = {"context-rich": source(scripts)}
-    evaluate(clips[:2], ColourEncoder(), sources, tmp_path / "run", EvalConfig("planted", ladder()))
-    other = EvalConfig("planted", [Rung("mean-pool", method="mean-pool")])
+    evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), ladder())
+    other = [Rung("mean-pool", method="mean-pool")]
     with pytest.raises(ActAlignError, match="another configuration"):
-        evaluate(clips[:2], ColourEncoder(), sources, tmp_path / "run", other)
+        evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), other)
 
 
 def test_unreadable_clips_are_reported_and_skipped(planted, tmp_path):
     clips, scripts = planted
     broken = Clip("broken", tmp_path / "missing.mp4", clips[0].domain, clips[0].candidates, 0)
     summary = evaluate(
-        [broken, clips[0]],
+        plan_of([broken, clips[0]]),
         ColourEncoder(),
         {"context-rich": source(scripts)},
-        tmp_path / "run",
-        EvalConfig("planted", ladder()),
+        str(tmp_path / "run"),
+        ladder(),
     )
     assert summary["clips"] == 1 and summary["clips_in_manifest"] == 2
     failed = json.loads((tmp_path / "run" / "failed.jsonl").read_text())
@@ -209,11 +238,11 @@ def test_strategies_compare_script_sets(planted, tmp_path):
     scrambled = {d: {a: list(reversed(s)) for a, s in acts.items()} for d, acts in scripts.items()}
     rungs = [Rung("A", strategy="context-rich"), Rung("B", strategy="short-fixed")]
     summary = evaluate(
-        clips[:6],
+        plan_of(clips[:6]),
         ColourEncoder(),
         {"context-rich": source(scripts), "short-fixed": source(scrambled)},
-        tmp_path / "run",
-        EvalConfig("planted", rungs),
+        str(tmp_path / "run"),
+        rungs,
     )
     assert summary["methods"]["A"]["top1"] > summary["methods"]["B"]["top1"]
 
@@ -279,7 +308,7 @@ def test_prepare_actionatlas_from_a_local_fixture(tmp_path):
         return target
 
     manifest = prepare_actionatlas(tmp_path / "atlas", rows=atlas_rows(), download=fake_download)
-    (clip,) = load_manifest(manifest)
+    (clip,) = load_manifest(manifest, require_answer=True).clips
     assert clip.id == "clip-1" and clip.candidates == ("Tip-in", "Putback dunk", "Alley-oop Dunk")
     assert clip.answer == 1 and clip.domain == "basketball"
     unavailable = [json.loads(x) for x in (tmp_path / "atlas" / "unavailable.jsonl").read_text().splitlines()]
@@ -320,7 +349,7 @@ def write_scripts_for(clips, path):
 def test_cli_eval_on_shared_clips(siglip_dir, tmp_path, capsys):
     """Plumbing only: with random weights the numbers mean nothing."""
     manifest = SAMPLES / "manifest.jsonl"
-    scripts = write_scripts_for(load_manifest(manifest), tmp_path / "s.json")
+    scripts = write_scripts_for(load_manifest(manifest).clips, tmp_path / "s.json")
     args = [
         "eval",
         manifest,

@@ -30,6 +30,8 @@ except ImportError:  # pragma: no cover - depends on the install
     _kernel = None
 
 DIAG, LEFT, UP = 0, 1, 2  # predecessor codes; ties prefer them in this order (as the authors' code)
+MODES = ("global", "subsequence")
+SUBSEQUENCE_PRIOR_SECONDS = 1.0
 
 
 def backend() -> str:
@@ -53,6 +55,7 @@ class Alignment:
     total: float
     path: np.ndarray
     segments: np.ndarray
+    span: tuple[int, int] | None = None
 
 
 # --------------------------------------------------------------------------- validation
@@ -158,7 +161,7 @@ def affinity(
 # --------------------------------------------------------------------------- Eq. 10-13
 
 
-def dtw(affinity: np.ndarray) -> Alignment:
+def dtw(affinity: np.ndarray, mode: str = "global", **options) -> Alignment:
     """Best monotonic, continuous path through affinity (K, T) from (0, 0) to (K-1, T-1).
 
     Every step and every frame is matched; K > T is allowed (steps then share frames).
@@ -175,7 +178,7 @@ def dtw(affinity: np.ndarray) -> Alignment:
     return Alignment(float(total) / len(path), float(total), path, segments_from_path(path, k))
 
 
-def dtw_scores(affinities: Sequence[np.ndarray]) -> np.ndarray:
+def dtw_scores(affinities: Sequence[np.ndarray], mode: str = "global", **options) -> np.ndarray:
     """Path-normalised scores (N,) of many affinity matrices (shapes may differ).
 
     Equal to `[dtw(A).score for A in affinities]`, computed in one batched call.

@@ -4,6 +4,7 @@
     model = ActAlign("google/siglip-so400m-patch14-384", scripts="scripts.json")
     pred = model.classify("clip.mp4", ["Tip-in", "Putback dunk"], domain="basketball")
     pred.top.action, pred.top.score, pred.top.segments   # when each step happened, in seconds
+    model(["a.mp4", "b.mp4"], ["Tip-in", "Putback dunk"], domain="basketball")  # several videos
 
 Ranking: candidates by score, highest first; equal scores keep the order they were given in.
 """
@@ -11,34 +12,46 @@ Ranking: candidates by score, highest first; equal scores keep the order they we
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from actalign import align
-from actalign.embed import VideoEmbedding, embed_texts, embed_video
+from actalign.embed import VideoEmbedding, embed_text_groups, embed_video
 from actalign.encoders import DEFAULT_MODEL, Encoder, load_encoder
 from actalign.encoders.cache import EmbeddingCache
 from actalign.errors import ActAlignError
+from actalign.files import check_text
 from actalign.scripts import ScriptSource
 from actalign.scripts.parse import norm
-from actalign.video import Sampling
+from actalign.video import ArrayVideo, Sampling, as_video
 
 METHODS = ("actalign", "mean-pool")
+ALIGNMENTS = align.MODES
 DEFAULT_TEMPLATE = "{step} in {domain}"  # the paper's context augmentation
+AUTHORS_TEMPLATE = "This is a video of doing {action} in {domain} with {step}"  # the original scripts'
 MEAN_POOL_TEMPLATE = "This is a video of {domain} executing {action}"
+
+VideoInput = str | os.PathLike | ArrayVideo | tuple
 
 
 @dataclass(frozen=True)
 class Segment:
+    """When one step happened: [start, end) in seconds of the video."""
+
     step: str
-    start: float  # seconds
-    end: float  # seconds (start of the next sampled frame after the step's last frame)
+    start: float
+    end: float  # the start of the next sampled frame after the step's last one (or the video's end)
 
 
 @dataclass
 class CandidateResult:
+    """One candidate action of a prediction: its score, rank and (for ActAlign) alignment.
+
+    span: (start, end) in seconds of the detected action with subsequence alignment, else None.
+    """
+
     action: str
     score: float
     rank: int
@@ -46,42 +59,49 @@ class CandidateResult:
     segments: list[Segment] = field(default_factory=list)
     path: np.ndarray | None = None  # (L, 2) rows of (step, frame index)
     affinity: np.ndarray | None = None  # (K, T), for plots
+    span: tuple[float, float] | None = None
+
+    def __repr__(self) -> str:
+        return f"CandidateResult(rank={self.rank}, action={self.action!r}, score={self.score:.4f})"
 
 
 @dataclass
 class Prediction:
+    """Candidates of one video, ranked best first, with the sampled frame times (T,) in seconds."""
+
     video: str
     domain: str
     method: str
-    candidates: list[CandidateResult]  # ranked, best first
-    timestamps: np.ndarray  # (T,) seconds of the sampled frames
+    candidates: list[CandidateResult]
+    timestamps: np.ndarray
+    alignment: str = "global"
+    start: float | None = None
+    end: float | None = None
 
     @property
     def top(self) -> CandidateResult:
+        """The best-ranked candidate."""
         return self.candidates[0]
 
     def rank_of(self, action: str) -> int:
-        return next(c.rank for c in self.candidates if c.action == action)
+        """1-based rank of a candidate (matched case- and space-insensitively)."""
+        for c in self.candidates:
+            if norm(c.action) == norm(action):
+                return c.rank
+        raise ActAlignError(f"{action!r} is not one of the candidates of {self.video}.")
 
-    def to_dict(self) -> dict:
-        return {
-            "video": self.video,
-            "domain": self.domain,
-            "method": self.method,
-            "frames": len(self.timestamps),
-            "predictions": [
-                {
-                    "rank": c.rank,
-                    "action": c.action,
-                    "score": round(float(c.score), 6),
-                    "segments": [
-                        {"step": s.step, "start": round(s.start, 3), "end": round(s.end, 3)}
-                        for s in c.segments
-                    ],
-                }
-                for c in self.candidates
-            ],
-        }
+    def __repr__(self) -> str:
+        top = self.top
+        return (
+            f"Prediction(video={self.video!r}, top={top.action!r}, score={top.score:.4f}, "
+            f"candidates={len(self.candidates)}, frames={len(self.timestamps)})"
+        )
+
+    def to_dict(self, top_k: int | None = None) -> dict:
+        """The JSON form of `actalign classify --format json` (one entry of its "videos")."""
+        from actalign.exports import prediction_dict
+
+        return prediction_dict(self, top_k)
 
 
 # --------------------------------------------------------------------------- scoring
@@ -93,11 +113,13 @@ def actalign_scores(
     scale: float,
     bias: float | None,
     window: int,
+    mode: str = "global",
+    **options,
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Scores (M,) and affinities [(K_m, T)] of M scripts against frames (T, d) (Eq. 7-13)."""
     smoothed = align.smooth(frames, window)
     affinities = [align.affinity(smoothed, steps, scale, bias) for steps in scripts]
-    return align.dtw_scores(affinities), affinities
+    return align.dtw_scores(affinities, mode=mode, **options), affinities
 
 
 def mean_pool_scores(frames: np.ndarray, texts: np.ndarray, scale: float, bias: float | None) -> np.ndarray:
@@ -111,7 +133,16 @@ def rank(scores: np.ndarray) -> np.ndarray:
 
 
 def check_candidates(candidates: Sequence[str]) -> list[str]:
-    names = [c.strip() for c in candidates if c and c.strip()]
+    """Stripped candidate names; one clear error when none are given or two are the same (up to
+    case and spaces: their scores would tie, so neither could rank first)."""
+    if isinstance(candidates, str):
+        candidates = [candidates]
+    names = []
+    for c in candidates:
+        if not isinstance(c, str):
+            raise ActAlignError(f"Candidates must be text, got {c!r}.")
+        if c.strip():
+            names.append(check_text(c.strip(), f"The candidate {c!r}"))
     if not names:
         raise ActAlignError("No candidate actions given; pass --candidates A B C or --candidates-file F.")
     seen: dict[str, str] = {}
@@ -123,12 +154,25 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
     return names
 
 
-def segments(path: np.ndarray, steps: Sequence[str], timestamps: np.ndarray) -> list[Segment]:
-    """Each step's span in seconds from a DTW path: first matched frame to the next frame after its last."""
+def segments(
+    path: np.ndarray, steps: Sequence[str], timestamps: np.ndarray, end: float | None = None
+) -> list[Segment]:
+    """Each step's span in seconds from a DTW path: its first matched frame to the next sampled
+    frame after its last one; the last frame ends one frame interval later, clipped to `end`."""
     spans = align.segments_from_path(path, len(steps))
     step_dt = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
-    ends = np.append(timestamps[1:], timestamps[-1] + step_dt)
+    last_end = timestamps[-1] + step_dt
+    if end is not None:
+        last_end = max(float(timestamps[-1]), min(last_end, end))
+    ends = np.append(timestamps[1:], last_end)
     return [Segment(s, float(timestamps[a]), float(ends[b])) for s, (a, b) in zip(steps, spans)]
+
+
+def _format_template(template: str, **fields) -> str:
+    try:
+        return template.format(**fields)
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise ActAlignError(f"The template {template!r} cannot be filled ({e}).") from None
 
 
 # --------------------------------------------------------------------------- pipeline
@@ -143,7 +187,12 @@ class ActAlign:
     smooth_seconds: width of the moving average (Eq. 7) in seconds; the paper's w=30 at 30 fps.
     template: how a step is embedded, with {step}, {domain} and {action} (Sec. 3, context).
     method: "actalign", or "mean-pool" for the baseline.
+    alignment: "global" (the paper: the path spans the whole clip) or "subsequence" (the action
+        may start and end anywhere inside the clip; see `actalign.align`).
     cache: an EmbeddingCache, None for the default location, or False for none.
+
+    Call it like a transformers pipeline: `model(video, candidates, domain=...)` for one video
+    (a path, or (frames (T, H, W, 3) uint8, fps)) or a list of them.
     """
 
     def __init__(
@@ -156,47 +205,85 @@ class ActAlign:
         method: str = "actalign",
         cache: EmbeddingCache | bool | None = None,
         mean_pool_template: str = MEAN_POOL_TEMPLATE,
+        alignment: str = "global",
     ) -> None:
         if method not in METHODS:
             raise ActAlignError(f"Unknown method {method!r}; use one of {', '.join(METHODS)}.")
-        if smooth_seconds < 0:
-            raise ActAlignError("The smoothing window must be >= 0 seconds.")
-        _check_template(template, "{step}")
-        _check_template(mean_pool_template, "{action}")
+        if alignment not in ALIGNMENTS:
+            raise ActAlignError(f"Unknown alignment {alignment!r}; use one of {', '.join(ALIGNMENTS)}.")
+        if not isinstance(smooth_seconds, (int, float)) or not 0 <= smooth_seconds < 1e6:
+            raise ActAlignError(f"The smoothing window must be >= 0 seconds, got {smooth_seconds!r}.")
+        if fps is not None:
+            Sampling(fps=fps)  # validates
+        check_template(template, "{step}")
+        check_template(mean_pool_template, "{action}")
         self.encoder = load_encoder(encoder) if isinstance(encoder, str) else encoder
         self.scripts = _script_source(scripts) if method == "actalign" else scripts
         self.fps, self.smooth_seconds = fps, smooth_seconds
         self.template, self.mean_pool_template, self.method = template, mean_pool_template, method
+        self.alignment = alignment
         self.cache = EmbeddingCache() if cache is None or cache is True else (cache or None)
 
+    def __repr__(self) -> str:
+        return (
+            f"ActAlign(encoder={getattr(self.encoder, 'identity', '?')!r}, method={self.method!r}, "
+            f"alignment={self.alignment!r}, fps={self.fps}, smooth_seconds={self.smooth_seconds})"
+        )
+
+    def __call__(
+        self,
+        videos: VideoInput | Sequence[VideoInput],
+        candidates: Sequence[str],
+        domain: str,
+        **kwargs,
+    ) -> Prediction | list[Prediction]:
+        """`classify` for one video, `classify_many` for a list of them."""
+        if isinstance(videos, list):
+            return self.classify_many(videos, candidates, domain, **kwargs)
+        return self.classify(videos, candidates, domain, **kwargs)
+
     def embed(
-        self, video: str | os.PathLike, start: float | None = None, end: float | None = None, on_frames=None
+        self,
+        video: VideoInput,
+        start: float | None = None,
+        end: float | None = None,
+        on_frames: Callable[[int], None] | None = None,
+        on_total: Callable[[int | None], None] | None = None,
     ) -> VideoEmbedding:
         """Frame embeddings of a video at this pipeline's sampling (cached)."""
         sampling = Sampling(fps=self.fps, start=start, end=end)
-        return embed_video(self.encoder, video, sampling, self.cache, on_frames=on_frames)
+        return embed_video(self.encoder, as_video(video), sampling, self.cache, on_frames, on_total)
 
     def classify(
         self,
-        video: str | os.PathLike,
+        video: VideoInput,
         candidates: Sequence[str],
         domain: str,
         start: float | None = None,
         end: float | None = None,
-        on_frames=None,
+        on_frames: Callable[[int], None] | None = None,
+        on_total: Callable[[int | None], None] | None = None,
     ) -> Prediction:
+        """Rank `candidates` for one video (a path, or (frames, fps)), within [start, end) seconds.
+
+        on_total / on_frames: progress callbacks (expected frame count; frames encoded so far).
+        """
         candidates = check_candidates(candidates)
         domain = (domain or "").strip()
+        video = as_video(video)
         if self.method == "actalign":
             scripts = self.scripts.get(domain, candidates)  # fails fast, before decoding
-        emb = self.embed(video, start, end, on_frames)
+        emb = self.embed(video, start, end, on_frames, on_total)
         if self.method == "mean-pool":
-            return self.classify_mean_pool(str(video), emb, candidates, domain)
-        return self.classify_embedding(str(video), emb, scripts, domain)
+            pred = self.classify_mean_pool(str(video), emb, candidates, domain)
+        else:
+            pred = self.classify_embedding(str(video), emb, scripts, domain)
+        pred.start, pred.end = start, end
+        return pred
 
     def classify_many(
         self,
-        videos: Sequence[str | os.PathLike],
+        videos: Sequence[VideoInput],
         candidates: Sequence[str],
         domain: str,
         on_error: str = "raise",
@@ -225,13 +312,20 @@ class ActAlign:
                 out.append(e)
         return out
 
+    def step_texts(self, scripts: dict[str, list[str]], domain: str) -> list[list[str]]:
+        """Per script, the texts its steps are embedded as (this pipeline's template)."""
+        return [
+            [_format_template(self.template, step=s, domain=domain, action=a) for s in steps]
+            for a, steps in scripts.items()
+        ]
+
     def step_embeddings(self, scripts: dict[str, list[str]], domain: str) -> list[np.ndarray]:
         """Per script, its steps (K_m, d) embedded through this pipeline's template."""
-        names = list(scripts)
-        texts = [self.template.format(step=s, domain=domain, action=a) for a in names for s in scripts[a]]
-        all_steps = embed_texts(self.encoder, texts, self.cache)
-        bounds = np.cumsum([0] + [len(scripts[a]) for a in names])
-        return [all_steps[bounds[i] : bounds[i + 1]] for i in range(len(names))]
+        return embed_text_groups(self.encoder, self.step_texts(scripts, domain), self.cache)
+
+    def window(self, emb: VideoEmbedding) -> int:
+        """Smoothing width in frames (Eq. 7) at this video's sampling rate."""
+        return align.window_frames(self.smooth_seconds, emb.fps) if self.smooth_seconds > 0 else 1
 
     def classify_embedding(
         self,
@@ -245,34 +339,60 @@ class ActAlign:
         their step embeddings from `step_embeddings`)."""
         names = list(scripts)
         per_script = steps if steps is not None else self.step_embeddings(scripts, domain)
-        window = align.window_frames(self.smooth_seconds, emb.fps) if self.smooth_seconds > 0 else 1
+        options = self.alignment_options(emb)
         scores, affinities = actalign_scores(
-            emb.frames, per_script, self.encoder.scale, self.encoder.bias, window
+            emb.frames,
+            per_script,
+            self.encoder.scale,
+            self.encoder.bias,
+            self.window(emb),
+            mode=self.alignment,
+            **options,
         )
         results = []
         for r, i in enumerate(rank(scores), 1):
-            alignment = align.dtw(affinities[i])
+            result = align.dtw(affinities[i], mode=self.alignment, **options)
+            span = None
+            if result.span is not None:
+                seg = segments(
+                    np.array([[0, result.span[0]], [0, result.span[1]]]), ["span"], emb.timestamps, emb.end
+                )
+                span = (seg[0].start, seg[0].end)
             results.append(
                 CandidateResult(
                     action=names[i],
                     score=float(scores[i]),
                     rank=r,
                     steps=list(scripts[names[i]]),
-                    segments=segments(alignment.path, scripts[names[i]], emb.timestamps),
-                    path=alignment.path,
+                    segments=segments(result.path, scripts[names[i]], emb.timestamps, emb.end),
+                    path=result.path,
                     affinity=affinities[i],
+                    span=span,
                 )
             )
-        return Prediction(video, domain, "actalign", results, emb.timestamps)
+        return Prediction(video, domain, "actalign", results, emb.timestamps, alignment=self.alignment)
+
+    def alignment_options(self, emb: VideoEmbedding) -> dict:
+        """Options of the subsequence score at this video's sampling rate (none for global)."""
+        if self.alignment == "global":
+            return {}
+        return {"prior": align.window_frames(align.SUBSEQUENCE_PRIOR_SECONDS, emb.fps)}
 
     def classify_mean_pool(
-        self, video: str, emb: VideoEmbedding, candidates: list[str], domain: str
+        self,
+        video: str,
+        emb: VideoEmbedding,
+        candidates: list[str],
+        domain: str,
+        texts: np.ndarray | None = None,
     ) -> Prediction:
-        """The mean-pool baseline on frame embeddings already computed."""
-        texts = [self.mean_pool_template.format(domain=domain, action=c) for c in candidates]
-        scores = mean_pool_scores(
-            emb.frames, embed_texts(self.encoder, texts, self.cache), self.encoder.scale, self.encoder.bias
-        )
+        """The mean-pool baseline on frame embeddings already computed (and, optionally, the
+        candidates' text embeddings (M, d))."""
+        embedded = texts
+        if embedded is None:
+            prompts = [_format_template(self.mean_pool_template, domain=domain, action=c) for c in candidates]
+            (embedded,) = embed_text_groups(self.encoder, [prompts], self.cache)
+        scores = mean_pool_scores(emb.frames, embedded, self.encoder.scale, self.encoder.bias)
         results = [
             CandidateResult(action=candidates[i], score=float(scores[i]), rank=r)
             for r, i in enumerate(rank(scores), 1)
@@ -280,14 +400,20 @@ class ActAlign:
         return Prediction(video, domain, "mean-pool", results, emb.timestamps)
 
 
-def _check_template(template: str, needed: str) -> None:
+def check_template(template: str, needed: str) -> None:
+    """A template must fill with {step}, {domain} and {action} and contain `needed`."""
+    if not isinstance(template, str):
+        raise ActAlignError(f"A template must be text, got {template!r}.")
     try:
         template.format(step="s", domain="d", action="a")
-    except (KeyError, IndexError, ValueError) as e:
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
         raise ActAlignError(
             f"The template {template!r} is invalid ({e}); use the fields {{step}}, {{domain}} and {{action}}."
         ) from None
-    if needed not in template:
+    import string
+
+    fields = {f for _, f, _, _ in string.Formatter().parse(template) if f is not None}
+    if needed.strip("{}") not in {f.split("!")[0].split(".")[0].split("[")[0] for f in fields}:
         raise ActAlignError(f"The template {template!r} must contain {needed}.")
 
 

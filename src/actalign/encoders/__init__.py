@@ -38,6 +38,8 @@ class Encoder(ABC):
                 local checkpoint, + dtype); embeddings with equal identity are interchangeable.
     scale, bias: Eq. 9 calibration; bias None means the linear map (1 + cos) / 2 is used.
     decode_size: what the video decoder should resize frames to (int: shorter side, or (w, h)).
+    text_encoding: "trained" (each text alone, as the model was trained) or "authors" (the
+                original scripts' batching; see `TransformersEncoder.encode_texts`).
     """
 
     identity: str
@@ -46,6 +48,7 @@ class Encoder(ABC):
     dim: int
     batch_size: int
     decode_size: int | tuple[int, int] | None = None
+    text_encoding: str = "trained"  # or "authors": one tokenizer call per candidate's steps
 
     @abstractmethod
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
@@ -93,29 +96,44 @@ def load_encoder(
     device: str | None = None,
     dtype: str | None = None,
     batch_size: int | None = None,
+    **options,
 ) -> Encoder:
     """Build an encoder from a short name, a hub id, a local directory, or "<backend>:<name>".
 
-    device: "cuda", "mps", "cpu" (default: the best available, in that order).
+    device: "cuda", "cuda:N", "mps", "cpu" (default: the best available, in that order).
     dtype: "float32", "float16", "bfloat16" (default: half precision on GPU, float32 on CPU).
+    batch_size: frames per forward pass (default 64 on GPU, 16 on CPU).
+    options: backend options, for transformers `text_encoding` ("trained" or "authors", see
+    `TransformersEncoder.encode_texts`) and `compile` (torch.compile the vision tower).
     """
+    if not isinstance(name_or_path, str) or not name_or_path.strip():
+        raise ActAlignError("Give a model: a short name (actalign models), a hub id or a local directory.")
     prefix, sep, rest = name_or_path.partition(":")
     if sep and prefix in _BACKENDS and not rest.startswith("//"):
         factory, name = _BACKENDS[prefix], rest
     else:
         factory, name = _BACKENDS["hf"], name_or_path
     name = MODELS.get(name, name)
-    return factory(name, device=device, dtype=dtype, batch_size=batch_size)
+    return factory(name, device=device, dtype=dtype, batch_size=batch_size, **options)
 
 
 def select_device(device: str | None = None) -> str:
     """The requested device, or the best available: cuda > mps > cpu."""
+    import re
+
     import torch
 
     if device:
+        device = device.strip().lower()
+        if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+            raise ActAlignError(f"Unknown device {device!r}; use cpu, cuda, cuda:N or mps.")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ActAlignError(
                 f"Device {device!r} was requested but CUDA is not available; use --device cpu."
+            )
+        if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+            raise ActAlignError(
+                f"Device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)."
             )
         if device == "mps" and not torch.backends.mps.is_available():
             raise ActAlignError("Device 'mps' was requested but is not available; use --device cpu.")

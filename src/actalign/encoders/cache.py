@@ -14,12 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
-import tempfile
 import time
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from actalign.errors import ActAlignError
+from actalign.files import atomic_write_bytes
 
 ENV_VAR = "ACTALIGN_CACHE_DIR"
 
@@ -44,24 +46,27 @@ def _checksum(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 class EmbeddingCache:
+    """Frame embeddings per (video content, encoder, sampling) and text embeddings per (text,
+    encoder), on disk; see the module docstring. A damaged entry is recomputed, never returned;
+    an unreadable text database is moved aside (with a warning) and started afresh."""
+
     def __init__(self, cache_dir: str | os.PathLike | None = None) -> None:
         self.root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        if self.root.exists() and not self.root.is_dir():
+            raise ActAlignError(f"The cache folder {self.root} is a file; give a folder (--cache-dir).")
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ActAlignError(
+                f"Cannot create the cache folder {self.root} ({e.strerror}); choose another --cache-dir "
+                "or pass --no-cache."
+            ) from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise ActAlignError(
+                f"Cannot write to the cache folder {self.root}: permission denied; choose another "
+                "--cache-dir or pass --no-cache."
+            )
         self.frames_dir = self.root / "frames"
         self.db_path = self.root / "texts.sqlite"
         self._db: sqlite3.Connection | None = None
@@ -71,27 +76,42 @@ class EmbeddingCache:
     def _frames_path(self, key: str) -> Path:
         return self.frames_dir / key[:2] / f"{key}.npz"
 
-    def get_frames(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """(frames (T, d), timestamps (T,)) or None when absent or damaged (then it is removed)."""
+    def get_frames(self, key: str) -> tuple[np.ndarray, np.ndarray, float] | None:
+        """(frames (T, d), timestamps (T,), end of the span in s) or None when absent or damaged
+        (a damaged entry is removed)."""
         path = self._frames_path(key)
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
-                frames, stamps, check = z["frames"], z["timestamps"], str(z["checksum"])
-            if _checksum(frames, stamps) == check:
-                return frames, stamps
+                frames, stamps, end = z["frames"], z["timestamps"], z["end"]
+                check = str(z["checksum"])
+            if _checksum(frames, stamps, end) == check:
+                return frames, stamps, float(end)
         except Exception:
             pass
         path.unlink(missing_ok=True)
         return None
 
-    def put_frames(self, key: str, frames: np.ndarray, timestamps: np.ndarray) -> None:
+    def put_frames(self, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float) -> None:
         import io
 
+        end_arr = np.array(float(end))
         buf = io.BytesIO()
-        np.savez(buf, frames=frames, timestamps=timestamps, checksum=np.array(_checksum(frames, timestamps)))
-        atomic_write_bytes(self._frames_path(key), buf.getvalue())
+        np.savez(
+            buf,
+            frames=frames,
+            timestamps=timestamps,
+            end=end_arr,
+            checksum=np.array(_checksum(frames, timestamps, end_arr)),
+        )
+        try:
+            atomic_write_bytes(self._frames_path(key), buf.getvalue())
+        except OSError as e:
+            warnings.warn(
+                f"Could not write to the cache {self.root} ({e.strerror}); continuing without it.",
+                stacklevel=2,
+            )
 
     # ------------------------------------------------------------------ texts
 
@@ -101,22 +121,48 @@ class EmbeddingCache:
             try:
                 self._db = self._open_db()
             except sqlite3.DatabaseError:
-                aside = self.db_path.with_suffix(f".corrupt-{int(time.time())}")
-                os.replace(self.db_path, aside)
-                warnings.warn(
-                    f"The text cache {self.db_path} was unreadable; moved it to {aside}.", stacklevel=3
-                )
+                self._move_aside()
                 self._db = self._open_db()
         return self._db
 
+    def _move_aside(self) -> None:
+        """The text cache is only a cache: an unreadable one is set aside and rebuilt."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        aside = self.db_path.with_name(f"{self.db_path.name}.corrupt-{int(time.time())}")
+        os.replace(self.db_path, aside)
+        for suffix in ("-wal", "-shm"):
+            Path(f"{self.db_path}{suffix}").unlink(missing_ok=True)
+        warnings.warn(f"The text cache {self.db_path} was unreadable; moved it to {aside}.", stacklevel=4)
+
     def _open_db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("CREATE TABLE IF NOT EXISTS texts (key TEXT PRIMARY KEY, vec BLOB, checksum TEXT)")
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("CREATE TABLE IF NOT EXISTS texts (key TEXT PRIMARY KEY, vec BLOB, checksum TEXT)")
+            db.execute("SELECT count(*) FROM texts").fetchone()
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
         return db
 
     def get_texts(self, keys: list[str]) -> dict[str, np.ndarray]:
         """The entries found among `keys` (damaged ones are deleted and left out)."""
+        try:
+            return self._get_texts(keys)
+        except sqlite3.DatabaseError:
+            self._move_aside()
+            return {}
+
+    def put_texts(self, items: dict[str, np.ndarray]) -> None:
+        try:
+            self._put_texts(items)
+        except sqlite3.DatabaseError:
+            self._move_aside()
+            self._put_texts(items)
+
+    def _get_texts(self, keys: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         db = self._conn()
         for i in range(0, len(keys), 500):
@@ -133,7 +179,7 @@ class EmbeddingCache:
                     db.execute("DELETE FROM texts WHERE key = ?", (key,))
         return found
 
-    def put_texts(self, items: dict[str, np.ndarray]) -> None:
+    def _put_texts(self, items: dict[str, np.ndarray]) -> None:
         rows = []
         for key, vec in items.items():
             v = np.ascontiguousarray(vec, dtype=np.float32)

@@ -14,6 +14,7 @@ from actalign.errors import ActAlignError
 
 SIGLIP_TEXT_LENGTH = 64  # SigLIP was trained on texts padded to 64 tokens; dynamic padding hurts
 FAMILIES = ("siglip", "siglip2", "clip")
+TEXT_ENCODINGS = ("trained", "authors")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
@@ -58,9 +59,20 @@ class TransformersEncoder(Encoder):
         device: str | None = None,
         dtype: str | None = None,
         batch_size: int | None = None,
+        text_encoding: str = "trained",
+        compile: bool = False,
     ) -> None:
         import torch
 
+        if text_encoding not in TEXT_ENCODINGS:
+            raise ActAlignError(
+                f"Unknown text encoding {text_encoding!r}; use one of {', '.join(TEXT_ENCODINGS)}."
+            )
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise ActAlignError(f"The batch size must be a whole number >= 1, got {batch_size!r}.")
+        self.text_encoding = text_encoding
         self.device = select_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
         self.model, self.processor, source = _load(name_or_path)
@@ -72,14 +84,14 @@ class TransformersEncoder(Encoder):
             )
         self.model.to(device=self.device, dtype=self.dtype).eval()
         self.batch_size = batch_size or (64 if self.device != "cpu" else 16)
-        if self.batch_size < 1:
-            raise ActAlignError(f"The batch size must be at least 1, got {self.batch_size}.")
         self.scale = float(self.model.logit_scale.detach().float().exp())
         bias = getattr(self.model, "logit_bias", None)
         self.bias = float(bias.detach().float()) if bias is not None else None
         self.identity = f"{source}|{str(self.dtype).removeprefix('torch.')}"
-        self._plan = _pixel_plan(self.processor.image_processor)
+        self._plan = _pixel_plan(self.processor.image_processor, self.device)
         self.decode_size = self._plan["decode_size"] if self._plan else None
+        self._compiled = torch.compile(self.model.get_image_features, dynamic=False) if compile else None
+        self.compiled = compile
         with torch.inference_mode():
             probe = self.encode_texts(["a"])
         self.dim = probe.shape[1]
@@ -87,12 +99,19 @@ class TransformersEncoder(Encoder):
     # ------------------------------------------------------------------ images
 
     def _pixels(self, frames: np.ndarray) -> dict:
+        """pixel_values for uint8 frames (B, H, W, 3): the frames go to the device as uint8 (a
+        quarter of the bytes of float32, pinned for an asynchronous copy on CUDA) and are resized,
+        cropped and normalised there, in float32, then cast to the model's dtype."""
         import torch
 
         if self._plan is None:  # unusual processors (e.g. NaFlex): let them do everything
-            return dict(self.processor.image_processor(images=list(frames), return_tensors="pt"))
+            inputs = dict(self.processor.image_processor(images=list(frames), return_tensors="pt"))
+            return {k: _to_device(v, self.device, self.dtype) for k, v in inputs.items()}
         plan = self._plan
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+        x = torch.from_numpy(np.ascontiguousarray(frames))
+        if self.device.startswith("cuda"):
+            x = x.pin_memory().to(self.device, non_blocking=True)
+        x = x.to(self.device).permute(0, 3, 1, 2).float()
         h, w = x.shape[2:]
         if plan["resize"] is not None and (w, h) != plan["resize"](w, h):
             nw, nh = plan["resize"](w, h)
@@ -105,7 +124,7 @@ class TransformersEncoder(Encoder):
         x = x * plan["rescale"]
         if plan["mean"] is not None:
             x = (x - plan["mean"]) / plan["std"]
-        return {"pixel_values": x}
+        return {"pixel_values": x.to(self.dtype)}
 
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
         import torch
@@ -115,41 +134,58 @@ class TransformersEncoder(Encoder):
             raise ActAlignError(f"Frames must be (B, H, W, 3) RGB arrays, got shape {frames.shape}.")
         out = []
         for i in range(0, len(frames), self.batch_size):
-            inputs = self._pixels(frames[i : i + self.batch_size])
-            inputs = {
-                k: v.to(self.device, dtype=self.dtype) if v.is_floating_point() else v.to(self.device)
-                for k, v in inputs.items()
-            }
+            chunk = frames[i : i + self.batch_size]
+            n = len(chunk)
+            if self.compiled and n < self.batch_size:  # one shape for the compiled graph
+                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - n, axis=0)])
             with torch.inference_mode(), _oom_guard(self):
-                out.append(_unit(_features(self.model.get_image_features(**inputs))))
+                inputs = self._pixels(chunk)
+                forward = self._compiled or self.model.get_image_features
+                out.append(_unit(_features(forward(**inputs))[:n]))
         return np.concatenate(out) if out else np.empty((0, getattr(self, "dim", 0)), np.float32)
 
     # ------------------------------------------------------------------ texts
 
     def tokenize(self, texts: Sequence[str]) -> dict:
+        """Token tensors for `texts`, as the model was trained (see `encode_texts`)."""
         texts = [t.lower() for t in texts] if self.family == "siglip2" else list(texts)
         tok = self.processor.tokenizer
         if self.family in ("siglip", "siglip2"):
-            return tok(
+            if self.text_encoding == "authors":
+                return dict(tok(texts, padding=True, truncation=True, return_tensors="pt"))
+            ids = tok(
                 texts,
                 padding="max_length",
                 max_length=SIGLIP_TEXT_LENGTH,
                 truncation=True,
                 return_tensors="pt",
-            )
+            )["input_ids"]
+            return {"input_ids": ids}
         limit = getattr(self.model.config.text_config, "max_position_embeddings", 77)
-        return tok(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt")
+        return dict(tok(texts, padding=True, truncation=True, max_length=limit, return_tensors="pt"))
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """texts (K,) -> (K, d) unit rows.
+
+        SigLIP / SigLIP 2 ("trained", the default): padded to 64 tokens and given as input_ids
+        alone, with no padding mask, as big_vision trained them (every position attends to the
+        pads and the embedding is read at the last, padded position; open_clip does the same).
+        CLIP keeps its mask (causal attention and end-of-text pooling make the pads irrelevant).
+        text_encoding="authors" reproduces the original ActAlign scripts instead: one tokenizer
+        call over exactly `texts` with dynamic padding and the mask, so call it with one
+        candidate's steps at a time (as `embed_text_groups` does).
+        """
         import torch
 
         if isinstance(texts, str):
             texts = [texts]
         if not texts:
             raise ActAlignError("No texts to encode.")
+        texts = list(texts)
+        step = len(texts) if self.text_encoding == "authors" else max(self.batch_size, 64)
         out = []
-        for i in range(0, len(texts), max(self.batch_size, 64)):
-            inputs = {k: v.to(self.device) for k, v in self.tokenize(texts[i : i + 64]).items()}
+        for i in range(0, len(texts), step):
+            inputs = {k: v.to(self.device) for k, v in self.tokenize(texts[i : i + step]).items()}
             with torch.inference_mode(), _oom_guard(self):
                 out.append(_unit(_features(self.model.get_text_features(**inputs))))
         return np.concatenate(out)
@@ -180,10 +216,14 @@ def _resolve_dtype(dtype: str | None, device: str):
 
 
 def _load(name: str):
-    """(model, processor, source identity) from a local directory or a hub id."""
+    """(model, processor, source identity) from a local directory or a hub id.
+
+    A hub id is looked up in the local cache first and only goes to the network when it is not
+    there; an unreachable hub gives one clear error within seconds (not minutes of retries).
+    The hub's own download bars are shown (unless --quiet); transformers' chatter is not.
+    """
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # e.g. "falling back to the PIL image processor": not the user's concern
     try:
@@ -193,31 +233,84 @@ def _load(name: str):
 
 
 def _load_quietly(name: str):
-    from transformers import AutoModel, AutoProcessor
-
     path = Path(name).expanduser()
     local = path.is_dir()
     if not local and (name.startswith((".", "/", "~")) or name.count("/") > 1):
         raise ActAlignError(
             f"No model directory at {path}; give a folder saved with save_pretrained or a hub id."
         )
+    if local:
+        model, processor = _from_pretrained(str(path), name)
+        return model, processor, f"dir:{checkpoint_hash(path)}"
     try:
-        model = AutoModel.from_pretrained(str(path) if local else name)
-        processor = AutoProcessor.from_pretrained(str(path) if local else name)
-    except (OSError, ValueError) as e:
+        model, processor = _from_pretrained(name, name, local_files_only=True)
+    except _NotCached:
+        _check_hub_reachable(name)
+        model, processor = _from_pretrained(name, name)
+    source = f"hf:{name}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
+    return model, processor, source
+
+
+class _NotCached(Exception):
+    pass
+
+
+def _from_pretrained(where: str, name: str, local_files_only: bool = False):
+    from transformers import AutoModel, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # transformers' weight-loading bar...
+    if not local_files_only:
+        from actalign.progress import is_quiet
+
+        if not is_quiet():
+            from huggingface_hub.utils import enable_progress_bars
+
+            enable_progress_bars()  # ...but the hub's download bars stay
+    try:
+        model = AutoModel.from_pretrained(where, local_files_only=local_files_only)
+        processor = AutoProcessor.from_pretrained(where, local_files_only=local_files_only)
+    except (OSError, ValueError, KeyError) as e:
+        if local_files_only:
+            raise _NotCached() from None
         reason = str(e).strip().splitlines()[0][:200].rstrip(".") if str(e).strip() else type(e).__name__
         raise ActAlignError(
             f"Could not load model {name!r}: {reason}. Check the id or path; a hub id needs the "
             "internet once (then it is cached), or pass a local directory saved with save_pretrained."
         ) from None
-    if local:
-        source = f"dir:{checkpoint_hash(path)}"
-    else:
-        source = f"hf:{name}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
-    return model, processor, source
+    return model, processor
 
 
-def _pixel_plan(ip) -> dict | None:
+def _check_hub_reachable(name: str, timeout: float = 3.0) -> None:
+    """One quick connection to the hub's host; fails in seconds instead of minutes of retries."""
+    import os
+    import socket
+    from urllib.parse import urlparse
+
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        raise ActAlignError(
+            f"Could not load model {name!r}: it is not in the local cache and HF_HUB_OFFLINE is set. "
+            "Download it once with the internet, or pass a local directory saved with save_pretrained."
+        )
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except OSError as e:
+        raise ActAlignError(
+            f"Could not load model {name!r}: it is not in the local cache and {url.hostname} cannot be "
+            f"reached ({e.strerror or e}). Connect to the internet once (then it is cached), or pass "
+            "a local directory saved with save_pretrained."
+        ) from None
+
+
+def _to_device(v, device: str, dtype):
+    return v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device)
+
+
+def _pixel_plan(ip, device: str = "cpu") -> dict | None:
     """How to turn decoded frames into pixel_values without the (slow, PIL) processor, or None."""
     import torch
 
@@ -245,8 +338,8 @@ def _pixel_plan(ip) -> dict | None:
         crop = (int(cs["height"]), int(cs["width"]))
     mean = std = None
     if getattr(ip, "do_normalize", True):
-        mean = torch.tensor(ip.image_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(ip.image_std, dtype=torch.float32).view(1, 3, 1, 1)
+        mean = torch.tensor(ip.image_mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
+        std = torch.tensor(ip.image_std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     rescale = float(ip.rescale_factor) if getattr(ip, "do_rescale", True) else 1.0
     return {
         "resize": resize,

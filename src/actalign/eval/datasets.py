@@ -1,9 +1,4 @@
-"""Evaluation data: generic JSONL manifests and the ActionAtlas benchmark.
-
-Manifest rows (one JSON object per line): `video` (path, relative to the manifest's folder),
-`domain`, `candidates` (list of action names), `answer` (0-based index), optional `id`,
-`start`/`end` (seconds), `question`. Unknown fields are ignored, so
-../shared/data/actionatlas-samples/manifest.jsonl loads as it is.
+"""Evaluation data: the ActionAtlas benchmark (manifests themselves are `actalign.runner.plan`).
 
 ActionAtlas: rows from `datasets.load_dataset("mrsalehi/ActionAtlas-v1.0", split="test")`, clips
 from YouTube through yt-dlp, cut to the rows' start/end, with the benchmark's
@@ -15,110 +10,19 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from actalign.encoders.cache import atomic_write_bytes
 from actalign.errors import ActAlignError
+from actalign.files import atomic_write_bytes
+from actalign.runner.plan import Clip, clean_candidate, load_manifest, write_manifest
 
-_NUMBERING = re.compile(r"^\s*\(?\d+\s*[.):]\s*")
 DATASET_ID = "mrsalehi/ActionAtlas-v1.0"
-
-
-@dataclass(frozen=True)
-class Clip:
-    id: str
-    video: Path
-    domain: str
-    candidates: tuple[str, ...]
-    answer: int
-    start: float | None = None
-    end: float | None = None
-    question: str = ""
-
-
-def clean_candidate(name: str) -> str:
-    """'1. Tip-in ' -> 'Tip-in': the benchmark numbers its choices."""
-    return " ".join(_NUMBERING.sub("", name).split())
-
-
-# --------------------------------------------------------------------------- manifests
-
-
-def _clip_from_row(row: dict, base: Path, where: str) -> Clip:
-    for field in ("video", "domain", "candidates", "answer"):
-        if field not in row:
-            raise ActAlignError(f"{where} lacks the field {field!r}.")
-    candidates = row["candidates"]
-    if not isinstance(candidates, list) or len(candidates) < 2:
-        raise ActAlignError(f"{where}: 'candidates' must be a list of at least two actions.")
-    cleaned = tuple(clean_candidate(str(c)) for c in candidates)
-    answer = row["answer"]
-    if not isinstance(answer, int) or not 0 <= answer < len(cleaned):
-        raise ActAlignError(
-            f"{where}: 'answer' must be a 0-based index below {len(cleaned)}, got {answer!r}."
-        )
-    video = Path(row["video"]).expanduser()
-    video = video if video.is_absolute() else base / video
-    return Clip(
-        id=str(row.get("id") or Path(row["video"]).stem),
-        video=video,
-        domain=str(row["domain"]),
-        candidates=cleaned,
-        answer=answer,
-        start=row.get("start"),
-        end=row.get("end"),
-        question=str(row.get("question", "")),
-    )
-
-
-def load_manifest(path: str | os.PathLike) -> list[Clip]:
-    p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise ActAlignError(f"No such manifest: {p}.") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise ActAlignError(f"Cannot read the manifest {p} ({e}).") from None
-    clips, ids = [], set()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ActAlignError(f"{p} line {n} is not valid JSON ({e.msg}).") from None
-        if not isinstance(row, dict):
-            raise ActAlignError(f"{p} line {n} is not a JSON object.")
-        clip = _clip_from_row(row, p.parent, f"{p} line {n}")
-        if clip.id in ids:
-            raise ActAlignError(f"{p} line {n}: the id {clip.id!r} appears twice; ids must be unique.")
-        ids.add(clip.id)
-        clips.append(clip)
-    if not clips:
-        raise ActAlignError(f"The manifest {p} has no rows.")
-    return clips
-
-
-def write_manifest(path: Path, clips: Iterable[Clip]) -> None:
-    rows = []
-    for c in clips:
-        row = {
-            "id": c.id,
-            "video": os.path.relpath(c.video, path.parent),
-            "domain": c.domain,
-            "candidates": list(c.candidates),
-            "answer": c.answer,
-            "question": c.question,
-        }
-        rows.append(json.dumps(row, ensure_ascii=False))
-    atomic_write_bytes(path, ("\n".join(rows) + "\n").encode())
+__all__ = ["DATASET_ID", "Clip", "clean_candidate", "load_manifest", "prepare_actionatlas", "write_manifest"]
 
 
 # --------------------------------------------------------------------------- ActionAtlas

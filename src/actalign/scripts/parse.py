@@ -16,6 +16,14 @@ def norm(name: str) -> str:
     return " ".join(name.lower().split())
 
 
+def unique_names(names: list[str]) -> list[str]:
+    """`names` without repeats up to case and spaces, first spelling kept, order kept."""
+    seen: dict[str, str] = {}
+    for n in names:
+        seen.setdefault(norm(n), n)
+    return list(seen.values())
+
+
 class InvalidAnswer(ValueError):
     """The answer does not hold valid scripts; `problems` says why, in words an LLM can act on."""
 

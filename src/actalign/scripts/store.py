@@ -22,8 +22,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from actalign.encoders.cache import atomic_write_bytes
 from actalign.errors import ActAlignError
+from actalign.files import atomic_write_bytes
 from actalign.scripts.parse import norm, validate_steps
 
 HAND = "hand"

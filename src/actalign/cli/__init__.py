@@ -1,0 +1,85 @@
+"""The `actalign` command: one module per subcommand, each only parsing and calling the library.
+
+Errors users can cause print one sentence on stderr (`error: ...`) and exit with status 2 (1 when
+some of several inputs failed and the others were done); warnings print as `warning: ...`. A
+closed output pipe (`actalign ... | head`) ends the command quietly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import warnings
+from collections.abc import Sequence
+
+from actalign import __version__
+from actalign.errors import ActAlignError
+
+# subcommand name -> module under actalign.cli (each has add_parser(sub) and run(args))
+COMMANDS = {
+    "classify": "classify",
+    "batch": "batch",
+    "eval": "eval",
+    "plot": "plot",
+    "scripts": "scripts",
+    "models": "models",
+}
+
+
+def _module(name: str):
+    import importlib
+
+    return importlib.import_module(f"actalign.cli.{COMMANDS[name]}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="actalign",
+        description="Zero-shot fine-grained video classification by aligning LLM-written step "
+        "scripts to video frames (ActAlign).",
+    )
+    parser.add_argument("--version", action="version", version=f"actalign {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        _module(name).add_parser(sub)
+    return parser
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from actalign import progress
+
+    progress.configure(quiet=getattr(args, "quiet", False))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("default")
+            warnings.showwarning = _show_warning
+            code = _module(args.command).run(args)
+        sys.stdout.flush()
+        return code
+    except ActAlignError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, and keep Python from complaining when it
+        # flushes stdout at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+
+
+def entry() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry()

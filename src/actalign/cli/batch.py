@@ -1,0 +1,73 @@
+"""`actalign batch INPUT... --out DIR`: classify many clips, resumably, on this machine or a Ray
+cluster. INPUT is a JSONL manifest (video, domain, candidates per row) or videos / folders /
+globs with --domain and --candidates."""
+
+from __future__ import annotations
+
+from actalign.cli import common
+from actalign.errors import ActAlignError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("batch", help="classify many clips (a manifest or videos) into a run folder")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="a manifest .jsonl, or videos, folders, globs")
+    common.add_candidate_options(p, required=False)
+    common.add_sampling_options(p)
+    common.add_method_options(p)
+    common.add_run_options(p)
+    common.add_model_options(p)
+    common.add_script_options(p)
+    common.add_quiet(p)
+
+
+def plan(args):
+    from actalign.runner.plan import load_manifest, plan_videos
+
+    if len(args.inputs) == 1 and args.inputs[0].lower().endswith((".jsonl", ".json")):
+        if args.domain or args.candidates or args.candidates_file:
+            raise ActAlignError(
+                "A manifest names each clip's domain and candidates; drop --domain/--candidates."
+            )
+        if args.start is not None or args.end is not None:
+            raise ActAlignError("With a manifest, give start/end per row, not --start/--end.")
+        return load_manifest(args.inputs[0])
+    if not args.domain:
+        raise ActAlignError("Give --domain and --candidates with videos (or pass a manifest .jsonl).")
+    return plan_videos(args.inputs, args.domain, common.candidates(args), args.start, args.end)
+
+
+def run(args) -> int:
+    from actalign.runner import run as run_clips
+    from actalign.runner.score import Method
+
+    common.check_template(args)
+    clips = plan(args)
+    methods = [
+        Method(
+            "ActAlign",
+            template=args.template,
+            smooth_seconds=args.smooth,
+            strategy=args.strategy,
+            alignment=args.alignment,
+        )
+    ]
+    sources = common.sources_for(args, methods)
+    common.check_scripts(clips, sources, methods, args.limit)
+    result = run_clips(
+        clips,
+        common.encoder(args),
+        sources,
+        args.out,
+        methods,
+        fps=args.fps,
+        limit=args.limit,
+        engine=args.engine,
+        workers=args.workers,
+        cache=common.cache(args),
+        record=common.run_record(args),
+        ray_address=args.ray_address,
+    )
+    where = f"{args.out.rstrip('/')}/predictions.jsonl"
+    print(f"{len(result.rows)} of {result.planned} clips done; predictions in {where}")
+    common.report_failures(args.out, result.failures)
+    return 1 if result.failures else 0

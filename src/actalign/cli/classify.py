@@ -1,0 +1,100 @@
+"""`actalign classify VIDEO... --domain D --candidates A B C`: rank candidate actions per video.
+
+Videos may be files, folders (every video inside) or glob patterns. Results are written as each
+video finishes; a bad video gets one error line and the others go on (exit status 1 then).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from actalign.cli import common
+from actalign.errors import ActAlignError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("classify", help="rank candidate actions for videos")
+    p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, folders or glob patterns")
+    common.add_classify_options(p)
+    p.add_argument("--top-k", type=common.positive_int, default=None, help="show the K best candidates")
+    p.add_argument("--format", choices=["table", "json", "jsonl", "csv", "vtt", "srt"], default="table")
+    p.add_argument(
+        "--output",
+        "-o",
+        default=None,
+        help="write results here instead of stdout (a folder for vtt/srt of several videos)",
+    )
+    p.add_argument("--plot", default=None, metavar="DIR", help="also save a plot per video in DIR")
+
+
+def _check_output(args, several: bool) -> None:
+    if args.format in ("vtt", "srt") and several:
+        if args.output is None:
+            raise ActAlignError(
+                f"--format {args.format} with several videos needs --output FOLDER (a file per video)."
+            )
+        common.make_folder(args.output, "output folder")
+    else:
+        common.check_writable(args.output)
+
+
+def run(args) -> int:
+    from actalign.exports import PredictionWriter
+    from actalign.progress import Progress
+    from actalign.video import find_videos, probe
+
+    candidates = common.candidates(args)
+    common.check_template(args)
+    if args.plot and args.method != "actalign":
+        raise ActAlignError(
+            "--plot draws alignments; the mean-pool baseline has none. Use --method actalign."
+        )
+    videos = find_videos(args.videos)
+    if not videos:
+        raise ActAlignError("No videos found in the given folders or patterns.")
+    several = len(videos) > 1
+    _check_output(args, several)
+    if args.plot:
+        common.make_folder(args.plot, "plot folder")
+    good, failed = [], 0
+    for v in videos:  # missing, corrupt or video-less files fail here, before any model is loaded
+        try:
+            probe(v)
+            good.append(v)
+        except ActAlignError as e:
+            if not several:
+                raise
+            print(f"error: {v}: {e}", file=sys.stderr)
+            failed += 1
+    scripts = None
+    if args.method == "actalign":
+        scripts = common.script_source(args)
+        scripts.get(args.domain, candidates)  # missing scripts: say so before loading any model
+    writer = PredictionWriter(args.format, args.output, args.top_k, several=several)
+    model = common.pipeline(args, scripts) if good else None
+    for video in good:
+        try:
+            with Progress(Path(video).name, unit="frame") as bar:
+                pred = model.classify(
+                    video,
+                    candidates,
+                    args.domain,
+                    args.start,
+                    args.end,
+                    on_frames=bar.update,
+                    on_total=bar.set_total,
+                )
+        except ActAlignError as e:
+            if not several:
+                raise
+            print(f"error: {video}: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        writer.add(pred)
+        if args.plot:
+            from actalign.viz import plot_prediction
+
+            plot_prediction(pred, Path(args.plot) / f"{Path(video).stem}.png", top_k=args.top_k)
+    writer.close()
+    return 1 if failed else 0

@@ -1,0 +1,111 @@
+"""`actalign eval MANIFEST|actionatlas --out DIR [--ladder] [--strategies ...]`: the batch runner
+plus top-1/2/3 (paper Tables 2-4)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from actalign.cli import common
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="top-1/2/3 on a manifest or ActionAtlas (paper Tables 2-4)")
+    p.add_argument("dataset", help="a JSONL manifest with answers, or 'actionatlas'")
+    p.add_argument("--data", default="actionatlas-data", help="where ActionAtlas clips are prepared")
+    p.add_argument("--ladder", action="store_true", help="the ablation of Table 3 from the same embeddings")
+    p.add_argument("--local", action="store_true", help="add the '+ local alignment' rung (subsequence DTW)")
+    p.add_argument(
+        "--strategies",
+        nargs="+",
+        default=None,
+        choices=["context-rich", "short-fixed"],
+        metavar="S",
+        help="compare script strategies (Table 4): context-rich short-fixed",
+    )
+    common.add_sampling_options(p, start_end=False)
+    common.add_method_options(p)
+    common.add_run_options(p)
+    common.add_model_options(p)
+    common.add_script_options(p)
+    common.add_quiet(p)
+
+
+def methods(args):
+    from actalign.eval.evaluate import ladder
+    from actalign.runner.score import Method
+
+    if args.ladder:
+        chosen = ladder(args.strategy, local=args.local)
+    else:
+        chosen = [Method("mean-pool", method="mean-pool")]
+        if not args.strategies:
+            chosen.append(
+                Method(
+                    "ActAlign",
+                    template=args.template,
+                    smooth_seconds=args.smooth,
+                    strategy=args.strategy,
+                    alignment=args.alignment,
+                )
+            )
+            if args.local and args.alignment != "subsequence":
+                chosen.append(
+                    Method(
+                        "ActAlign (local)",
+                        template=args.template,
+                        smooth_seconds=args.smooth,
+                        strategy=args.strategy,
+                        alignment="subsequence",
+                    )
+                )
+    for s in args.strategies or []:
+        chosen.append(
+            Method(
+                f"ActAlign ({s})",
+                template=args.template,
+                smooth_seconds=args.smooth,
+                strategy=s,
+                alignment=args.alignment,
+            )
+        )
+    return chosen
+
+
+def run(args) -> int:
+    from actalign.eval.evaluate import evaluate, summary_markdown
+    from actalign.runner.plan import load_manifest
+
+    common.check_template(args)
+    if args.dataset.lower() == "actionatlas":
+        manifest = Path(args.data) / "manifest.jsonl"
+        if not manifest.exists():
+            from actalign.eval.datasets import prepare_actionatlas
+
+            print(f"preparing ActionAtlas clips in {args.data} (resumable)", file=sys.stderr)
+            manifest = prepare_actionatlas(args.data)
+    else:
+        manifest = Path(args.dataset)
+    plan = load_manifest(manifest, require_answer=True)
+    chosen = methods(args)
+    sources = common.sources_for(args, chosen)
+    common.check_scripts(plan, sources, chosen, args.limit)
+    summary = evaluate(
+        plan,
+        common.encoder(args),
+        sources,
+        args.out,
+        chosen,
+        fps=args.fps,
+        limit=args.limit,
+        engine=args.engine,
+        workers=args.workers,
+        cache=common.cache(args),
+        record=common.run_record(args),
+        ray_address=args.ray_address,
+    )
+    print(summary_markdown(summary), end="")
+    failures = [1] * summary["failed"]
+    if failures:
+        print(f"{summary['failed']} clip(s) failed; see {args.out.rstrip('/')}/failed.jsonl", file=sys.stderr)
+    return 0

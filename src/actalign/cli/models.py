@@ -1,0 +1,15 @@
+"""`actalign models`: the short model names and the checkpoints they stand for."""
+
+from __future__ import annotations
+
+
+def add_parser(sub) -> None:
+    sub.add_parser("models", help="list the short model names")
+
+
+def run(args) -> int:
+    from actalign.encoders import MODELS
+
+    for short, hub in MODELS.items():
+        print(f"{short:<16} {hub}")
+    return 0

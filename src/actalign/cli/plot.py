@@ -1,0 +1,41 @@
+"""`actalign plot VIDEO --domain D --candidates ... --out fig.png`: the paper's Figure 4."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from actalign.cli import common
+from actalign.errors import ActAlignError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("plot", help="draw the alignment heatmaps of one video (paper Figure 4)")
+    p.add_argument("video", metavar="VIDEO")
+    common.add_classify_options(p)
+    p.add_argument("--out", required=True, help="output .png or .svg")
+    p.add_argument("--answer", default=None, help="the correct candidate, to mark it")
+    p.add_argument("--top-k", type=common.positive_int, default=None, help="draw the K best candidates")
+
+
+def run(args) -> int:
+    from actalign.video import probe
+
+    candidates = common.candidates(args)
+    common.check_template(args)
+    if args.method != "actalign":
+        raise ActAlignError("Plots show alignments; use --method actalign.")
+    if Path(args.out).suffix.lower() not in (".png", ".svg"):
+        raise ActAlignError(f"Plots are saved as .png or .svg, not {Path(args.out).suffix or 'no suffix'}.")
+    common.check_writable(args.out)
+    probe(args.video)
+    if args.answer is not None and args.answer not in candidates:
+        raise ActAlignError(f"--answer {args.answer!r} is not one of the candidates.")
+    scripts = common.script_source(args)
+    scripts.get(args.domain, candidates)
+    model = common.pipeline(args, scripts)
+    pred = model.classify(args.video, candidates, args.domain, args.start, args.end)
+    from actalign.viz import plot_prediction
+
+    plot_prediction(pred, args.out, answer=args.answer, top_k=args.top_k)
+    print(args.out)
+    return 0

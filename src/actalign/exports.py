@@ -1,0 +1,280 @@
+"""Every output format in one place: the table, JSON, CSV of predictions, and WebVTT / SRT cues
+(spans and steps) that video players show as subtitles. The CLI, the batch runner and the app
+all format through here, so they agree to the byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+FORMATS = ("table", "json", "jsonl", "csv", "vtt", "srt")
+CUE_FORMATS = ("vtt", "srt")
+CSV_FIELDS = ["video", "domain", "method", "alignment", "rank", "action", "score", "span_start", "span_end"]
+
+
+def _r(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 3)
+
+
+def candidate_dict(c) -> dict:
+    out = {"rank": c.rank, "action": c.action, "score": round(float(c.score), 6)}
+    if c.span is not None:
+        out["span"] = {"start": _r(c.span[0]), "end": _r(c.span[1])}
+    out["segments"] = [{"step": s.step, "start": _r(s.start), "end": _r(s.end)} for s in c.segments]
+    return out
+
+
+def prediction_dict(p, top_k: int | None = None) -> dict:
+    """One video's prediction as JSON-ready data (the form of `classify --format json`)."""
+    return {
+        "video": p.video,
+        "domain": p.domain,
+        "method": p.method,
+        "alignment": p.alignment,
+        "start": p.start,
+        "end": p.end,
+        "frames": len(p.timestamps),
+        "predictions": [candidate_dict(c) for c in p.candidates[:top_k]],
+    }
+
+
+def to_json(predictions: Sequence, top_k: int | None = None) -> str:
+    return (
+        json.dumps({"videos": [prediction_dict(p, top_k) for p in predictions]}, indent=2, ensure_ascii=False)
+        + "\n"
+    )
+
+
+def to_jsonl(predictions: Sequence, top_k: int | None = None) -> str:
+    return "".join(json.dumps(prediction_dict(p, top_k), ensure_ascii=False) + "\n" for p in predictions)
+
+
+def csv_rows(p, top_k: int | None = None) -> list[list]:
+    rows = []
+    for c in p.candidates[:top_k]:
+        span = c.span or (None, None)
+        rows.append(
+            [
+                p.video,
+                p.domain,
+                p.method,
+                p.alignment,
+                c.rank,
+                c.action,
+                f"{c.score:.6f}",
+                _r(span[0]),
+                _r(span[1]),
+            ]
+        )
+    return rows
+
+
+def to_csv(predictions: Sequence, top_k: int | None = None, header: bool = True) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    if header:
+        w.writerow(CSV_FIELDS)
+    for p in predictions:
+        w.writerows(csv_rows(p, top_k))
+    return buf.getvalue()
+
+
+def to_table(predictions: Sequence, top_k: int | None = None) -> str:
+    out = []
+    for p in predictions:
+        where = (
+            ""
+            if p.start is None and p.end is None
+            else f", {p.start or 0:g}-{'' if p.end is None else f'{p.end:g}'} s"
+        )
+        out.append(
+            f"{p.video}  ({p.domain}, {len(p.timestamps)} frames{where}, {p.method}"
+            + (f", {p.alignment} alignment" if p.alignment != "global" else "")
+            + ")"
+        )
+        out.append(
+            f"  {'rank':>4}  {'score':>7}  action" + ("             span" if p.alignment != "global" else "")
+        )
+        for c in p.candidates[:top_k]:
+            span = f"  {c.span[0]:7.2f} - {c.span[1]:6.2f} s" if c.span is not None else ""
+            out.append(f"  {c.rank:>4}  {c.score:7.4f}  {c.action}{span}")
+        if p.top.segments:
+            out.append(f"  steps of {p.top.action!r}:")
+            for s in p.top.segments:
+                out.append(f"    {s.start:7.2f} - {s.end:6.2f} s  {s.step}")
+        out.append("")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+# --------------------------------------------------------------------------- cues
+
+
+@dataclass(frozen=True)
+class Cue:
+    start: float
+    end: float
+    text: str
+
+
+def prediction_cues(p) -> list[Cue]:
+    """The top candidate's span (or the whole clip) and its steps, as timed cues."""
+    c = p.top
+    cues = []
+    if c.segments:
+        lo = c.span[0] if c.span else c.segments[0].start
+        hi = c.span[1] if c.span else c.segments[-1].end
+        cues.append(Cue(lo, hi, f"{c.action} (score {c.score:.3f})"))
+        cues += [Cue(s.start, s.end, f"{k}. {s.step}") for k, s in enumerate(c.segments, 1)]
+    else:
+        t = p.timestamps
+        cues.append(
+            Cue(
+                float(t[0]), float(p.end if p.end is not None else t[-1]), f"{c.action} (score {c.score:.3f})"
+            )
+        )
+    return cues
+
+
+def detection_cues(detections: Iterable) -> list[Cue]:
+    """Cues for `locate` detections: each span, then its steps."""
+    cues = []
+    for d in sorted(detections, key=lambda d: (d.start, -d.score)):
+        cues.append(Cue(d.start, d.end, f"{d.action} (score {d.score:.3f})"))
+        cues += [Cue(s.start, s.end, f"{d.action}: {k}. {s.step}") for k, s in enumerate(d.segments, 1)]
+    return cues
+
+
+def _positive(cue: Cue) -> Cue:
+    # players drop zero-length cues; a step matched to one instant still gets a visible millisecond
+    return cue if cue.end > cue.start else Cue(cue.start, cue.start + 0.001, cue.text)
+
+
+def to_vtt(cues: Sequence[Cue]) -> str:
+    import webvtt
+
+    vtt = webvtt.WebVTT()
+    for cue in sorted(map(_positive, cues), key=lambda c: (c.start, c.end)):
+        vtt.captions.append(webvtt.Caption(_clock(cue.start, "."), _clock(cue.end, "."), cue.text))
+    return vtt.content
+
+
+def to_srt(cues: Sequence[Cue]) -> str:
+    from datetime import timedelta
+
+    import srt
+
+    subs = [
+        srt.Subtitle(i, timedelta(seconds=c.start), timedelta(seconds=c.end), c.text)
+        for i, c in enumerate(sorted(map(_positive, cues), key=lambda c: (c.start, c.end)), 1)
+    ]
+    return srt.compose(subs)
+
+
+def _clock(seconds: float, sep: str) -> str:
+    ms = round(max(0.0, seconds) * 1000)
+    h, ms = divmod(ms, 3_600_000)
+    m, ms = divmod(ms, 60_000)
+    s, ms = divmod(ms, 1000)
+    return f"{h:02d}:{m:02d}:{s:02d}{sep}{ms:03d}"
+
+
+def cues_as(fmt: str, cues: Sequence[Cue]) -> str:
+    return to_vtt(cues) if fmt == "vtt" else to_srt(cues)
+
+
+def format_predictions(fmt: str, predictions: Sequence, top_k: int | None = None) -> str:
+    """All predictions in one of FORMATS (vtt/srt: the cues of the first prediction)."""
+    if fmt == "table":
+        return to_table(predictions, top_k)
+    if fmt == "json":
+        return to_json(predictions, top_k)
+    if fmt == "jsonl":
+        return to_jsonl(predictions, top_k)
+    if fmt == "csv":
+        return to_csv(predictions, top_k)
+    return cues_as(fmt, [c for p in predictions for c in prediction_cues(p)])
+
+
+# --------------------------------------------------------------------------- streamed output
+
+
+class PredictionWriter:
+    """Writes predictions as each video finishes, so a crash loses nothing already done.
+
+    To a stream (stdout): each video's part is written as soon as it is known (JSON as the pieces
+    of one document). To a file: the whole document is rewritten atomically after each video, so
+    the file is always complete and valid. vtt/srt: one cue file per video; `output` must then be
+    a folder when there are several videos (files `<stem>.vtt`), a file or the stream for one.
+    """
+
+    def __init__(
+        self, fmt: str, output=None, top_k: int | None = None, stream=None, several: bool = False
+    ) -> None:
+        import sys
+        from pathlib import Path
+
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}")
+        self.fmt, self.top_k = fmt, top_k
+        self.output = Path(output).expanduser() if output is not None else None
+        self.stream = stream or sys.stdout
+        self.several = several
+        self.done: list = []
+
+    def add(self, prediction) -> None:
+        self.done.append(prediction)
+        if self.fmt in CUE_FORMATS:
+            self._cues(prediction)
+        elif self.output is not None:
+            from actalign.files import atomic_write_text
+
+            atomic_write_text(self.output, format_predictions(self.fmt, self.done, self.top_k))
+        else:
+            self.stream.write(self._piece(prediction, first=len(self.done) == 1))
+            self.stream.flush()
+
+    def _piece(self, p, first: bool) -> str:
+        import textwrap
+
+        if self.fmt == "json":
+            body = textwrap.indent(
+                json.dumps(prediction_dict(p, self.top_k), indent=2, ensure_ascii=False), "    "
+            )
+            return ('{\n  "videos": [\n' if first else ",\n") + body
+        if self.fmt == "csv":
+            return to_csv([p], self.top_k, header=first)
+        return format_predictions(self.fmt, [p], self.top_k)
+
+    def _cues(self, p) -> None:
+        from pathlib import Path
+
+        from actalign.files import atomic_write_text
+
+        text = cues_as(self.fmt, prediction_cues(p))
+        if self.output is None:
+            self.stream.write(text)
+            self.stream.flush()
+        elif self.several:
+            atomic_write_text(self.output / f"{Path(p.video).stem}.{self.fmt}", text)
+        else:
+            atomic_write_text(self.output, text)
+
+    def close(self) -> None:
+        """End the document (JSON's closing brackets; an empty result where nothing was done)."""
+        if self.fmt in CUE_FORMATS:
+            return
+        if self.output is not None:
+            if not self.done:
+                from actalign.files import atomic_write_text
+
+                atomic_write_text(self.output, format_predictions(self.fmt, [], self.top_k))
+            return
+        if self.fmt == "json":
+            self.stream.write("\n  ]\n}\n" if self.done else to_json([]))
+        elif self.fmt == "csv" and not self.done:
+            self.stream.write(to_csv([]))
+        self.stream.flush()

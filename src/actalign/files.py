@@ -1,0 +1,212 @@
+"""Files written and read safely: atomic writes with the user's usual permissions, JSON and JSON
+Lines that tolerate a byte-order mark and a torn last line, and a lock for run folders.
+
+Everything here raises `ActAlignError` with one sentence for what a user can fix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from actalign.errors import ActAlignError
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where /proc allows (changing it is not
+    thread-safe)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the new one, never a mix.
+
+    The file gets the permissions any new file gets under the user's umask (0644 under 022), not
+    the 0600 of a temporary file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def remove_stale_temps(folder: str | os.PathLike) -> int:
+    """Delete temporary files a killed writer left in `folder`; returns how many."""
+    n = 0
+    for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        n += 1
+    return n
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file (a leading byte-order mark is dropped), or one clear error."""
+    p = Path(path).expanduser()
+    try:
+        data = p.read_bytes()
+    except FileNotFoundError:
+        raise ActAlignError(f"No such {what}: {p}. Check the path.") from None
+    except IsADirectoryError:
+        raise ActAlignError(f"The {what} {p} is a folder; give a file.") from None
+    except OSError as e:
+        raise ActAlignError(f"Cannot read the {what} {p} ({e.strerror}).") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ActAlignError(f"The {what} {p} is not UTF-8 text (byte {e.start}); save it as UTF-8.") from None
+
+
+def check_text(value: str, where: str) -> str:
+    """Refuse strings that cannot be written out as UTF-8 (lone surrogates from broken JSON)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ActAlignError(f"{where} holds an invalid character (a lone surrogate); fix the text.") from None
+    return value
+
+
+def parse_json(text: str, where: str) -> Any:
+    """JSON from text with one clear error for syntax errors and absurd nesting."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ActAlignError(f"{where} is not valid JSON ({e.msg} at line {e.lineno}).") from None
+    except RecursionError:
+        raise ActAlignError(f"{where} is nested too deeply to be a valid file.") from None
+
+
+def read_json(path: str | os.PathLike, what: str) -> Any:
+    return parse_json(read_text(path, what), f"The {what} {Path(path)}")
+
+
+def read_jsonl(path: str | os.PathLike) -> tuple[list[dict], int]:
+    """(rows, number of damaged lines) of a JSON Lines file written by `append_jsonl`.
+
+    A line that is not a complete JSON object (a torn last line from a crash, cut anywhere, even
+    inside a multi-byte character) is counted and left out.
+    """
+    p = Path(path)
+    if not p.exists():
+        return [], 0
+    rows, bad = [], 0
+    for raw in p.read_bytes().splitlines():
+        if not raw.strip():
+            continue
+        try:
+            row = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+            bad += 1
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            bad += 1
+    return rows, bad
+
+
+def rewrite_jsonl(path: str | os.PathLike, rows: list[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+
+
+def append_jsonl(path: str | os.PathLike, row: dict) -> None:
+    """Append one row and fsync, so a finished row survives a crash."""
+    line = json.dumps(row, ensure_ascii=False) + "\n"
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+class FolderLock:
+    """An exclusive lock on a run folder (an flock on `<folder>/.lock`), so two runs cannot write
+    the same folder at once. The kernel drops it when the process dies: no stale locks."""
+
+    def __init__(self, folder: str | os.PathLike) -> None:
+        self.folder = Path(folder)
+        self._fd: int | None = None
+
+    def acquire(self) -> FolderLock:
+        import fcntl
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ActAlignError(
+                f"Another run is writing to {self.folder} (pid {holder}); wait for it to finish "
+                "or choose another --out folder."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def prepare_out_folder(folder: str | os.PathLike) -> Path:
+    """A run folder that exists and is writable, or one clear error."""
+    p = Path(folder).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ActAlignError(f"--out {p} is a file; give a folder for the run.")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ActAlignError(
+            f"Cannot create the run folder {p} ({e.strerror}); choose another place."
+        ) from None
+    if not os.access(p, os.W_OK):
+        raise ActAlignError(f"Cannot write to {p}: permission denied; choose another --out folder.")
+    return p
+
+
+def iter_files(folder: Path, suffixes: tuple[str, ...]) -> Iterator[Path]:
+    """Files under `folder` (recursively, sorted) whose suffix is one of `suffixes`."""
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and p.suffix.lower() in suffixes and not p.name.startswith("."):
+            yield p

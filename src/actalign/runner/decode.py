@@ -1,0 +1,86 @@
+"""The decode stage, shared by the engines: one clip's sampled frames at the encoder's input size,
+or its frame embeddings straight from the cache."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from actalign.runner.plan import Clip
+from actalign.video import Sampling, iter_frames
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """What decoding needs to know of the run and the encoder (plain data, sent to workers)."""
+
+    fps: float | None
+    decode_size: int | tuple[int, int] | None
+    chunk: int  # frames per message
+    cache_dir: str | None  # None: no cache
+    identity: str  # the encoder's, for cache keys
+
+    def sampling(self, clip: Clip) -> Sampling:
+        return Sampling(fps=self.fps, start=clip.start, end=clip.end)
+
+    def cache_key(self, clip: Clip) -> str:
+        from actalign.encoders.cache import make_key
+        from actalign.video import fingerprint
+
+        return make_key(
+            "frames/2", fingerprint(clip.video), self.identity, self.sampling(clip).key(), self.decode_size
+        )
+
+
+@dataclass
+class Cached:
+    """A clip whose embeddings were in the cache."""
+
+    frames: np.ndarray  # (T, d)
+    timestamps: np.ndarray
+    end: float
+
+
+@dataclass
+class Chunk:
+    """Some decoded frames of a clip (uint8 (B, H, W, 3)) and their times."""
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+
+
+@dataclass
+class Done:
+    """The end of a clip's frames: where its span ends, warnings, and its cache key."""
+
+    end: float
+    warnings: list[str]
+    key: str | None
+
+
+def decode_clip(clip: Clip, options: DecodeOptions) -> Iterator[Cached | Chunk | Done]:
+    """Cached embeddings, or the clip's frames in chunks followed by Done. Raises ActAlignError
+    for a clip that cannot be read."""
+    key = None
+    if options.cache_dir is not None:
+        from actalign.encoders.cache import EmbeddingCache
+
+        key = options.cache_key(clip)
+        hit = EmbeddingCache(options.cache_dir).get_frames(key)
+        if hit is not None:
+            yield Cached(*hit)
+            return
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        stream = iter_frames(
+            clip.video, options.sampling(clip), batch_size=options.chunk, resize=options.decode_size
+        )
+        last = None
+        for batch in stream:
+            last = batch.timestamps[-1]
+            yield Chunk(np.ascontiguousarray(batch.frames), batch.timestamps)
+    end = stream.stats.end if stream.stats.end is not None else float(last)
+    yield Done(end, [str(w.message) for w in caught], key)

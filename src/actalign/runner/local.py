@@ -1,0 +1,247 @@
+"""The local engine: decoding in worker processes, encoding in this process, frames of several
+clips packed into full batches, clips scored and written as soon as their last frame is encoded.
+
+    workers (one per core)          this process
+    decode clip -> chunks --queue--> pack frames of any clips into full batches -> encode
+                                      -> a clip's frames all encoded -> score -> write
+
+The queue is bounded, so memory holds a few chunks per worker, never whole videos. A worker that
+dies (killed, crashed decoder) is replaced and its clip decoded again (once; then it is a failure).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from actalign.embed import VideoEmbedding
+from actalign.errors import ActAlignError
+from actalign.runner.decode import DecodeOptions, Done, decode_clip
+from actalign.runner.plan import Clip
+
+_POLL = 0.05  # seconds to wait for decoded frames before encoding a partial batch
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _context():
+    methods = mp.get_all_start_methods()
+    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+
+
+def _worker(tasks, results, stop, options: DecodeOptions) -> None:
+    """Decode clips from `tasks` until `stop` is set; every message is (clip id, kind, payload)."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # warnings travel in Done messages
+    while True:
+        try:
+            clip, attempt = tasks.get(timeout=0.2)
+        except queue.Empty:
+            if stop.is_set():
+                return
+            continue
+        results.put((clip.id, "start", (os.getpid(), attempt)))
+        try:
+            for part in decode_clip(clip, options):
+                results.put((clip.id, type(part).__name__.lower(), part))
+        except ActAlignError as e:
+            results.put((clip.id, "error", str(e)))
+        except Exception as e:  # a decoder bug must not take the run down
+            results.put((clip.id, "error", f"could not be decoded ({type(e).__name__}: {e})"))
+
+
+@dataclass
+class _ClipState:
+    clip: Clip
+    chunks: list = field(default_factory=list)  # embeddings (B, d), in order
+    stamps: list = field(default_factory=list)
+    waiting: int = 0  # frames queued for the encoder
+    done: Done | None = None  # all frames decoded
+    finished: bool = False  # written or failed
+    worker: int | None = None
+    attempt: int = 0
+
+
+class LocalEngine:
+    """Runs clips through decode workers and this process's encoder.
+
+    on_row(clip, embedding, warnings) is called for each finished clip; on_error(clip, reason)
+    for each clip that failed; on_frames(n) after each encoded batch (for progress).
+    """
+
+    def __init__(self, encoder, options: DecodeOptions, workers: int | None = None, cache=None) -> None:
+        self.encoder, self.options, self.cache = encoder, options, cache
+        self.workers = workers or default_workers()
+        if self.workers < 1:
+            raise ActAlignError(f"The number of workers must be at least 1, got {self.workers}.")
+
+    def run(
+        self,
+        clips: list[Clip],
+        on_row: Callable[[Clip, VideoEmbedding, list[str]], None],
+        on_error: Callable[[Clip, str], None],
+        on_frames: Callable[[int], None] | None = None,
+    ) -> None:
+        if not clips:
+            return
+        ctx = _context()
+        self.tasks, self.results, self.stop = ctx.Queue(), ctx.Queue(maxsize=4 * self.workers), ctx.Event()
+        self.states = {c.id: _ClipState(c) for c in clips}
+        self.pending: deque = deque()  # (clip id, frames (B, H, W, 3)) waiting for the encoder
+        self.ready: set[str] = set()  # clips decoded to the end, perhaps still being encoded
+        self.left = len(clips)
+        self.on_row, self.on_error, self.on_frames = on_row, on_error, on_frames
+        for c in clips:
+            self.tasks.put((c, 0))
+        procs = [self._spawn(ctx) for _ in range(min(self.workers, len(clips)))]
+        try:
+            while self.left:
+                try:
+                    cid, kind, payload = self.results.get(timeout=_POLL)
+                except queue.Empty:
+                    if self.pending:
+                        self._encode()
+                        self._finish_ready()
+                    procs = self._check_workers(ctx, procs)
+                    continue
+                self._handle(cid, kind, payload)
+        finally:
+            self.stop.set()
+            for p in procs:
+                p.join(timeout=1)
+                if p.is_alive():
+                    p.terminate()
+                    p.join(timeout=5)
+            for q in (self.tasks, self.results):
+                q.cancel_join_thread()
+                q.close()
+
+    def _handle(self, cid: str, kind: str, payload) -> None:
+        state = self.states[cid]
+        if state.finished:
+            return
+        if kind == "start":
+            state.worker, state.attempt = payload
+        elif kind == "cached":
+            state.chunks, state.stamps = [payload.frames], [payload.timestamps]
+            state.done = Done(payload.end, [], None)
+            self.ready.add(cid)
+        elif kind == "chunk":
+            self.pending.append((cid, payload.frames))
+            state.waiting += len(payload.timestamps)
+            state.stamps.append(payload.timestamps)
+            while sum(len(p[1]) for p in self.pending) >= self.encoder.batch_size:
+                self._encode()
+        elif kind == "done":
+            state.done = payload
+            self.ready.add(cid)
+            if state.waiting and self.results.empty():
+                self._encode()
+        elif kind == "error":
+            self._fail(state, payload)
+        self._finish_ready()
+
+    def _fail(self, state: _ClipState, reason: str) -> None:
+        self._drop(state.clip.id)
+        state.finished = True
+        self.ready.discard(state.clip.id)
+        self.left -= 1
+        self.on_error(state.clip, reason)
+
+    # ------------------------------------------------------------------ workers
+
+    def _spawn(self, ctx):
+        p = ctx.Process(target=_worker, args=(self.tasks, self.results, self.stop, self.options), daemon=True)
+        p.start()
+        return p
+
+    def _check_workers(self, ctx, procs):
+        """Replace dead workers; their clip is decoded again once, then it is a failure."""
+        alive = []
+        for p in procs:
+            if p.is_alive():
+                alive.append(p)
+                continue
+            for state in self.states.values():
+                if state.worker == p.pid and not state.finished and state.done is None:
+                    state.worker = None
+                    if state.attempt >= 1:
+                        self._fail(
+                            state, f"the decoder process died twice on this video (exit code {p.exitcode})"
+                        )
+                    else:
+                        self._drop(state.clip.id)
+                        self.tasks.put((state.clip, state.attempt + 1))
+            alive.append(self._spawn(ctx))
+        return alive
+
+    def _drop(self, cid: str) -> None:
+        kept = [p for p in self.pending if p[0] != cid]
+        self.pending.clear()
+        self.pending.extend(kept)
+        state = self.states[cid]
+        state.chunks, state.stamps, state.waiting = [], [], 0
+
+    # ------------------------------------------------------------------ encoding
+
+    def _encode(self) -> None:
+        """Encode one batch of up to batch_size frames taken from the front of the queue (a
+        partial batch only when nothing else is arriving)."""
+        size = self.encoder.batch_size
+        take, owners, have = [], [], 0
+        pending = self.pending
+        while pending and have < size:
+            cid, frames = pending[0]
+            room = size - have
+            if len(frames) <= room:
+                pending.popleft()
+                part = frames
+            else:
+                part = frames[:room]
+                pending[0] = (cid, frames[room:])
+            take.append(part)
+            owners.append((cid, len(part)))
+            have += len(part)
+        if not take:
+            return
+        batch = take[0] if len(take) == 1 else np.concatenate(take)
+        embedded = self.encoder.encode_images(batch)
+        at = 0
+        for cid, k in owners:
+            state = self.states[cid]
+            state.chunks.append(embedded[at : at + k])
+            state.waiting -= k
+            at += k
+        if self.on_frames is not None:
+            self.on_frames(have)
+
+    def _finish_ready(self) -> None:
+        for cid in [c for c in self.ready if not self.states[c].waiting]:
+            self.ready.discard(cid)
+            state = self.states[cid]
+            frames = np.concatenate(state.chunks)
+            stamps = np.concatenate(state.stamps)
+            done = state.done
+            emb = VideoEmbedding(frames, stamps, done.end, cached=done.key is None)
+            if self.cache is not None and done.key is not None:
+                self.cache.put_frames(done.key, frames, stamps, done.end)
+            state.chunks, state.stamps, state.finished = [], [], True  # free the memory
+            self.left -= 1
+            try:
+                self.on_row(state.clip, emb, done.warnings)
+            except ActAlignError as e:
+                self.on_error(state.clip, str(e))
+
+
+def now() -> float:
+    return time.monotonic()

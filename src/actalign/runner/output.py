@@ -1,0 +1,240 @@
+"""The run folder: config.json, predictions.jsonl (a row per finished clip, appended as clips
+finish), failed.jsonl (clips that could not be done, with the reason), plus whatever a caller adds
+(summary.json / summary.md for `eval`).
+
+Rules, the same for every engine:
+- A folder is used by one run at a time (a lock; a second run refuses with a clear message).
+- A run started again with the same configuration resumes: clips already in predictions.jsonl are
+  skipped. Lines that are not complete rows (a torn last line from a crash, cut anywhere, or a
+  row without an id) are dropped. A different configuration is refused.
+- Every clip is written exactly once, even when an engine retries work (rows are deduplicated by
+  id). Failures are retried by every new run.
+
+The folder may be a local path or a pyarrow filesystem URI (s3://..., gs://..., file://...).
+Object stores cannot append, so there finished rows are written as part files
+(`predictions.part-*.jsonl`) that are merged into predictions.jsonl when the run ends (and read
+back on resume if it did not). The lock is for local folders only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+
+from actalign.errors import ActAlignError
+from actalign.files import (
+    FolderLock,
+    append_jsonl,
+    atomic_write_text,
+    prepare_out_folder,
+    read_jsonl,
+    remove_stale_temps,
+    rewrite_jsonl,
+)
+
+PREDICTIONS = "predictions.jsonl"
+FAILED = "failed.jsonl"
+CONFIG = "config.json"
+
+
+def is_uri(out: str) -> bool:
+    return "://" in str(out)
+
+
+class RunFolder:
+    """Where a run's rows go; see the module docstring."""
+
+    def __init__(self, out: str) -> None:
+        self.out = str(out)
+        self.files = _ArrowFiles(self.out) if is_uri(self.out) else _LocalFiles(self.out)
+        self.done: dict[str, dict] = {}
+        self.failed: dict[str, dict] = {}
+
+    def open(self, record: dict, meta: dict | None = None) -> dict[str, dict]:
+        """Lock the folder, check or write the configuration, and read the finished rows."""
+        self.files.lock()
+        previous = self.files.read(CONFIG)
+        if previous is not None:
+            try:
+                old = json.loads(previous).get("run")
+            except (json.JSONDecodeError, AttributeError):
+                old = None
+            if old != record:
+                self.files.unlock()
+                raise ActAlignError(
+                    f"{self.out} holds a run with another configuration; use a new --out folder "
+                    "(or delete this one)."
+                )
+        else:
+            payload = {"run": record, **(meta or {}), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
+            self.files.write(CONFIG, json.dumps(payload, indent=2) + "\n")
+        rows, _bad = self.files.rows()
+        self.done = {}
+        for row in rows:
+            if isinstance(row.get("id"), str) and row["id"] not in self.done:
+                self.done[row["id"]] = row
+        self.files.rewrite_rows(list(self.done.values()))
+        self.files.write(FAILED, "")
+        return self.done
+
+    def append(self, row: dict) -> bool:
+        """Write a finished row; False (and nothing written) when its id is already done."""
+        if row["id"] in self.done:
+            return False
+        self.files.append_row(row)
+        self.done[row["id"]] = row
+        self.failed.pop(row["id"], None)
+        return True
+
+    def fail(self, entry: dict) -> None:
+        """Record a clip that could not be done (once per id per run)."""
+        key = str(entry.get("id", entry.get("line", len(self.failed))))
+        if key in self.failed or key in self.done:
+            return
+        self.failed[key] = entry
+        self.files.write(
+            FAILED, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.failed.values())
+        )
+
+    def write(self, name: str, text: str) -> None:
+        self.files.write(name, text)
+
+    def close(self) -> None:
+        self.files.finish()
+        self.files.unlock()
+
+    def __enter__(self) -> RunFolder:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class _LocalFiles:
+    def __init__(self, out: str) -> None:
+        self.root = Path(out).expanduser()
+        self._lock: FolderLock | None = None
+
+    def lock(self) -> None:
+        prepare_out_folder(self.root)
+        self._lock = FolderLock(self.root).acquire()
+        remove_stale_temps(self.root)  # left by a writer killed mid-write
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def read(self, name: str) -> str | None:
+        p = self.root / name
+        return p.read_text(encoding="utf-8-sig") if p.exists() else None
+
+    def write(self, name: str, text: str) -> None:
+        atomic_write_text(self.root / name, text)
+
+    def rows(self) -> tuple[list[dict], int]:
+        return read_jsonl(self.root / PREDICTIONS)
+
+    def rewrite_rows(self, rows: list[dict]) -> None:
+        rewrite_jsonl(self.root / PREDICTIONS, rows)
+
+    def append_row(self, row: dict) -> None:
+        append_jsonl(self.root / PREDICTIONS, row)
+
+    def finish(self) -> None:
+        pass
+
+
+class _ArrowFiles:
+    """A run folder on any pyarrow filesystem; appends become part files, merged at the end."""
+
+    PART_ROWS = 50
+    PART_SECONDS = 30.0
+
+    def __init__(self, uri: str) -> None:
+        try:
+            from pyarrow import fs
+        except ImportError:
+            raise ActAlignError(f"Writing to {uri} needs pyarrow: pip install 'actalign[ray]'.") from None
+        try:
+            self.fs, self.root = fs.FileSystem.from_uri(uri)
+        except Exception as e:
+            raise ActAlignError(f"Cannot open the output {uri} ({str(e)[:150]}).") from None
+        self.uri = uri
+        self.pending: list[dict] = []
+        self.last_flush = time.monotonic()
+
+    def _path(self, name: str) -> str:
+        return f"{self.root.rstrip('/')}/{name}"
+
+    def lock(self) -> None:
+        try:
+            self.fs.create_dir(self.root, recursive=True)
+        except Exception as e:
+            raise ActAlignError(f"Cannot create the output folder {self.uri} ({str(e)[:150]}).") from None
+
+    def unlock(self) -> None:
+        pass
+
+    def read(self, name: str) -> str | None:
+        from pyarrow import fs
+
+        if self.fs.get_file_info(self._path(name)).type == fs.FileType.NotFound:
+            return None
+        with self.fs.open_input_stream(self._path(name)) as f:
+            return f.read().decode("utf-8-sig")
+
+    def write(self, name: str, text: str) -> None:
+        with self.fs.open_output_stream(self._path(name)) as f:  # object stores publish on close
+            f.write(text.encode("utf-8"))
+
+    def _parts(self) -> list[str]:
+        from pyarrow import fs
+
+        selector = fs.FileSelector(self.root, recursive=False)
+        names = [i.base_name for i in self.fs.get_file_info(selector) if i.type == fs.FileType.File]
+        return sorted(n for n in names if n.startswith("predictions.part-"))
+
+    def rows(self) -> tuple[list[dict], int]:
+        rows, bad = [], 0
+        for name in [PREDICTIONS, *self._parts()]:
+            text = self.read(name)
+            if text is None:
+                continue
+            for line in text.splitlines():
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    bad += 1
+                    continue
+                if isinstance(row, dict):
+                    rows.append(row)
+        return rows, bad
+
+    def rewrite_rows(self, rows: list[dict]) -> None:
+        self.write(PREDICTIONS, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        for name in self._parts():
+            self.fs.delete_file(self._path(name))
+
+    def append_row(self, row: dict) -> None:
+        self.pending.append(row)
+        if len(self.pending) >= self.PART_ROWS or time.monotonic() - self.last_flush > self.PART_SECONDS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.pending:
+            name = f"predictions.part-{time.time_ns()}-{uuid.uuid4().hex[:8]}.jsonl"
+            self.write(name, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in self.pending))
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+    def finish(self) -> None:
+        self._flush()
+        rows, _ = self.rows()
+        unique = {}
+        for r in rows:
+            if isinstance(r.get("id"), str):
+                unique.setdefault(r["id"], r)
+        self.rewrite_rows(list(unique.values()))

@@ -1,0 +1,254 @@
+"""What a run works on: clips from a JSONL manifest, or from videos with one domain and one list
+of candidates. Every row is checked; a bad row becomes a failure with its reason (and line), and
+the rest of the run goes on.
+
+Manifest rows (one JSON object per line): `video` (path, relative to the manifest's folder),
+`domain`, `candidates` (list of action names, numbering such as "1. Tip-in" is removed), optional
+`answer` (0-based index; required by `eval`), `id`, `start`/`end` (seconds), `question`. Unknown
+fields are ignored, so ../shared/data/actionatlas-samples/manifest.jsonl loads as it is.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from actalign.errors import ActAlignError
+from actalign.files import check_text, parse_json, read_text
+from actalign.scripts.parse import norm
+
+_NUMBERING = re.compile(r"^\s*\(?\d+\s*[.):]\s*")
+
+
+@dataclass(frozen=True)
+class Clip:
+    """One unit of work: a video (or a span of it), its domain and candidate actions."""
+
+    id: str
+    video: Path
+    domain: str
+    candidates: tuple[str, ...]
+    answer: int | None = None
+    start: float | None = None
+    end: float | None = None
+    question: str = ""
+
+
+@dataclass
+class Plan:
+    """The clips of a run, the rows that could not become clips, and where they came from."""
+
+    clips: list[Clip]
+    failures: list[dict] = field(default_factory=list)
+    source: str = ""
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __iter__(self):
+        return iter(self.clips)
+
+
+def clean_candidate(name: str) -> str:
+    """'1. Tip-in ' -> 'Tip-in': the benchmark numbers its choices."""
+    return " ".join(_NUMBERING.sub("", name).split())
+
+
+class BadRow(ValueError):
+    pass
+
+
+def _text(row: dict, name: str, required: bool = True) -> str | None:
+    value = row.get(name)
+    if value is None:
+        if required:
+            raise BadRow(f"lacks the field {name!r}")
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRow(f"{name!r} must be non-empty text, got {value!r}")
+    try:
+        return check_text(value.strip(), f"{name!r}")
+    except ActAlignError as e:
+        raise BadRow(str(e)) from None
+
+
+def _seconds(row: dict, name: str) -> float | None:
+    value = row.get(name)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise BadRow(f"{name!r} must be a number of seconds >= 0, got {value!r}")
+    return float(value)
+
+
+def _candidates(row: dict) -> tuple[str, ...]:
+    raw = row.get("candidates")
+    if raw is None:
+        raise BadRow("lacks the field 'candidates'")
+    if not isinstance(raw, list) or len(raw) < 2:
+        raise BadRow("'candidates' must be a list of at least two actions")
+    names = []
+    for c in raw:
+        if not isinstance(c, str) or not clean_candidate(c):
+            raise BadRow(f"every candidate must be non-empty text, got {c!r}")
+        try:
+            names.append(check_text(clean_candidate(c), "a candidate"))
+        except ActAlignError as e:
+            raise BadRow(str(e)) from None
+    seen: set[str] = set()
+    for n in names:
+        if norm(n) in seen:
+            raise BadRow(f"the candidate {n!r} is given twice (up to case); candidates must be distinct")
+        seen.add(norm(n))
+    return tuple(names)
+
+
+def _answer(row: dict, n: int, required: bool) -> int | None:
+    value = row.get("answer")
+    if value is None:
+        if required:
+            raise BadRow("lacks the field 'answer' (the 0-based index of the correct candidate)")
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < n:
+        raise BadRow(f"'answer' must be a 0-based index below {n}, got {value!r}")
+    return value
+
+
+def clip_from_row(row: object, base: Path, require_answer: bool = False) -> Clip:
+    """A Clip from one manifest row, or BadRow saying what is wrong with it."""
+    if not isinstance(row, dict):
+        raise BadRow("is not a JSON object")
+    video_text = _text(row, "video")
+    domain = _text(row, "domain")
+    candidates = _candidates(row)
+    answer = _answer(row, len(candidates), require_answer)
+    start, end = _seconds(row, "start"), _seconds(row, "end")
+    if start is not None and end is not None and start >= end:
+        raise BadRow(f"'start' ({start}) must be before 'end' ({end})")
+    if end is not None and end <= 0:
+        raise BadRow("'end' must be after 0 s")
+    raw_id = row.get("id")
+    if raw_id is not None and (
+        isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)) or not str(raw_id).strip()
+    ):
+        raise BadRow(f"'id' must be text or a whole number, got {raw_id!r}")
+    video = Path(video_text).expanduser()
+    video = video if video.is_absolute() else base / video
+    question = row.get("question") if isinstance(row.get("question"), str) else ""
+    return Clip(
+        id=str(raw_id).strip() if raw_id is not None else str(Path(video_text).with_suffix("")),
+        video=video,
+        domain=domain,
+        candidates=candidates,
+        answer=answer,
+        start=start,
+        end=end,
+        question=question,
+    )
+
+
+def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan:
+    """The clips of a JSONL manifest; bad rows go to `Plan.failures` with their line and reason.
+
+    Raises ActAlignError only when the file itself cannot be used (missing, not UTF-8, no rows).
+    """
+    p = Path(path).expanduser()
+    text = read_text(p, "manifest")
+    clips: list[Clip] = []
+    failures: list[dict] = []
+    ids: dict[str, int] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = parse_json(line, f"line {n}")
+        except ActAlignError as e:
+            failures.append({"line": n, "reason": str(e)})
+            continue
+        try:
+            clip = clip_from_row(row, p.parent, require_answer)
+        except BadRow as e:
+            failures.append(_failure(row, n, f"line {n} {e}"))
+            continue
+        if clip.id in ids:
+            failures.append(
+                _failure(
+                    row,
+                    n,
+                    f"line {n}: the id {clip.id!r} already appears on line {ids[clip.id]}; "
+                    "ids must be unique",
+                )
+            )
+            continue
+        ids[clip.id] = n
+        clips.append(clip)
+    if not clips and not failures:
+        raise ActAlignError(f"The manifest {p} has no rows.")
+    return Plan(clips, failures, str(p.resolve()))
+
+
+def _failure(row: object, line: int, reason: str) -> dict:
+    out: dict = {"line": line, "reason": reason}
+    if isinstance(row, dict):
+        for key in ("id", "video"):
+            if isinstance(row.get(key), (str, int)) and not isinstance(row.get(key), bool):
+                out[key] = row[key]
+    return out
+
+
+def plan_videos(
+    inputs: list[str],
+    domain: str,
+    candidates: list[str],
+    start: float | None = None,
+    end: float | None = None,
+) -> Plan:
+    """Clips for video files, folders (every video inside) and glob patterns, all with the same
+    domain and candidates. The id of each clip is its path as found."""
+    from actalign.classify import check_candidates
+    from actalign.video import find_videos
+
+    if not domain or not str(domain).strip():
+        raise ActAlignError("Give --domain with videos (or pass a manifest with a domain per row).")
+    names = tuple(check_candidates(candidates))
+    videos = find_videos(list(inputs))
+    if not videos:
+        raise ActAlignError("No videos found in the given folders or patterns.")
+    clips = [Clip(str(v), Path(v).expanduser(), domain.strip(), names, None, start, end) for v in videos]
+    return Plan(clips, [], "videos:" + "|".join(str(Path(v).expanduser().resolve()) for v in videos))
+
+
+def write_manifest(path: Path, clips, extra: dict | None = None) -> None:
+    """A manifest for `clips` (videos relative to the manifest's folder), written atomically."""
+    import json
+
+    from actalign.files import atomic_write_text
+
+    rows = []
+    for c in clips:
+        row = {
+            "id": c.id,
+            "video": os.path.relpath(c.video, path.parent),
+            "domain": c.domain,
+            "candidates": list(c.candidates),
+        }
+        if c.answer is not None:
+            row["answer"] = c.answer
+        if c.start is not None:
+            row["start"] = c.start
+        if c.end is not None:
+            row["end"] = c.end
+        if c.question:
+            row["question"] = c.question
+        if extra and c.id in extra:
+            row.update(extra[c.id])
+        rows.append(json.dumps(row, ensure_ascii=False))
+    atomic_write_text(path, "\n".join(rows) + "\n")
