@@ -91,6 +91,7 @@ class VideoEmbedding:
 
 
 def video_key(encoder: Encoder, video, sampling: Sampling) -> str:
+    """Cache key of a video's frame embeddings: its content, the encoder, the sampling."""
     return make_key("frames/2", fingerprint(video), encoder.identity, sampling.key(), encoder.decode_size)
 
 

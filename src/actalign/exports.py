@@ -21,6 +21,7 @@ def _r(x: float | None) -> float | None:
 
 
 def candidate_dict(c) -> dict:
+    """One ranked candidate as JSON-ready data (span only with subsequence alignment)."""
     out = {"rank": c.rank, "action": c.action, "score": round(float(c.score), 6)}
     if c.span is not None:
         out["span"] = {"start": _r(c.span[0]), "end": _r(c.span[1])}
@@ -43,6 +44,7 @@ def prediction_dict(p, top_k: int | None = None) -> dict:
 
 
 def to_json(predictions: Sequence, top_k: int | None = None) -> str:
+    """All predictions as one JSON document: {"videos": [...]}."""
     return (
         json.dumps({"videos": [prediction_dict(p, top_k) for p in predictions]}, indent=2, ensure_ascii=False)
         + "\n"
@@ -50,10 +52,12 @@ def to_json(predictions: Sequence, top_k: int | None = None) -> str:
 
 
 def to_jsonl(predictions: Sequence, top_k: int | None = None) -> str:
+    """One JSON line per video."""
     return "".join(json.dumps(prediction_dict(p, top_k), ensure_ascii=False) + "\n" for p in predictions)
 
 
 def csv_rows(p, top_k: int | None = None) -> list[list]:
+    """CSV rows (CSV_FIELDS) of one prediction, best candidate first."""
     rows = []
     for c in p.candidates[:top_k]:
         span = c.span or (None, None)
@@ -74,6 +78,7 @@ def csv_rows(p, top_k: int | None = None) -> list[list]:
 
 
 def to_csv(predictions: Sequence, top_k: int | None = None, header: bool = True) -> str:
+    """All predictions as CSV, one row per video and candidate."""
     buf = io.StringIO()
     w = csv.writer(buf)
     if header:
@@ -84,6 +89,7 @@ def to_csv(predictions: Sequence, top_k: int | None = None, header: bool = True)
 
 
 def to_table(predictions: Sequence, top_k: int | None = None) -> str:
+    """The human-readable table: the ranking and the winner's steps in seconds."""
     out = []
     for p in predictions:
         where = (
@@ -154,6 +160,7 @@ def _positive(cue: Cue) -> Cue:
 
 
 def to_vtt(cues: Sequence[Cue]) -> str:
+    """WebVTT text of `cues` (webvtt-py), in time order."""
     import webvtt
 
     vtt = webvtt.WebVTT()
@@ -163,6 +170,7 @@ def to_vtt(cues: Sequence[Cue]) -> str:
 
 
 def to_srt(cues: Sequence[Cue]) -> str:
+    """SRT text of `cues` (srt), in time order."""
     from datetime import timedelta
 
     import srt
@@ -183,6 +191,7 @@ def _clock(seconds: float, sep: str) -> str:
 
 
 def cues_as(fmt: str, cues: Sequence[Cue]) -> str:
+    """Cues as WebVTT (fmt 'vtt') or SRT (fmt 'srt')."""
     return to_vtt(cues) if fmt == "vtt" else to_srt(cues)
 
 
@@ -226,6 +235,7 @@ class PredictionWriter:
         self.done: list = []
 
     def add(self, prediction) -> None:
+        """Write one finished video's prediction."""
         self.done.append(prediction)
         if self.fmt in CUE_FORMATS:
             self._cues(prediction)

@@ -27,6 +27,7 @@ ENV_VAR = "ACTALIGN_CACHE_DIR"
 
 
 def default_cache_dir() -> Path:
+    """$ACTALIGN_CACHE_DIR, else the user cache dir (platformdirs)."""
     if os.environ.get(ENV_VAR):
         return Path(os.environ[ENV_VAR]).expanduser()
     import platformdirs
@@ -35,6 +36,7 @@ def default_cache_dir() -> Path:
 
 
 def make_key(*parts: object) -> str:
+    """A 128-bit hex key from the parts' text forms."""
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=16).hexdigest()
 
 
@@ -94,6 +96,8 @@ class EmbeddingCache:
         return None
 
     def put_frames(self, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float) -> None:
+        """Store frame embeddings (T, d), timestamps (T,) and the span's end (atomic; a full
+        disk only warns)."""
         import io
 
         end_arr = np.array(float(end))
@@ -156,6 +160,7 @@ class EmbeddingCache:
             return {}
 
     def put_texts(self, items: dict[str, np.ndarray]) -> None:
+        """Store text embeddings by key (one transaction)."""
         try:
             self._put_texts(items)
         except sqlite3.DatabaseError:
@@ -190,6 +195,7 @@ class EmbeddingCache:
             db.executemany("INSERT OR REPLACE INTO texts VALUES (?, ?, ?)", rows)
 
     def close(self) -> None:
+        """Close the text database connection."""
         if self._db is not None:
             self._db.close()
             self._db = None

@@ -247,8 +247,21 @@ def _load_quietly(name: str):
     except _NotCached:
         _check_hub_reachable(name)
         model, processor = _from_pretrained(name, name)
-    source = f"hf:{name}@{getattr(model.config, '_commit_hash', None) or 'unknown'}"
-    return model, processor, source
+    return model, processor, f"hf:{name}@{_hub_commit(name, model)}"
+
+
+def _hub_commit(name: str, model) -> str:
+    """The commit of the cached snapshot a hub id was loaded from (cache keys follow it)."""
+    commit = getattr(model.config, "_commit_hash", None)
+    if commit:
+        return commit
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        found = try_to_load_from_cache(name, "config.json")
+    except Exception:
+        found = None
+    return Path(found).parent.name if isinstance(found, str) else "unknown"
 
 
 class _NotCached(Exception):

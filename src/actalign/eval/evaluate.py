@@ -65,6 +65,7 @@ def evaluate(
 
 
 def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
+    """Top-1/2/3 per method (and the random expectation) over the finished rows."""
     rows = result.rows
     table = {
         "random (expected)": {f"top{k}": random_topk([len(r["candidates"]) for r in rows], k) for k in KS}
@@ -82,6 +83,7 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
 
 
 def summary_markdown(summary: dict) -> str:
+    """The summary as a Markdown table (summary.md, and what `eval` prints)."""
     lines = [
         f"Evaluated {summary['clips']} of {summary['clips_in_manifest']} clips "
         f"(model {summary.get('config', {}).get('encoder', '?')}).",

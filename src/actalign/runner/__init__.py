@@ -37,6 +37,7 @@ class RunResult:
 
 
 def versions() -> dict[str, str]:
+    """Versions of Python and the packages that shape results, for config.json."""
     import importlib.metadata as md
 
     out = {"python": platform.python_version()}

@@ -17,6 +17,9 @@ __all__ = ["STRATEGIES", "Script", "ScriptSource", "ScriptStore", "Strategy", "r
 
 
 class ScriptSource:
+    """Scripts for (domain, actions): hand-written files first, then the store, then the
+    writer (an LLM), whose answers are stored so each script is generated once."""
+
     def __init__(
         self,
         files: Sequence[str | os.PathLike] = (),

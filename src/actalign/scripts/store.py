@@ -31,6 +31,7 @@ GENERATED = "generated"
 
 
 def default_store_path() -> Path:
+    """$ACTALIGN_HOME/scripts.sqlite, else the user data dir (platformdirs)."""
     if os.environ.get("ACTALIGN_HOME"):
         return Path(os.environ["ACTALIGN_HOME"]).expanduser() / "scripts.sqlite"
     import platformdirs
@@ -64,6 +65,9 @@ CREATE TABLE IF NOT EXISTS scripts (
 
 
 class ScriptStore:
+    """Scripts in SQLite, keyed by domain, action, kind, strategy, model, temperature and
+    prompt version (see the module docstring)."""
+
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path).expanduser() if path else default_store_path()
         try:
@@ -77,14 +81,17 @@ class ScriptStore:
             ) from None
 
     def close(self) -> None:
+        """Close the database."""
         self.db.close()
 
     # ------------------------------------------------------------------ writing
 
     def put(self, script: Script) -> None:
+        """Store one script (replacing the one with the same key)."""
         self.put_many([script])
 
     def put_many(self, scripts: list[Script]) -> None:
+        """Store scripts in one transaction."""
         rows = [
             (
                 norm(s.domain),
@@ -143,6 +150,7 @@ class ScriptStore:
         return [_row(r) for r in self.db.execute(sql + " ORDER BY created DESC", args)]
 
     def all(self) -> list[Script]:
+        """Every stored script, by domain and action, newest first."""
         rows = self.db.execute("SELECT * FROM scripts ORDER BY domain_key, action_key, created DESC")
         return [_row(r) for r in rows]
 
@@ -161,6 +169,7 @@ class ScriptStore:
     # ------------------------------------------------------------------ files
 
     def export(self, path: str | os.PathLike) -> int:
+        """Write the scripts `effective` returns to a JSON file; returns how many."""
         data = self.effective()
         atomic_write_bytes(Path(path), (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode())
         return sum(len(v) for v in data.values())

@@ -1,0 +1,436 @@
+"""Issue 11: SigLIP texts as trained, text batching, honest segment ends, file modes, closed pipes,
+hub loading, progress, several videos at once, readable plots and the API surface."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from actalign import ActAlign, load_encoder
+from actalign.cli import main
+from actalign.encoders import hf
+from actalign.errors import ActAlignError
+from colour_encoder import PALETTE, ColourEncoder
+from media import make_video
+from models import WORDS
+
+# --------------------------------------------------------------------------- SigLIP texts
+
+
+def texts_of_lengths(tokenizer, lengths, seed=0) -> list[str]:
+    """Texts whose token counts (with the end token) span `lengths`."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for n in lengths:
+        words = []
+        while len(tokenizer(" ".join(words))["input_ids"]) < n:
+            words.append(str(rng.choice(WORDS)))
+        out.append(" ".join(words))
+    return out
+
+
+def reference_trained(model, tokenizer, texts) -> np.ndarray:
+    """SigLIP as big_vision trained it: padded to 64 tokens, input_ids alone (no mask)."""
+    ids = tokenizer(texts, padding="max_length", max_length=64, truncation=True, return_tensors="pt")[
+        "input_ids"
+    ]
+    with torch.no_grad():
+        x = hf._features(model.get_text_features(input_ids=ids)).float()
+    return (x / x.norm(dim=-1, keepdim=True)).numpy()
+
+
+@pytest.fixture(scope="module")
+def siglip(siglip_dir):
+    return load_encoder(str(siglip_dir), batch_size=4)
+
+
+def test_siglip_texts_go_in_as_input_ids_alone(siglip):
+    tok = siglip.processor.tokenizer
+    texts = texts_of_lengths(tok, [1, 2, 5, 13, 40, 63, 64, 65, 70])
+    lengths = [len(tok(t)["input_ids"]) for t in texts]
+    assert min(lengths) <= 2 and max(lengths) >= 70  # texts of 1 to 70 tokens
+    assert set(siglip.tokenize(texts)) == {"input_ids"}
+    rng = np.random.default_rng(1)
+    for _ in range(3):  # mixed batches, in any order
+        order = rng.permutation(len(texts))
+        mixed = [texts[i] for i in order]
+        np.testing.assert_allclose(
+            siglip.encode_texts(mixed), reference_trained(siglip.model, tok, mixed), atol=1e-6
+        )
+    # with the padding mask (the old behaviour) a padded text's embedding is not the model's
+    masked = tok(texts, padding="max_length", max_length=64, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        m = hf._features(siglip.model.get_text_features(**masked)).float()
+    m = (m / m.norm(dim=-1, keepdim=True)).numpy()
+    gap = np.abs(m - reference_trained(siglip.model, tok, texts)).max(axis=1)
+    assert gap[lengths.index(min(lengths))] > 1e-3
+
+
+def test_authors_text_encoding_reproduces_their_script(siglip_dir):
+    """--text-encoding authors: one candidate's steps per call, dynamic padding, with the mask."""
+    authors = load_encoder(str(siglip_dir), text_encoding="authors")
+    tok = authors.processor.tokenizer
+    steps = texts_of_lengths(tok, [3, 9, 17])
+    inputs = tok(steps, padding=True, truncation=True, return_tensors="pt")
+    assert "attention_mask" in inputs
+    with torch.no_grad():
+        x = hf._features(authors.model.get_text_features(**inputs)).float()
+    expected = (x / x.norm(dim=-1, keepdim=True)).numpy()
+    np.testing.assert_allclose(authors.encode_texts(steps), expected, atol=1e-6)
+    trained = load_encoder(str(siglip_dir))
+    assert np.abs(authors.encode_texts(steps) - trained.encode_texts(steps)).max() > 1e-3
+    with pytest.raises(ActAlignError, match="Unknown text encoding"):
+        load_encoder(str(siglip_dir), text_encoding="bogus")
+
+
+def test_authors_groups_are_cached_per_group(siglip_dir, tmp_path):
+    from actalign.embed import embed_text_groups
+    from actalign.encoders.cache import EmbeddingCache
+
+    enc = load_encoder(str(siglip_dir), text_encoding="authors")
+    cache = EmbeddingCache(tmp_path / "c")
+    a = embed_text_groups(enc, [["red ball", "a player jumps in basketball"], ["red ball"]], cache)
+    again = embed_text_groups(enc, [["red ball", "a player jumps in basketball"], ["red ball"]], cache)
+    for x, y in zip(a, again):
+        np.testing.assert_array_equal(x, y)
+    # the same text in another group is padded differently: a different embedding
+    assert np.abs(a[0][0] - a[1][0]).max() > 1e-4
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 64, 65, 128, 1000])
+def test_every_text_is_encoded_whatever_the_batch_size(siglip_dir, batch_size):
+    enc = load_encoder(str(siglip_dir), batch_size=batch_size)
+    tok = enc.processor.tokenizer
+    pool = texts_of_lengths(tok, [2 + i % 30 for i in range(300)], seed=batch_size)
+    reference = reference_trained(enc.model, tok, pool)
+    for n in (1, 63, 64, 65, 129, 300):
+        out = enc.encode_texts(pool[:n])
+        assert out.shape == (n, enc.dim)
+        np.testing.assert_allclose(out, reference[:n], atol=1e-5)
+
+
+# --------------------------------------------------------------------------- segments
+
+
+def test_the_last_segment_ends_with_the_video(tmp_path):
+    colours = [PALETTE["red"]] * 12 + [PALETTE["blue"]] * 13  # 2.5 s at 10 fps
+    video = make_video(tmp_path / "v.mp4", n=25, fps=10, colors=colours, size=(16, 16))
+    model = ActAlign(ColourEncoder(), {"t": {"a": ["red x", "blue x"]}}, fps=4, cache=False)
+    pred = model.classify(video, ["a"], "t")
+    assert pred.timestamps[-1] + np.median(np.diff(pred.timestamps)) > 2.5  # the old end overshot
+    assert pred.top.segments[-1].end == pytest.approx(2.5, abs=1e-6)
+    window = model.classify(video, ["a"], "t", start=0.5, end=1.9)
+    assert window.top.segments[-1].end == pytest.approx(1.9, abs=1e-6)
+    assert window.top.segments[0].start >= 0.5
+
+
+# --------------------------------------------------------------------------- files and pipes
+
+
+def test_written_files_get_the_usual_permissions(tmp_path):
+    from actalign.files import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "a.json", b"{}")
+        assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+        os.umask(0o077)
+        atomic_write_bytes(tmp_path / "b.json", b"{}")
+        assert (tmp_path / "b.json").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)
+
+
+def test_a_closed_pipe_ends_quietly(tmp_path):
+    scripts = {
+        "tennis": {
+            f"shot {i}": [f"step one of shot {i} here", f"step two of shot {i} here"] for i in range(3000)
+        }
+    }
+    (tmp_path / "s.json").write_text(json.dumps(scripts))
+    env = {**os.environ, "ACTALIGN_HOME": str(tmp_path)}
+    exe = [sys.executable, "-m", "actalign"]
+    subprocess.run(
+        [*exe, "scripts", "import", str(tmp_path / "s.json")], env=env, check=True, capture_output=True
+    )
+    proc = subprocess.Popen(
+        [*exe, "scripts", "show", "--domain", "tennis"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    first = [proc.stdout.readline() for _ in range(2)]
+    proc.stdout.close()  # what `| head -2` does
+    err = proc.stderr.read().decode()
+    proc.wait(timeout=60)
+    assert first[0].startswith(b"[tennis]")
+    assert err == "" and proc.returncode == 141
+
+
+# --------------------------------------------------------------------------- hub loading
+
+
+def fake_hub_cache(root: Path, siglip_dir: Path, repo: str) -> str:
+    """The layout huggingface_hub keeps downloads in, holding the tiny model."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    base = root / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(siglip_dir, base / "snapshots" / commit)
+    (base / "refs").mkdir()
+    (base / "refs" / "main").write_text(commit)
+    return commit
+
+
+def load_in_subprocess(name: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
+    code = (
+        "import sys\nfrom actalign import load_encoder\nfrom actalign.errors import ActAlignError\n"
+        f"try:\n    print(load_encoder({name!r}).identity)\nexcept ActAlignError as e:\n"
+        "    print('error:', e, file=sys.stderr); sys.exit(2)\n"
+    )
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    return proc, time.monotonic() - t0
+
+
+def test_a_cached_hub_model_loads_without_the_network(siglip_dir, tmp_path):
+    commit = fake_hub_cache(tmp_path / "hub", siglip_dir, "someone/tiny-siglip")
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), HF_ENDPOINT="http://127.0.0.1:9")  # nothing listens
+    proc, _ = load_in_subprocess("someone/tiny-siglip", env)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"hf:someone/tiny-siglip@{commit}|float32"
+    assert "Retrying" not in proc.stderr
+
+
+def test_an_unreachable_hub_is_one_line_within_seconds(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")}
+    env.update(HF_HUB_CACHE=str(tmp_path / "hub"), HF_ENDPOINT="http://127.0.0.1:9")
+    proc, seconds = load_in_subprocess("someone/not-cached", env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "cannot be reached" in lines[0], proc.stderr
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    proc, _ = load_in_subprocess("someone/not-cached", offline)
+    assert proc.returncode == 2 and "HF_HUB_OFFLINE" in proc.stderr
+    # the failing call itself takes seconds, not the ~30 s of retries (imports are most of it)
+    assert seconds < 25
+
+
+# --------------------------------------------------------------------------- progress
+
+
+def classify_args(videos, siglip_dir, scripts_file, *extra):
+    return [
+        "classify",
+        *map(str, videos),
+        "--domain",
+        "basketball",
+        "--candidates",
+        "Tip-in",
+        "Putback dunk",
+        "--scripts",
+        str(scripts_file),
+        "--model",
+        str(siglip_dir),
+        "--batch-size",
+        "2",
+        "--no-cache",
+        *extra,
+    ]
+
+
+@pytest.fixture
+def scripts_file(tmp_path):
+    path = tmp_path / "scripts.json"
+    steps = {
+        "Tip-in": ["player jumps near the net", "hand taps the ball in"],
+        "Putback dunk": ["ball bounces", "dunk"],
+    }
+    path.write_text(json.dumps({"basketball": steps}))
+    return path
+
+
+def test_progress_in_a_log_is_plain_lines_and_quiet_silences_it(siglip_dir, scripts_file, tmp_path):
+    video = make_video(tmp_path / "v.mp4", n=40, fps=10)
+    env = {**os.environ, "ACTALIGN_PROGRESS_INTERVAL": "0.01"}
+    cmd = [sys.executable, "-m", "actalign", *classify_args([video], siglip_dir, scripts_file)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = [x for x in proc.stderr.splitlines() if x.startswith("[actalign] v.mp4:")]
+    assert lines and lines[-1].startswith("[actalign] v.mp4: 40/40 frames")  # total known from probe
+    assert "\r" not in proc.stderr and "frames/s" in lines[0]
+    quiet = subprocess.run([*cmd, "--quiet"], env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "[actalign]" not in quiet.stderr
+
+
+def test_plain_progress_line_has_rate_and_eta():
+    import io
+
+    from actalign.progress import Progress
+
+    out = io.StringIO()
+    p = Progress("clips", total=10, unit="clip", stream=out)
+    p.done = 4
+    p.start -= 8.0  # 8 s for 4 clips
+    line = p.line()
+    assert line.startswith("[actalign] clips: 4/10 clips, 40%, 0.5 clips/s") and "ETA 0:12" in line
+
+
+# --------------------------------------------------------------------------- several videos
+
+
+def test_several_videos_one_bad(siglip_dir, scripts_file, tmp_path, capsys):
+    a = make_video(tmp_path / "a.mp4", n=8, fps=8)
+    b = make_video(tmp_path / "b.mp4", n=8, fps=8)
+    code = main(classify_args([a, tmp_path / "missing.mp4", b], siglip_dir, scripts_file, "--format", "json"))
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert [v["video"] for v in json.loads(out)["videos"]] == [str(a), str(b)]
+    assert err.strip().splitlines() == [
+        f"error: {tmp_path / 'missing.mp4'}: No such video file: {tmp_path / 'missing.mp4'}. Check the path."
+    ]
+
+
+def test_folders_and_globs_expand_to_videos(siglip_dir, scripts_file, tmp_path, capsys):
+    folder = tmp_path / "clips"
+    (folder / "sub").mkdir(parents=True)
+    make_video(folder / "a.mp4", n=8, fps=8)
+    make_video(folder / "sub" / "b.mov", n=8, fps=8)
+    (folder / "notes.txt").write_text("not a video")
+    assert main(classify_args([folder], siglip_dir, scripts_file, "--format", "jsonl")) == 0
+    names = [Path(json.loads(x)["video"]).name for x in capsys.readouterr().out.splitlines()]
+    assert names == ["a.mp4", "b.mov"]
+    assert main(classify_args([str(folder / "*.mp4")], siglip_dir, scripts_file, "--format", "jsonl")) == 0
+    assert [Path(json.loads(x)["video"]).name for x in capsys.readouterr().out.splitlines()] == ["a.mp4"]
+
+
+def test_results_are_written_as_each_video_finishes(siglip_dir, scripts_file, tmp_path, monkeypatch):
+    a = make_video(tmp_path / "a.mp4", n=8, fps=8)
+    b = make_video(tmp_path / "b.mp4", n=8, fps=8)
+    real = ActAlign.classify
+    calls = []
+
+    def crash_on_second(self, video, *args, **kwargs):
+        calls.append(video)
+        if len(calls) == 2:
+            raise RuntimeError("power cut")
+        return real(self, video, *args, **kwargs)
+
+    monkeypatch.setattr(ActAlign, "classify", crash_on_second)
+    out = tmp_path / "res.json"
+    with pytest.raises(RuntimeError, match="power cut"):
+        main(classify_args([a, b], siglip_dir, scripts_file, "--format", "json", "-o", str(out)))
+    assert [v["video"] for v in json.loads(out.read_text())["videos"]] == [str(a)]
+
+
+def test_cues_for_several_videos_go_to_a_folder(siglip_dir, scripts_file, tmp_path, capsys):
+    a = make_video(tmp_path / "a.mp4", n=8, fps=8)
+    b = make_video(tmp_path / "b.mp4", n=8, fps=8)
+    code = main(classify_args([a, b], siglip_dir, scripts_file, "--format", "vtt"))
+    assert code == 2 and "--output FOLDER" in capsys.readouterr().err
+    assert (
+        main(classify_args([a, b], siglip_dir, scripts_file, "--format", "vtt", "-o", str(tmp_path / "cues")))
+        == 0
+    )
+    assert sorted(p.name for p in (tmp_path / "cues").iterdir()) == ["a.vtt", "b.vtt"]
+    assert (tmp_path / "cues" / "a.vtt").read_text().startswith("WEBVTT")
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def test_the_figure_fits_its_data_and_keeps_the_backend(tmp_path):
+    import matplotlib
+
+    from actalign.viz import plot_prediction
+
+    order = ["red", "green", "blue"]
+    colours = [PALETTE[c] for c in order for _ in range(10)]
+    video = make_video(tmp_path / "v.mp4", n=30, fps=10, colors=colours, size=(32, 32))
+    long_step = "the red phase where a very long description goes on well past sixty characters of text"
+    scripts = {
+        "right": [long_step, "the green phase", "the blue phase"],
+        "wrong": ["the blue phase", "the red phase"],
+    }
+    scripts["third"] = ["the green phase", "the red phase"]
+    pred = ActAlign(ColourEncoder(), {"t": scripts}, cache=False).classify(
+        video, ["wrong", "right", "third"], "t"
+    )
+    backend = matplotlib.get_backend()
+    fig = plot_prediction(pred, tmp_path / "p.png", answer="right", top_k=2)
+    assert matplotlib.get_backend() == backend
+    assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
+    panels = [ax for ax in fig.axes if ax.get_title(loc="left").startswith("#")]
+    assert len(panels) == 2  # --top-k
+    images = [ax.images[0] for ax in panels]
+    lo = min(c.affinity.min() for c in pred.candidates[:2])
+    hi = max(c.affinity.max() for c in pred.candidates[:2])
+    assert all(im.get_clim() == pytest.approx((lo, hi)) for im in images)  # one scale, fitted
+    labels = [t.get_text() for t in panels[0].get_yticklabels()]
+    assert labels[0].replace("\n", " ") == long_step and "\n" in labels[0]  # wrapped, not cut
+    assert any(ax.get_title(loc="left") == "frames" and len(ax.images) >= 3 for ax in fig.axes)  # thumbnails
+    assert len(panels[0].patches) == 3  # each step's segment outlined
+    assert any("affinity" in ax.get_ylabel() for ax in fig.axes)  # the colour bar
+
+
+# --------------------------------------------------------------------------- API surface
+
+
+def test_frames_in_memory_and_the_pipeline_called_like_a_function(tmp_path):
+    colours = [PALETTE["red"]] * 10 + [PALETTE["blue"]] * 10
+    frames = np.stack([np.full((16, 16, 3), c, np.uint8) for c in colours])
+    model = ActAlign(
+        ColourEncoder(), {"t": {"a": ["red x", "blue x"], "b": ["blue x", "red x"]}}, cache=False
+    )
+    pred = model((frames, 10.0), ["a", "b"], domain="t")
+    assert pred.top.action == "a" and pred.top.segments[1].start == pytest.approx(1.0, abs=0.1 + 1e-6)
+    assert pred.top.segments[-1].end == pytest.approx(2.0)
+    video = make_video(tmp_path / "v.mp4", n=20, fps=10, colors=colours, size=(16, 16))
+    both = model([video, (frames, 10.0)], ["a", "b"], domain="t")
+    assert [p.top.action for p in both] == ["a", "a"]
+    text = repr(pred)
+    assert text.startswith("Prediction(") and "'a'" in text and len(text) < 200
+    with pytest.raises(ActAlignError, match="rate"):
+        model(frames, ["a", "b"], domain="t")
+
+
+def test_public_api_is_documented_and_typed():
+    import importlib
+    import inspect
+
+    import actalign
+
+    assert (Path(actalign.__file__).parent / "py.typed").exists()
+    modules = [
+        "actalign.classify",
+        "actalign.align",
+        "actalign.video",
+        "actalign.embed",
+        "actalign.exports",
+        "actalign.encoders",
+        "actalign.encoders.cache",
+        "actalign.scripts",
+        "actalign.scripts.store",
+        "actalign.runner",
+        "actalign.eval.evaluate",
+    ]
+    missing = []
+    for name in modules:
+        module = importlib.import_module(name)
+        for attr, obj in vars(module).items():
+            if attr.startswith("_") or getattr(obj, "__module__", None) != name:
+                continue
+            if (inspect.isclass(obj) or inspect.isfunction(obj)) and not inspect.getdoc(obj):
+                missing.append(f"{name}.{attr}")
+            if inspect.isclass(obj):
+                for m, fn in vars(obj).items():
+                    if not m.startswith("_") and inspect.isfunction(fn) and not inspect.getdoc(fn):
+                        missing.append(f"{name}.{attr}.{m}")
+    assert missing == []
