@@ -1,11 +1,25 @@
-"""Alignment core: Eq. 7-14 of ActAlign. numpy only (never imports torch).
+"""Alignment core: Eq. 7-14 of ActAlign, and local (subsequence) alignment beside it. numpy only
+(never imports torch).
 
 Arrays: frames (T, d), steps (K, d), affinity (K, T): steps are rows, time is columns.
 
 - `smooth`     Eq. 7, centred moving average over time, zero padded, T rows out for T rows in.
 - `affinity`   Eq. 8-9, sigmoid(scale * cos + bias) with the model's own scale and bias.
-- `dtw`        Eq. 10-13, max-sum DTW from (0, 0) to (K-1, T-1), path, score, step segments.
+- `dtw`        Eq. 10-13, max-sum DTW from (0, 0) to (K-1, T-1), path, score, step segments;
+               mode="subsequence": the best path from step 0 to step K-1 that may start and end
+               at any frame (see below).
 - `dtw_scores` the same scores for many matrices at once (all candidates of a video, many videos).
+- `SubsequenceStream` subsequence alignment of a long video chunk by chunk, in O(K) memory.
+
+Subsequence mode (docs/alignment.md has the equations and why). A free-ended path scored by its
+mean would be won by a few high frames, so the path is chosen by its *excess over background*:
+each step k gets a threshold tau_k = mean_t A[k, t] + z * std_t A[k, t] (`background`), and the
+path maximises sum over its cells of (A[k, t] - tau_k): frames that match a step better than its
+background extend the path, frames that do not end it, so it neither collapses onto one frame nor
+drifts over the whole clip. Its score is the path's mean affinity (Eq. 13 on the span) shrunk
+toward the matrix's mean affinity mu by `prior` pseudo-frames:
+score = (sum_W A + prior * mu) / (|W| + prior), so a span of a few frames cannot outrank a
+sustained match; with prior=0 it is Eq. 13 on the span exactly.
 
 The DTW recurrence runs in a small C kernel (`actalign._dtw`, built at install time) that does the
 same floating-point operations as the plain double loop, so its results are bit-identical to it.
@@ -29,9 +43,10 @@ try:  # the optional compiled kernel
 except ImportError:  # pragma: no cover - depends on the install
     _kernel = None
 
-DIAG, LEFT, UP = 0, 1, 2  # predecessor codes; ties prefer them in this order (as the authors' code)
+DIAG, LEFT, UP, START = 0, 1, 2, 3  # predecessor codes; ties prefer them in this order (as the authors')
 MODES = ("global", "subsequence")
-SUBSEQUENCE_PRIOR_SECONDS = 1.0
+SUBSEQUENCE_Z = 0.5  # tau_k = mean + z * std of step k's affinities
+SUBSEQUENCE_PRIOR_SECONDS = 1.0  # the score's prior weight, in seconds of frames
 
 
 def backend() -> str:
@@ -45,10 +60,14 @@ def backend() -> str:
 class Alignment:
     """Result of aligning K steps to T frames.
 
-    score:    total / len(path), the path-normalised score of Eq. 13 (in [0, 1] for A in [0, 1]).
-    total:    sum of the affinity along the path (Eq. 12), D[K-1, T-1].
-    path:     (L, 2) int64 rows of (k, t), from (0, 0) to (K-1, T-1), monotonic and continuous.
+    score:    total / len(path), the path-normalised score of Eq. 13 (in [0, 1] for A in [0, 1]);
+              in subsequence mode shrunk by the prior (see the module docstring).
+    total:    sum of the affinity along the path (Eq. 12), D[K-1, T-1] in global mode.
+    path:     (L, 2) int64 rows of (k, t), monotonic and continuous: from (0, 0) to (K-1, T-1)
+              in global mode, from (0, span[0]) to (K-1, span[1]) in subsequence mode.
     segments: (K, 2) int64, for each step the first and last frame index matched to it.
+    span:     subsequence mode: (first, last) frame index of the path; None in global mode.
+    gain:     subsequence mode: the path's sum of excess affinity (what it maximises).
     """
 
     score: float
@@ -56,6 +75,7 @@ class Alignment:
     path: np.ndarray
     segments: np.ndarray
     span: tuple[int, int] | None = None
+    gain: float | None = None
 
 
 # --------------------------------------------------------------------------- validation
@@ -117,6 +137,50 @@ def smooth(frames: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
+class StreamingSmoother:
+    """`smooth` over a sequence that arrives in pieces: push(frames (B, d)) returns the rows whose
+    window is complete (they lag by window // 2 frames), finish() the rest. Together they equal
+    smooth(all frames, window) to rounding, holding only about `window` frames back."""
+
+    def __init__(self, window: int) -> None:
+        if not isinstance(window, (int, np.integer)) or window < 0:
+            raise ActAlignError(
+                f"The smoothing window must be a whole number of frames >= 0, got {window!r}."
+            )
+        self.window = max(1, int(window))
+        self.buf: np.ndarray | None = None
+        self.base = 0  # absolute index of buf[0]
+        self.next_out = 0
+
+    def push(self, frames: np.ndarray) -> np.ndarray:
+        """Take the next frames (B, d); return the smoothed rows now complete."""
+        x = np.asarray(frames)
+        self.buf = x.copy() if self.buf is None else np.concatenate([self.buf, x])
+        return self._emit(self.base + len(self.buf) - self.window // 2)
+
+    def finish(self) -> np.ndarray:
+        """The remaining smoothed rows (the video ended: zero padding after it)."""
+        if self.buf is None:
+            return np.empty((0, 0))
+        return self._emit(self.base + len(self.buf))
+
+    def _emit(self, stop: int) -> np.ndarray:
+        w, n = self.window, self.base + len(self.buf)
+        rows = np.arange(self.next_out, max(self.next_out, stop))
+        if w == 1 or not len(rows):
+            out = self.buf[rows - self.base]
+        else:
+            lo = np.clip(rows - (w - 1) // 2, 0, n) - self.base
+            hi = np.clip(rows + w // 2 + 1, 0, n) - self.base
+            c = np.zeros((len(self.buf) + 1, self.buf.shape[1]))
+            np.cumsum(self.buf, axis=0, dtype=np.float64, out=c[1:])
+            out = ((c[hi] - c[lo]) / w).astype(self.buf.dtype)
+        self.next_out += len(rows)
+        keep_from = max(0, self.next_out - (w - 1) // 2 - self.base)
+        self.buf, self.base = self.buf[keep_from:], self.base + keep_from
+        return out
+
+
 def _float_dtype(x: object) -> type:
     """Keep float32 / float64 input as it is; anything else becomes float64."""
     dtype = getattr(x, "dtype", None)
@@ -124,15 +188,28 @@ def _float_dtype(x: object) -> type:
 
 
 def cosine(frames: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """Eq. 8: cosine similarity of L2-normalised rows, steps (K, d) x frames (T, d) -> (K, T)."""
-    z = _as_matrix(frames, "frames")
+    """Eq. 8: cosine similarity of L2-normalised rows, steps (K, d) x frames (T, d) -> (K, T).
+
+    Frames are taken a block at a time (about 8 MB of float64), so a long video's frames are
+    never copied whole."""
     u = _as_matrix(steps, "steps")
-    if z.shape[1] != u.shape[1]:
+    if not isinstance(frames, np.ndarray) or frames.ndim != 2:
+        frames = _as_matrix(frames, "frames")
+    d = frames.shape[1]
+    if d != u.shape[1]:
         raise ActAlignError(
-            f"Frame and step embeddings differ in width ({z.shape[1]} vs {u.shape[1]}); "
+            f"Frame and step embeddings differ in width ({d} vs {u.shape[1]}); "
             "embed both with the same model."
         )
-    return _normalise_rows(u, "steps") @ _normalise_rows(z, "frames").T
+    if frames.shape[0] == 0:
+        raise ActAlignError(f"frames is empty (shape {frames.shape}); give at least one row and column.")
+    u = _normalise_rows(u, "steps")
+    block = max(1, (1 << 20) // max(1, d))
+    out = np.empty((u.shape[0], frames.shape[0]))
+    for i in range(0, frames.shape[0], block):
+        z = _as_matrix(frames[i : i + block], "frames")
+        out[:, i : i + block] = u @ _normalise_rows(z, "frames").T
+    return out
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -161,13 +238,29 @@ def affinity(
 # --------------------------------------------------------------------------- Eq. 10-13
 
 
-def dtw(affinity: np.ndarray, mode: str = "global", **options) -> Alignment:
-    """Best monotonic, continuous path through affinity (K, T) from (0, 0) to (K-1, T-1).
+def _check_mode(mode: str, options: dict) -> None:
+    if mode not in MODES:
+        raise ActAlignError(f"Unknown alignment mode {mode!r}; use one of {', '.join(MODES)}.")
+    allowed = {"z", "prior", "tau"} if mode == "subsequence" else set()
+    unknown = set(options) - allowed
+    if unknown:
+        raise ActAlignError(f"Unknown option(s) {', '.join(sorted(unknown))} for {mode} alignment.")
 
-    Every step and every frame is matched; K > T is allowed (steps then share frames).
-    Ties prefer the diagonal, then the previous frame, then the previous step.
+
+def dtw(affinity: np.ndarray, mode: str = "global", **options) -> Alignment:
+    """Best monotonic, continuous path through affinity (K, T).
+
+    mode="global" (the paper): from (0, 0) to (K-1, T-1); every step and every frame is matched;
+    K > T is allowed (steps then share frames). mode="subsequence": from step 0 to step K-1,
+    starting and ending at any frames, chosen by excess over background (options `z`, `prior`
+    in frames, and `tau` to give the thresholds (K,) instead of `background(A, z)`; see the
+    module docstring). Ties prefer the diagonal, then the previous frame,
+    then the previous step (and continuing over starting afresh).
     """
+    _check_mode(mode, options)
     a = np.ascontiguousarray(_as_matrix(affinity, "affinity"))
+    if mode == "subsequence":
+        return _subsequence(a, **options)
     k, t = a.shape
     if backend() == "c":
         buf = np.empty((k + t - 1, 2), dtype=np.int64)
@@ -179,11 +272,14 @@ def dtw(affinity: np.ndarray, mode: str = "global", **options) -> Alignment:
 
 
 def dtw_scores(affinities: Sequence[np.ndarray], mode: str = "global", **options) -> np.ndarray:
-    """Path-normalised scores (N,) of many affinity matrices (shapes may differ).
+    """Scores (N,) of many affinity matrices (shapes may differ), in one batched call.
 
-    Equal to `[dtw(A).score for A in affinities]`, computed in one batched call.
+    Equal to `[dtw(A, mode, **options).score for A in affinities]`.
     """
+    _check_mode(mode, options)
     mats = [_as_matrix(a, f"affinity[{i}]", check_finite=False) for i, a in enumerate(affinities)]
+    if mode == "subsequence":
+        return _subsequence_scores(mats, **options)
     if backend() == "c":
         totals = np.empty(len(mats))
         lengths = np.empty(len(mats), dtype=np.int64)
@@ -194,6 +290,105 @@ def dtw_scores(affinities: Sequence[np.ndarray], mode: str = "global", **options
     if bad >= 0:
         _as_matrix(mats[bad], f"affinity[{bad}]")  # raises with the usual message
     return totals / lengths
+
+
+# --------------------------------------------------------------------------- subsequence mode
+
+
+def background(affinity: np.ndarray, z: float = SUBSEQUENCE_Z) -> np.ndarray:
+    """Per-step thresholds tau (K,) of subsequence alignment: mean + z * std of each row."""
+    a = np.asarray(affinity, dtype=np.float64)
+    return a.mean(axis=1) + z * a.std(axis=1)
+
+
+def _check_subsequence_options(z: float, prior: float) -> None:
+    if not (isinstance(z, (int, float)) and np.isfinite(z) and z >= 0):
+        raise ActAlignError(f"The subsequence threshold z must be a number >= 0, got {z!r}.")
+    if not (isinstance(prior, (int, float)) and np.isfinite(prior) and prior >= 0):
+        raise ActAlignError(f"The subsequence prior must be a number of frames >= 0, got {prior!r}.")
+
+
+def shrunk_score(raw: float, length: int, mean: float, prior: float) -> float:
+    """(sum of affinity on the path + prior * mean) / (path length + prior)."""
+    return (raw + prior * mean) / (length + prior)
+
+
+def _thresholds(a: np.ndarray, z: float, tau) -> np.ndarray:
+    if tau is None:
+        return np.ascontiguousarray(background(a, z))
+    t = np.ascontiguousarray(np.broadcast_to(np.asarray(tau, dtype=np.float64), (a.shape[0],)))
+    if not np.isfinite(t).all():
+        raise ActAlignError("The subsequence thresholds tau must be finite numbers.")
+    return t
+
+
+def _subsequence(a: np.ndarray, z: float = SUBSEQUENCE_Z, prior: float = 0.0, tau=None) -> Alignment:
+    _check_subsequence_options(z, prior)
+    k, t = a.shape
+    tau = _thresholds(a, z, tau)
+    if backend() == "c":
+        buf = np.empty((k + t - 1, 2), dtype=np.int64)
+        gain, raw, length, start, end = _kernel.subseq_path(a, k, t, tau, buf)
+        path = buf[:length].copy()
+    else:
+        gain, raw, length, start, end, path = _subsequence_path_numpy(a, tau)
+    score = shrunk_score(raw, length, float(a.mean()), prior)
+    return Alignment(
+        score, float(raw), path, segments_from_path(path, k), (int(start), int(end)), float(gain)
+    )
+
+
+def _subsequence_scores(
+    mats: list[np.ndarray], z: float = SUBSEQUENCE_Z, prior: float = 0.0, tau=None
+) -> np.ndarray:
+    _check_subsequence_options(z, prior)
+    bad = next((i for i, m in enumerate(mats) if not np.isfinite(m).all()), -1)
+    if bad >= 0:
+        _as_matrix(mats[bad], f"affinity[{bad}]")
+    taus = [_thresholds(m, z, tau) for m in mats]
+    if backend() == "c":
+        out = np.empty((len(mats), 5))
+        _kernel.subseq_scores([np.ascontiguousarray(m) for m in mats], taus, out)
+        raws, lengths = out[:, 1], out[:, 2]
+    else:
+        summaries = [_subsequence_path_numpy(m, tau)[:5] for m, tau in zip(mats, taus)]
+        raws = np.array([x[1] for x in summaries], dtype=np.float64)
+        lengths = np.array([x[2] for x in summaries], dtype=np.float64)
+    means = np.array([m.mean() for m in mats]) if mats else np.empty(0)
+    return (raws + prior * means) / (lengths + prior)
+
+
+class SubsequenceStream:
+    """Subsequence alignment of one script over a long video, fed chunk by chunk.
+
+    feed(affinity chunk (K, C), tau (K,)) returns, for every frame t of the chunk, the best path
+    that ends at t: arrays (4, C) of (gain, raw sum, length, start frame) with absolute frame
+    numbers. Only the last column is kept between chunks (O(K) memory), and the results are the
+    same as aligning the whole video at once with the same tau (bit for bit with the C kernel;
+    with the numpy fallback the same optimum, ties within rounding may pick another path).
+    """
+
+    def __init__(self, k: int) -> None:
+        self.k = k
+        self.carry: np.ndarray | None = None
+        self.offset = 0
+
+    def feed(self, affinity: np.ndarray, tau: np.ndarray) -> np.ndarray:
+        """Align the next chunk (K, C) with thresholds tau (K,); returns (4, C) (see the class)."""
+        a = np.ascontiguousarray(_as_matrix(affinity, "affinity"))
+        if a.shape[0] != self.k:
+            raise ActAlignError(f"This stream aligns {self.k} steps, not {a.shape[0]}.")
+        tau = np.ascontiguousarray(np.asarray(tau, dtype=np.float64))
+        c = a.shape[1]
+        if backend() == "c":
+            carry_out = np.empty((4, self.k))
+            last = np.empty((4, c))
+            _kernel.subseq_chunk(a, self.k, c, tau, self.offset, self.carry, carry_out, last)
+        else:
+            last, carry_out = _subsequence_chunk_numpy(a, tau, self.offset, self.carry)
+        self.carry = carry_out
+        self.offset += c
+        return last
 
 
 def segments_from_path(path: np.ndarray, k: int) -> np.ndarray:
@@ -282,3 +477,119 @@ def _dtw_path_numpy(a: np.ndarray) -> tuple[float, np.ndarray]:
         k, t = (k - 1, t - 1) if move == DIAG else (k, t - 1) if move == LEFT else (k - 1, t)
         path.append((k, t))
     return total, np.array(path[::-1], dtype=np.int64)
+
+
+# --------------------------------------------------------------------------- numpy subsequence
+#
+# The same recurrence as the C kernel, row by row: row 0 is a maximum-subarray scan (continue from
+# the left while the running sum is >= 0), the other rows the max-plus scan above. Each cell also
+# carries its path's length L, raw sum R and start frame S, taken from the cell the path entered
+# the row's current run of left moves from.
+
+
+def _first_min_positions(vals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Running minimum of vals (T,) and the first position where it was reached."""
+    m = np.minimum.accumulate(vals)
+    new = np.empty(len(vals), dtype=bool)
+    new[0] = True
+    new[1:] = vals[1:] < m[:-1]
+    pos = np.maximum.accumulate(np.where(new, np.arange(len(vals)), 0))
+    return m, pos
+
+
+def _subsequence_rows(a: np.ndarray, tau: np.ndarray, offset: int = 0, carry: np.ndarray | None = None):
+    """Yield (k, D, pred, L, R, S) per row of one matrix a (K, T) in subsequence mode."""
+    k_n, t_n = a.shape
+    ar = np.arange(t_n)
+    e0 = a[0] - tau[0]
+    s0 = np.cumsum(e0)
+    cum_a0 = np.cumsum(a[0])
+    # candidates for "what came before frame t": [carry], start at frame 0, start at frame j+1
+    head = [-carry[0, 0]] if carry is not None else []
+    vals = np.concatenate([head, [0.0], s0[:-1]])
+    m, pos = _first_min_positions(vals)
+    shift = len(head)
+    best = m[shift:]  # for each t: min over candidates up to "start at t"
+    where = pos[shift:] - shift  # -1: the carry; j >= 0: start at frame j
+    d = s0 - best
+    from_carry = where < 0
+    start = np.where(from_carry, 0, where)
+    before = np.where(start > 0, cum_a0[np.maximum(start - 1, 0)], 0.0)
+    length = ar - start + 1
+    raw = cum_a0 - before
+    if carry is not None:
+        length = np.where(from_carry, carry[2, 0] + ar + 1, length)
+        raw = np.where(from_carry, carry[1, 0] + cum_a0, raw)
+        starts = np.where(from_carry, carry[3, 0], start + offset)
+    else:
+        starts = start + offset
+    pred = np.where((where == ar) & ~from_carry, START, LEFT).astype(np.uint8)
+    rows = (d, pred, length.astype(np.int64), raw, starts.astype(np.int64))
+    yield (0, *rows)
+    for k in range(1, k_n):
+        dp, _, lp, rp, sp = rows
+        e = a[k] - tau[k]
+        s = np.cumsum(e)
+        cum_a = np.cumsum(a[k])
+        # the best way into each cell that is not a left move (and, at t = 0, the carry's left)
+        above = np.empty(t_n)
+        entry_code = np.empty(t_n, dtype=np.uint8)
+        entry_l, entry_r, entry_s = np.empty(t_n, np.int64), np.empty(t_n), np.empty(t_n, np.int64)
+        up0 = (dp[0], UP, lp[0], rp[0], sp[0])
+        first = up0
+        if carry is not None:
+            options = [
+                (carry[0, k - 1], DIAG, carry[2, k - 1], carry[1, k - 1], carry[3, k - 1]),
+                (carry[0, k], LEFT, carry[2, k], carry[1, k], carry[3, k]),
+                up0,
+            ]
+            first = max(options, key=lambda o: o[0])  # first maximum: diag, left, up
+        above[0], entry_code[0], entry_l[0], entry_r[0], entry_s[0] = first
+        diag, up = dp[:-1], dp[1:]
+        tie_tol = (_TIE_EPS * (k + t_n)) * np.maximum(np.abs(diag), np.abs(up))
+        take_diag = diag >= up - tie_tol
+        above[1:] = np.where(take_diag, diag, up)
+        entry_code[1:] = np.where(take_diag, DIAG, UP)
+        entry_l[1:] = np.where(take_diag, lp[:-1], lp[1:])
+        entry_r[1:] = np.where(take_diag, rp[:-1], rp[1:])
+        entry_s[1:] = np.where(take_diag, sp[:-1], sp[1:])
+        d = s + np.maximum.accumulate(e + above - s)
+        left = d[:-1]
+        tol = (_TIE_EPS * (k + t_n)) * np.maximum(np.abs(above[1:]), np.abs(left))
+        is_left = np.zeros(t_n, dtype=bool)
+        is_left[1:] = left > above[1:] + tol
+        # a tie between the left and a diagonal keeps the diagonal; between left and up, the left
+        tie = np.zeros(t_n, dtype=bool)
+        tie[1:] = np.abs(left - above[1:]) <= tol
+        is_left |= tie & (entry_code == UP)
+        pred = np.where(is_left, LEFT, entry_code).astype(np.uint8)
+        last = np.maximum.accumulate(np.where(is_left, 0, ar))
+        length = entry_l[last] + 1 + (ar - last)
+        raw = entry_r[last] + a[k][last] + (cum_a - cum_a[last])
+        starts = entry_s[last]
+        rows = (d, pred, length.astype(np.int64), raw, starts.astype(np.int64))
+        yield (k, *rows)
+
+
+def _subsequence_path_numpy(a: np.ndarray, tau: np.ndarray):
+    rows = list(_subsequence_rows(a, tau))
+    preds = [r[2] for r in rows]
+    _, d, _, length, raw, starts = rows[-1]
+    end = int(np.argmax(d))
+    k, t = a.shape[0] - 1, end
+    path = [(k, t)]
+    while True:
+        move = preds[k][t]
+        if k == 0 and move == START:
+            break
+        k, t = (k - 1, t - 1) if move == DIAG else (k, t - 1) if move == LEFT else (k - 1, t)
+        path.append((k, t))
+    path_arr = np.array(path[::-1], dtype=np.int64)
+    return float(d[end]), float(raw[end]), int(length[end]), int(starts[end]), end, path_arr
+
+
+def _subsequence_chunk_numpy(a: np.ndarray, tau: np.ndarray, offset: int, carry: np.ndarray | None):
+    carry_out = np.empty((4, a.shape[0]))
+    for k, d, _, length, raw, starts in _subsequence_rows(a, tau, offset, carry):
+        carry_out[:, k] = (d[-1], raw[-1], length[-1], starts[-1])
+    return np.stack([d, raw, length.astype(np.float64), starts.astype(np.float64)]), carry_out

@@ -154,17 +154,23 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
     return names
 
 
+def frame_ends(timestamps: np.ndarray, end: float | None = None) -> np.ndarray:
+    """Where each sampled frame's time ends (T,): the next sampled frame's time; the last one ends
+    one typical interval later, clipped to `end` (the end of the video or of the window)."""
+    step_dt = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
+    last_end = timestamps[-1] + step_dt
+    if end is not None:
+        last_end = max(float(timestamps[-1]), min(last_end, end))
+    return np.append(timestamps[1:], last_end)
+
+
 def segments(
     path: np.ndarray, steps: Sequence[str], timestamps: np.ndarray, end: float | None = None
 ) -> list[Segment]:
     """Each step's span in seconds from a DTW path: its first matched frame to the next sampled
     frame after its last one; the last frame ends one frame interval later, clipped to `end`."""
     spans = align.segments_from_path(path, len(steps))
-    step_dt = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
-    last_end = timestamps[-1] + step_dt
-    if end is not None:
-        last_end = max(float(timestamps[-1]), min(last_end, end))
-    ends = np.append(timestamps[1:], last_end)
+    ends = frame_ends(timestamps, end)
     return [Segment(s, float(timestamps[a]), float(ends[b])) for s, (a, b) in zip(steps, spans)]
 
 
@@ -354,10 +360,8 @@ class ActAlign:
             result = align.dtw(affinities[i], mode=self.alignment, **options)
             span = None
             if result.span is not None:
-                seg = segments(
-                    np.array([[0, result.span[0]], [0, result.span[1]]]), ["span"], emb.timestamps, emb.end
-                )
-                span = (seg[0].start, seg[0].end)
+                first, last = result.span
+                span = (float(emb.timestamps[first]), float(frame_ends(emb.timestamps, emb.end)[last]))
             results.append(
                 CandidateResult(
                     action=names[i],

@@ -19,6 +19,7 @@ from actalign.errors import ActAlignError
 # subcommand name -> module under actalign.cli (each has add_parser(sub) and run(args))
 COMMANDS = {
     "classify": "classify",
+    "locate": "locate",
     "batch": "batch",
     "eval": "eval",
     "plot": "plot",

@@ -40,6 +40,7 @@ CONFIG = "config.json"
 
 
 def is_uri(out: str) -> bool:
+    """Whether an output names a pyarrow filesystem URI (scheme://...) rather than a local path."""
     return "://" in str(out)
 
 
@@ -99,9 +100,11 @@ class RunFolder:
         )
 
     def write(self, name: str, text: str) -> None:
+        """Write a whole file of the run folder (atomically where the filesystem allows)."""
         self.files.write(name, text)
 
     def close(self) -> None:
+        """Flush what is pending, merge part files, release the lock."""
         self.files.finish()
         self.files.unlock()
 

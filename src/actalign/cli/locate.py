@@ -1,0 +1,96 @@
+"""`actalign locate VIDEO --domain D --candidates ...`: every occurrence of each candidate in a long
+video, streamed (memory holds one window of frames), as a table, JSON, or WebVTT / SRT cues."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from actalign.cli import common
+from actalign.errors import ActAlignError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("locate", help="find every occurrence of candidate actions in a long video")
+    p.add_argument("video", metavar="VIDEO")
+    common.add_candidate_options(p)
+    p.add_argument(
+        "--fps", type=common.positive_float, default=2.0, help="frames sampled per second (default 2)"
+    )
+    p.add_argument("--start", type=common.seconds, default=None, help="start time in seconds")
+    p.add_argument("--end", type=common.positive_float, default=None, help="end time in seconds")
+    p.add_argument("--smooth", type=common.window_seconds, default=1.0, help="smoothing window in seconds")
+    p.add_argument("--template", default="{step} in {domain}", help="step text template")
+    p.add_argument("--min-score", type=float, default=None, help="keep occurrences scoring at least this")
+    p.add_argument(
+        "--top", type=common.positive_int, default=None, help="keep the N best occurrences per action"
+    )
+    p.add_argument(
+        "--nms", type=float, default=0.3, help="overlap (IoU) above which the weaker occurrence goes"
+    )
+    p.add_argument(
+        "--window",
+        type=common.positive_float,
+        default=300.0,
+        help="seconds of frames held at once (default 300)",
+    )
+    p.add_argument("--format", choices=["table", "json", "vtt", "srt"], default="table")
+    p.add_argument("--output", "-o", default=None, help="write here instead of stdout")
+    common.add_model_options(p)
+    common.add_script_options(p)
+    common.add_quiet(p)
+
+
+def _text(fmt: str, video: str, detections) -> str:
+    from actalign.exports import cues_as, detection_cues
+
+    if fmt in ("vtt", "srt"):
+        return cues_as(fmt, detection_cues(detections))
+    if fmt == "json":
+        data = {"video": video, "detections": [d.to_dict() for d in detections]}
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    lines = [f"{video}  ({len(detections)} occurrences)", f"  {'start':>8}  {'end':>8}  {'score':>7}  action"]
+    for d in detections:
+        lines.append(f"  {d.start:8.2f}  {d.end:8.2f}  {d.score:7.4f}  {d.action}")
+    return "\n".join(lines) + "\n"
+
+
+def run(args) -> int:
+    from actalign.locate import locate
+    from actalign.progress import Progress
+    from actalign.video import probe
+
+    candidates = common.candidates(args)
+    common.check_template(args)
+    if not 0 <= args.nms < 1:
+        raise ActAlignError(f"--nms must be in [0, 1), got {args.nms}.")
+    common.check_writable(args.output)
+    probe(args.video)
+    scripts = common.script_source(args)
+    scripts.get(args.domain, candidates)
+    args.method, args.alignment = "actalign", "subsequence"
+    model = common.pipeline(args, scripts)
+    with Progress(Path(args.video).name, unit="frame") as bar:
+        found = locate(
+            model,
+            args.video,
+            candidates,
+            args.domain,
+            start=args.start,
+            end=args.end,
+            min_score=args.min_score,
+            nms=args.nms,
+            window_seconds=args.window,
+            on_frames=bar.update,
+            on_total=bar.set_total,
+        )
+    if args.top:
+        per_action: dict[str, int] = {}
+        kept = []
+        for d in found:  # best first
+            per_action[d.action] = per_action.get(d.action, 0) + 1
+            if per_action[d.action] <= args.top:
+                kept.append(d)
+        found = kept
+    common.write_output(_text(args.format, args.video, found), args.output)
+    return 0
