@@ -383,3 +383,42 @@ def test_cli_eval_missing_scripts_fails_fast(tmp_path, capsys):
     )
     assert code == 2 and "No scripts for 'x', 'y'" in capsys.readouterr().err
     assert video.exists()
+
+
+# --------------------------------------------------------------------------- untrimmed variants
+
+
+def test_untrimmed_variants_measure_local_against_global(planted, tmp_path):
+    from actalign.eval.untrimmed import make_untrimmed
+    from actalign.runner.plan import write_manifest
+    from actalign.video import read_frames
+
+    clips, scripts = planted
+    clips = clips[:12]
+    write_manifest(tmp_path / "m.jsonl", clips)
+    manifest = make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=6.0, seed=1)
+    plan = load_manifest(manifest, require_answer=True)
+    assert len(plan.clips) == 12 and not plan.failures
+    first = plan.clips[0]
+    assert first.span == pytest.approx((6.0, 10.0))  # 6 s of padding, the 4 s clip, 6 s of padding
+    padded, original = read_frames(first.video), read_frames(clips[0].video)
+    inside = (padded.timestamps >= 6.0 - 1e-6) & (padded.timestamps < 10.0 - 1e-6)
+    assert len(padded.timestamps) == 16 * 8 and inside.sum() == len(original.timestamps)
+    np.testing.assert_allclose(
+        padded.frames[inside].astype(float).mean(axis=(1, 2)),
+        original.frames.astype(float).mean(axis=(1, 2)),
+        atol=6,
+    )
+    summary = evaluate(
+        plan, ColourEncoder(), {"context-rich": source(scripts)}, str(tmp_path / "run"), ladder()
+    )
+    m = summary["methods"]
+    # global alignment always claims the whole padded clip (IoU 4/16); local finds the action
+    assert m["+ smoothing (ActAlign)"]["span_iou"] == pytest.approx(0.25, abs=0.01)
+    assert m["+ local alignment"]["span_iou"] > 0.5
+    assert m["+ local alignment"]["top1"] > m["+ smoothing (ActAlign)"]["top1"]
+    assert "span IoU" in (tmp_path / "run" / "summary.md").read_text()
+    # resumable: a second run keeps the written clips
+    stamp = first.video.stat().st_mtime_ns
+    make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=6.0, seed=1)
+    assert first.video.stat().st_mtime_ns == stamp

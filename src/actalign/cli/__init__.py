@@ -22,6 +22,7 @@ COMMANDS = {
     "locate": "locate",
     "batch": "batch",
     "eval": "eval",
+    "untrimmed": "untrimmed",
     "plot": "plot",
     "scripts": "scripts",
     "models": "models",

@@ -14,7 +14,11 @@ def add_parser(sub) -> None:
     p.add_argument("dataset", help="a JSONL manifest with answers, or 'actionatlas'")
     p.add_argument("--data", default="actionatlas-data", help="where ActionAtlas clips are prepared")
     p.add_argument("--ladder", action="store_true", help="the ablation of Table 3 from the same embeddings")
-    p.add_argument("--local", action="store_true", help="add the '+ local alignment' rung (subsequence DTW)")
+    p.add_argument(
+        "--local",
+        action="store_true",
+        help="also run ActAlign with subsequence alignment (in --ladder always)",
+    )
     p.add_argument(
         "--strategies",
         nargs="+",
@@ -36,7 +40,7 @@ def methods(args):
     from actalign.runner.score import Method
 
     if args.ladder:
-        chosen = ladder(args.strategy, local=args.local)
+        chosen = ladder(args.strategy)
     else:
         chosen = [Method("mean-pool", method="mean-pool")]
         if not args.strategies:

@@ -7,6 +7,11 @@ clips packed into full batches, clips scored and written as soon as their last f
 
 The queue is bounded, so memory holds a few chunks per worker, never whole videos. A worker that
 dies (killed, crashed decoder) is replaced and its clip decoded again (once; then it is a failure).
+
+Workers are processes started by forkserver (clean: no copy of the model, no inherited threads).
+Like every Python multiprocessing user, a script that calls the runner must keep its top-level
+code under `if __name__ == "__main__":` (each worker imports the script); `workers=0` decodes in
+a thread of this process instead (slower where decoding is the bottleneck).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import queue
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,15 +40,48 @@ def default_workers() -> int:
 
 
 def _context():
-    methods = mp.get_all_start_methods()
-    return mp.get_context("forkserver" if "forkserver" in methods else "spawn")
+    """Worker processes that start clean (no copy of the model, no inherited threads or locks)."""
+    return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+
+
+class _Threads:
+    """The multiprocessing context's interface, with threads (workers=0)."""
+
+    Queue = staticmethod(lambda maxsize=0: _ThreadQueue(maxsize))
+    Event = threading.Event
+
+    class Process(threading.Thread):
+        def __init__(self, target, args, daemon=True) -> None:
+            super().__init__(target=target, args=args, daemon=daemon, name="actalign-decode")
+            self.exitcode = None
+
+        pid = None
+
+        def terminate(self) -> None:
+            pass
+
+
+class _ThreadQueue(queue.Queue):
+    def cancel_join_thread(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+WORKERS_CANNOT_START = (
+    "Decode worker processes could not start. If you call actalign from a script, put the call "
+    'under `if __name__ == "__main__":` (Python\'s multiprocessing imports the script in each '
+    "worker), or pass workers=0 to decode in this process."
+)
 
 
 def _worker(tasks, results, stop, options: DecodeOptions) -> None:
     """Decode clips from `tasks` until `stop` is set; every message is (clip id, kind, payload)."""
     import warnings
 
-    warnings.simplefilter("ignore")  # warnings travel in Done messages
+    if mp.parent_process() is not None:
+        warnings.simplefilter("ignore")  # in a worker process: warnings travel in Done messages
     while True:
         try:
             clip, attempt = tasks.get(timeout=0.2)
@@ -81,9 +120,9 @@ class LocalEngine:
 
     def __init__(self, encoder, options: DecodeOptions, workers: int | None = None, cache=None) -> None:
         self.encoder, self.options, self.cache = encoder, options, cache
-        self.workers = workers or default_workers()
-        if self.workers < 1:
-            raise ActAlignError(f"The number of workers must be at least 1, got {self.workers}.")
+        self.workers = default_workers() if workers is None else workers
+        if self.workers < 0:
+            raise ActAlignError(f"The number of workers must be 0 or more, got {self.workers}.")
 
     def run(
         self,
@@ -94,8 +133,11 @@ class LocalEngine:
     ) -> None:
         if not clips:
             return
-        ctx = _context()
-        self.tasks, self.results, self.stop = ctx.Queue(), ctx.Queue(maxsize=4 * self.workers), ctx.Event()
+        ctx = _context() if self.workers else _Threads()
+        n = max(1, self.workers)
+        self.tasks, self.results, self.stop = ctx.Queue(), ctx.Queue(maxsize=4 * n), ctx.Event()
+        self.started: set[int] = set()  # workers that took a clip
+        self.stillborn = 0
         self.states = {c.id: _ClipState(c) for c in clips}
         self.pending: deque = deque()  # (clip id, frames (B, H, W, 3)) waiting for the encoder
         self.ready: set[str] = set()  # clips decoded to the end, perhaps still being encoded
@@ -103,7 +145,7 @@ class LocalEngine:
         self.on_row, self.on_error, self.on_frames = on_row, on_error, on_frames
         for c in clips:
             self.tasks.put((c, 0))
-        procs = [self._spawn(ctx) for _ in range(min(self.workers, len(clips)))]
+        procs = [self._spawn(ctx) for _ in range(min(n, len(clips)))]
         try:
             while self.left:
                 try:
@@ -132,6 +174,7 @@ class LocalEngine:
             return
         if kind == "start":
             state.worker, state.attempt = payload
+            self.started.add(payload[0])
         elif kind == "cached":
             state.chunks, state.stamps = [payload.frames], [payload.timestamps]
             state.done = Done(payload.end, [], None)
@@ -172,6 +215,10 @@ class LocalEngine:
             if p.is_alive():
                 alive.append(p)
                 continue
+            if p.pid not in self.started:
+                self.stillborn += 1
+                if self.stillborn >= 3 and not self.started:
+                    raise ActAlignError(WORKERS_CANNOT_START)
             for state in self.states.values():
                 if state.worker == p.pid and not state.finished and state.done is None:
                     state.worker = None

@@ -4,7 +4,9 @@ the rest of the run goes on.
 
 Manifest rows (one JSON object per line): `video` (path, relative to the manifest's folder),
 `domain`, `candidates` (list of action names, numbering such as "1. Tip-in" is removed), optional
-`answer` (0-based index; required by `eval`), `id`, `start`/`end` (seconds), `question`. Unknown
+`answer` (0-based index; required by `eval`), `id`, `start`/`end` (seconds), `question`, `span`
+([start, end] seconds of the action inside the video, for untrimmed clips; eval reports span
+IoU with it). Unknown
 fields are ignored, so ../shared/data/actionatlas-samples/manifest.jsonl loads as it is.
 """
 
@@ -35,6 +37,7 @@ class Clip:
     start: float | None = None
     end: float | None = None
     question: str = ""
+    span: tuple[float, float] | None = None  # where the action truly is (seconds), when known
 
 
 @dataclass
@@ -143,6 +146,18 @@ def clip_from_row(row: object, base: Path, require_answer: bool = False) -> Clip
     video = Path(video_text).expanduser()
     video = video if video.is_absolute() else base / video
     question = row.get("question") if isinstance(row.get("question"), str) else ""
+    span = row.get("span")
+    if span is not None:
+        ok = (
+            isinstance(span, list)
+            and len(span) == 2
+            and all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in span
+            )
+        )
+        if not ok or not 0 <= span[0] < span[1]:
+            raise BadRow(f"'span' must be [start, end] seconds with start < end, got {span!r}")
+        span = (float(span[0]), float(span[1]))
     return Clip(
         id=str(raw_id).strip() if raw_id is not None else str(Path(video_text).with_suffix("")),
         video=video,
@@ -152,6 +167,7 @@ def clip_from_row(row: object, base: Path, require_answer: bool = False) -> Clip
         start=start,
         end=end,
         question=question,
+        span=span,
     )
 
 
@@ -248,6 +264,8 @@ def write_manifest(path: Path, clips, extra: dict | None = None) -> None:
             row["end"] = c.end
         if c.question:
             row["question"] = c.question
+        if c.span is not None:
+            row["span"] = list(c.span)
         if extra and c.id in extra:
             row.update(extra[c.id])
         rows.append(json.dumps(row, ensure_ascii=False))

@@ -159,6 +159,8 @@ class Scorer:
             entry = {"scores": [round(float(s), 9) for s in scores]}
             if clip.answer is not None:
                 entry["rank"] = rank_of_answer(scores, clip.answer)
+                if m.method == "actalign":
+                    entry["span"] = self._answer_span(pred, candidates[clip.answer], emb)
             methods[m.name] = entry
             if m.name == self.primary:
                 predictions = [candidate_dict(c) for c in pred.candidates]
@@ -175,9 +177,19 @@ class Scorer:
         }
         if clip.answer is not None:
             row["answer"] = clip.answer
+        if clip.span is not None:
+            row["span"] = list(clip.span)
         if warnings:
             row["warnings"] = list(warnings)
         return row
+
+    @staticmethod
+    def _answer_span(pred, answer: str, emb: VideoEmbedding) -> list[float]:
+        """Where the correct candidate was placed: its detected span (subsequence) or the whole
+        window (global), in seconds."""
+        c = next(c for c in pred.candidates if c.action == answer)
+        span = c.span if c.span is not None else (float(emb.timestamps[0]), float(emb.end))
+        return [round(span[0], 3), round(span[1], 3)]
 
     def record(self) -> dict:
         """What the configuration records of the methods."""

@@ -1,0 +1,33 @@
+"""`actalign untrimmed MANIFEST --out DIR [--pad 10]`: padded (untrimmed) copies of every clip of a
+manifest, with the action's true span in each row, to measure local against global alignment."""
+
+from __future__ import annotations
+
+import sys
+
+from actalign.cli import common
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("untrimmed", help="pad every clip of a manifest with other clips' footage")
+    p.add_argument("manifest", help="a JSONL manifest")
+    p.add_argument("--out", required=True, help="folder for the padded clips and their manifest.jsonl")
+    p.add_argument("--pad", type=common.seconds, default=10.0, help="seconds of footage before and after")
+    p.add_argument("--seed", type=int, default=0, help="which footage pads which clip")
+    common.add_quiet(p)
+
+
+def run(args) -> int:
+    from actalign.eval.untrimmed import make_untrimmed
+    from actalign.progress import Progress
+    from actalign.runner.plan import load_manifest
+
+    plan = load_manifest(args.manifest)
+    for f in plan.failures:
+        print(f"warning: {args.manifest}: {f['reason']}; skipped", file=sys.stderr)
+    out = common.make_folder(args.out, "output folder")
+    with Progress("clips", total=len(plan.clips), unit="clip") as bar:
+        manifest = make_untrimmed(plan, out, pad=args.pad, seed=args.seed, progress=lambda c: bar.update())
+    print(f"{len(plan.clips)} padded clips; manifest: {manifest}")
+    print(f"measure them: actalign eval {manifest} --out RUN --ladder")
+    return 0
