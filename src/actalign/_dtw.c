@@ -188,80 +188,152 @@ typedef struct {
 } Carry;
 
 /* One matrix in subsequence mode over columns with absolute frame numbers t0 + t.
-   On return W holds the last row; out (if not NULL, K values each) the last column. */
-static void sub_one(const double *A, Py_ssize_t K, Py_ssize_t T, const double *tau, int64_t t0,
-                    Carry carry, SubRows W, uint8_t *pred, double *oD, double *oR, int64_t *oL,
-                    int64_t *oS)
+   On return W holds the last row; out (if not NULL, K values each) the last column.
+   starts = 0 skips the start frames (W.S untouched): the scores need only D, L and R. The
+   values of the current row's previous cell travel in registers. */
+static inline void sub_one_impl(const double *A, Py_ssize_t K, Py_ssize_t T, const double *tau, int64_t t0,
+                                Carry carry, SubRows W, uint8_t *pred, double *oD, double *oR, int64_t *oL,
+                                int64_t *oS, const int starts)
 {
     double *D = W.D, *R = W.R;
     int64_t *L = W.L, *S = W.S;
     /* row 0: start afresh or continue from the left (ties continue) */
-    for (Py_ssize_t t = 0; t < T; t++) {
-        double e = A[t] - tau[0];
-        int have_left = t > 0 || carry.has;
-        double left = t > 0 ? D[t - 1] : (carry.has ? carry.D[0] : 0.0);
-        if (have_left && left >= 0.0) {
-            D[t] = left + e;
-            L[t] = (t > 0 ? L[t - 1] : carry.L[0]) + 1;
-            R[t] = (t > 0 ? R[t - 1] : carry.R[0]) + A[t];
-            S[t] = t > 0 ? S[t - 1] : carry.S[0];
-            if (pred) pred[t] = LEFT;
-        } else {
-            D[t] = 0.0 + e;
-            L[t] = 1;
-            R[t] = A[t];
-            S[t] = t0 + t;
-            if (pred) pred[t] = START;
+    {
+        const double t0v = tau[0];
+        double lD = carry.has ? carry.D[0] : -1.0, lR = carry.has ? carry.R[0] : 0.0;
+        int64_t lL = carry.has ? carry.L[0] : 0, lS = carry.has ? carry.S[0] : 0;
+        int have = carry.has;
+        for (Py_ssize_t t = 0; t < T; t++) {
+            double e = A[t] - t0v;
+            if (have && lD >= 0.0) {
+                lD = lD + e; lL = lL + 1; lR = lR + A[t];
+                if (pred) pred[t] = LEFT;
+            } else {
+                lD = 0.0 + e; lL = 1; lR = A[t];
+                if (starts) lS = t0 + t;
+                if (pred) pred[t] = START;
+            }
+            have = 1;
+            D[t] = lD; L[t] = lL; R[t] = lR;
+            if (starts) S[t] = lS;
         }
+        if (oD) { oD[0] = lD; oR[0] = lR; oL[0] = lL; oS[0] = starts ? lS : 0; }
     }
-    if (oD) { oD[0] = D[T - 1]; oR[0] = R[T - 1]; oL[0] = L[T - 1]; oS[0] = S[T - 1]; }
     for (Py_ssize_t k = 1; k < K; k++) {
         const double *a = A + k * T;
         uint8_t *p = pred ? pred + k * T : NULL;
-        double tk = tau[k];
+        const double tk = tau[k];
         /* t = 0: up, or (with a carry) the diagonal and left from the previous chunk */
-        double diag, ldiag_R; int64_t ldiag_L, ldiag_S;
-        double up = D[0], upR = R[0];
-        int64_t upL = L[0], upS = S[0];
+        double dD = D[0], dR = R[0];
+        int64_t dL = L[0], dS = starts ? S[0] : 0;
+        double lD, lR;
+        int64_t lL, lS;
         double e = a[0] - tk;
-        if (carry.has) {
-            double cdiag = carry.D[k - 1], cleft = carry.D[k];
-            if (cdiag >= cleft && cdiag >= up) {
-                D[0] = cdiag + e; L[0] = carry.L[k - 1] + 1; R[0] = carry.R[k - 1] + a[0]; S[0] = carry.S[k - 1];
-                if (p) p[0] = DIAG;
-            } else if (cleft >= up) {
-                D[0] = cleft + e; L[0] = carry.L[k] + 1; R[0] = carry.R[k] + a[0]; S[0] = carry.S[k];
-                if (p) p[0] = LEFT;
-            } else {
-                D[0] = up + e; L[0] = upL + 1; R[0] = upR + a[0]; S[0] = upS;
-                if (p) p[0] = UP;
-            }
+        if (carry.has && carry.D[k - 1] >= carry.D[k] && carry.D[k - 1] >= dD) {
+            lD = carry.D[k - 1] + e; lL = carry.L[k - 1] + 1; lR = carry.R[k - 1] + a[0]; lS = carry.S[k - 1];
+            if (p) p[0] = DIAG;
+        } else if (carry.has && carry.D[k] >= dD) {
+            lD = carry.D[k] + e; lL = carry.L[k] + 1; lR = carry.R[k] + a[0]; lS = carry.S[k];
+            if (p) p[0] = LEFT;
         } else {
-            D[0] = up + e; L[0] = upL + 1; R[0] = upR + a[0]; S[0] = upS;
+            lD = dD + e; lL = dL + 1; lR = dR + a[0]; lS = dS;
             if (p) p[0] = UP;
         }
-        diag = up; ldiag_L = upL; ldiag_R = upR; ldiag_S = upS;
+        D[0] = lD; L[0] = lL; R[0] = lR;
+        if (starts) S[0] = lS;
         for (Py_ssize_t t = 1; t < T; t++) {
-            double u = D[t], left = D[t - 1], best, rb;
-            int64_t lu = L[t], su = S[t], lb, sb;
-            double ru = R[t];
+            double uD = D[t], uR = R[t];
+            int64_t uL = L[t], uS = starts ? S[t] : 0;
+            double best, rb;
+            int64_t lb, sb;
             uint8_t move;
-            if (diag >= left && diag >= u) {
-                best = diag; lb = ldiag_L; rb = ldiag_R; sb = ldiag_S; move = DIAG;
-            } else if (left >= u) {
-                best = left; lb = L[t - 1]; rb = R[t - 1]; sb = S[t - 1]; move = LEFT;
+            if (dD >= lD && dD >= uD) {
+                best = dD; lb = dL; rb = dR; sb = dS; move = DIAG;
+            } else if (lD >= uD) {
+                best = lD; lb = lL; rb = lR; sb = lS; move = LEFT;
             } else {
-                best = u; lb = lu; rb = ru; sb = su; move = UP;
+                best = uD; lb = uL; rb = uR; sb = uS; move = UP;
             }
-            diag = u; ldiag_L = lu; ldiag_R = ru; ldiag_S = su;
-            D[t] = best + (a[t] - tk);
-            L[t] = lb + 1;
-            R[t] = rb + a[t];
-            S[t] = sb;
+            dD = uD; dL = uL; dR = uR; dS = uS;
+            lD = best + (a[t] - tk); lL = lb + 1; lR = rb + a[t]; lS = sb;
+            D[t] = lD; L[t] = lL; R[t] = lR;
+            if (starts) S[t] = lS;
             if (p) p[t] = move;
         }
-        if (oD) { oD[k] = D[T - 1]; oR[k] = R[T - 1]; oL[k] = L[T - 1]; oS[k] = S[T - 1]; }
+        if (oD) { oD[k] = lD; oR[k] = lR; oL[k] = lL; oS[k] = starts ? lS : 0; }
     }
+}
+
+static void sub_one(const double *A, Py_ssize_t K, Py_ssize_t T, const double *tau, int64_t t0, Carry carry,
+                    SubRows W, uint8_t *pred, double *oD, double *oR, int64_t *oL, int64_t *oS)
+{
+    sub_one_impl(A, K, T, tau, t0, carry, W, pred, oD, oR, oL, oS, 1);
+}
+
+/* The best end frame of the last row (first maximum). */
+static Py_ssize_t best_end(const double *D, Py_ssize_t T)
+{
+    Py_ssize_t best = 0;
+    for (Py_ssize_t t = 1; t < T; t++)
+        if (D[t] > D[best]) best = t;
+    return best;
+}
+
+/* The scores' lean pass: only D (one row) and the moves, like the global path kernel; the
+   best path's raw sum, length and start are then read off by backtracking (O(K + T)). Same
+   float operations, values and ties as sub_one_impl, so the same path.
+
+   Each row is computed in two passes: first the best non-left predecessor of every cell
+   (diagonal or up, from the row above: no dependency along the row), then the scan
+   D[t] = max(D[t-1], above[t]) + e[t], whose only loop-carried work is one max and one add.
+   (Excess affinities make the winning move unpredictable, so branches would mispredict.) */
+static void sub_scores_one(const double *A, Py_ssize_t K, Py_ssize_t T, const double *tau, double *D,
+                           double *above, uint8_t *from_diag, uint8_t *pred, double *gain, double *raw,
+                           int64_t *length, int64_t *start, int64_t *end)
+{
+    double lD = -1.0;  /* no cell before frame 0: start there */
+    for (Py_ssize_t t = 0; t < T; t++) {
+        int cont = lD >= 0.0;
+        lD = (cont ? lD : 0.0) + (A[t] - tau[0]);
+        pred[t] = cont ? LEFT : START;
+        D[t] = lD;
+    }
+    for (Py_ssize_t k = 1; k < K; k++) {
+        const double *a = A + k * T;
+        uint8_t *p = pred + k * T;
+        const double tk = tau[k];
+        above[0] = D[0];
+        from_diag[0] = 0;
+        for (Py_ssize_t t = 1; t < T; t++) {
+            double dg = D[t - 1], up = D[t];
+            above[t] = up > dg ? up : dg;  /* ties: the diagonal */
+            from_diag[t] = (uint8_t)(dg >= up);
+        }
+        lD = above[0] + (a[0] - tk);
+        D[0] = lD;
+        p[0] = UP;
+        for (Py_ssize_t t = 1; t < T; t++) {
+            double ab = above[t];
+            /* ties: a diagonal beats the left, the left beats up (arithmetic, not branches) */
+            int fd = from_diag[t], x = ab >= lD, y = lD >= ab;
+            p[t] = (uint8_t)(fd * (LEFT - x) + (1 - fd) * (UP - y));
+            lD = (lD > ab ? lD : ab) + (a[t] - tk);
+            D[t] = lD;
+        }
+    }
+    Py_ssize_t e = best_end(D, T), k = K - 1, t = e;
+    double r = 0.0;
+    int64_t n = 0;
+    for (;;) {
+        r += A[k * T + t];
+        n++;
+        uint8_t m = pred[k * T + t];
+        if (m == START) break;
+        if (m == DIAG) { k--; t--; }
+        else if (m == LEFT) t--;
+        else k--;
+    }
+    *gain = D[e]; *raw = r; *length = n; *start = t; *end = e;
 }
 
 static int alloc_rows(SubRows *W, Py_ssize_t T)
@@ -279,71 +351,128 @@ static void free_rows(SubRows *W)
     W->D = W->R = NULL; W->L = W->S = NULL;
 }
 
-/* The best end frame of the last row (first maximum). */
-static Py_ssize_t best_end(const double *D, Py_ssize_t T)
+/* Sum of a[0..n) with four accumulators (no single chain of dependent adds). */
+static double sum4(const double *a, Py_ssize_t n)
 {
-    Py_ssize_t best = 0;
-    for (Py_ssize_t t = 1; t < T; t++)
-        if (D[t] > D[best]) best = t;
-    return best;
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    Py_ssize_t t = 0;
+    for (; t + 4 <= n; t += 4) { s0 += a[t]; s1 += a[t + 1]; s2 += a[t + 2]; s3 += a[t + 3]; }
+    for (; t < n; t++) s0 += a[t];
+    return (s0 + s1) + (s2 + s3);
 }
 
-/* subseq_scores(mats, taus, out) -> index of the first matrix holding NaN or inf, or -1.
-   out: (N, 5) float64 rows of (gain, raw sum, length, start frame, end frame) of each matrix's
-   best subsequence path. taus: a list of float64 arrays (K_i,). */
+/* Sum of (a[t] - m)^2, four accumulators. */
+static double sqdev4(const double *a, Py_ssize_t n, double m)
+{
+    double s0 = 0.0, s1 = 0.0, s2 = 0.0, s3 = 0.0;
+    Py_ssize_t t = 0;
+    for (; t + 4 <= n; t += 4) {
+        double d0 = a[t] - m, d1 = a[t + 1] - m, d2 = a[t + 2] - m, d3 = a[t + 3] - m;
+        s0 += d0 * d0; s1 += d1 * d1; s2 += d2 * d2; s3 += d3 * d3;
+    }
+    for (; t < n; t++) { double d = a[t] - m; s0 += d * d; }
+    return (s0 + s1) + (s2 + s3);
+}
+
+/* Row thresholds tau[k] = mean + z * std (population, two passes) of row k; returns the
+   matrix mean. */
+static double row_thresholds(const double *A, Py_ssize_t K, Py_ssize_t T, double z, double *tau)
+{
+    double total = 0.0;
+    for (Py_ssize_t k = 0; k < K; k++) {
+        const double *a = A + k * T;
+        double s = sum4(a, T), mean = s / (double)T;
+        tau[k] = mean + z * sqrt(sqdev4(a, T, mean) / (double)T);
+        total += s;
+    }
+    return total / ((double)K * (double)T);
+}
+
+/* subseq_scores(mats, z, taus or None, prior, out) -> index of the first matrix holding NaN or
+   inf, or -1. out: (N, 7) float64 rows of (gain, raw sum, length, start frame, end frame, matrix
+   mean, score) of each matrix's best subsequence path; score = (raw + prior * mean) /
+   (length + prior). Thresholds: taus[i] (K_i,) when given, else each row's
+   mean + z * std, computed here. */
 static PyObject *py_subseq_scores(PyObject *self, PyObject *args)
 {
     PyObject *mats, *taus;
+    double z, prior;
     Py_buffer out;
-    if (!PyArg_ParseTuple(args, "O!O!w*", &PyList_Type, &mats, &PyList_Type, &taus, &out)) return NULL;
+    if (!PyArg_ParseTuple(args, "O!dOdw*", &PyList_Type, &mats, &z, &taus, &prior, &out)) return NULL;
     PyObject *result = NULL;
-    Py_ssize_t n = PyList_GET_SIZE(mats), bad = -1, tmax = 0;
+    int given = taus != Py_None;
+    Py_ssize_t n = PyList_GET_SIZE(mats), bad = -1, tmax = 0, kmax = 0, cells = 0;
     SubRows W = {0};
+    double *own_tau = NULL;
+    uint8_t *pred = NULL;
     Py_buffer view = {0}, tv = {0};
-    if (PyList_GET_SIZE(taus) != n) { PyErr_SetString(PyExc_ValueError, "one tau per matrix"); goto done; }
-    if (check_size(&out, n * 5 * 8, "out")) goto done;
+    if (given && (!PyList_Check(taus) || PyList_GET_SIZE(taus) != n)) {
+        PyErr_SetString(PyExc_ValueError, "taus must be None or a list with one array per matrix");
+        goto done;
+    }
+    if (check_size(&out, n * 7 * 8, "out")) goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         if (PyObject_GetBuffer(PyList_GET_ITEM(mats, i), &view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0)
             goto done;
-        if (PyObject_GetBuffer(PyList_GET_ITEM(taus, i), &tv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0) {
-            PyBuffer_Release(&view);
-            goto done;
-        }
         int ok = view.ndim == 2 && view.format && strcmp(view.format, "d") == 0 && view.shape[0] > 0 &&
-                 view.shape[1] > 0 && tv.ndim == 1 && tv.format && strcmp(tv.format, "d") == 0 &&
-                 tv.shape[0] == view.shape[0];
+                 view.shape[1] > 0;
+        if (ok && given) {
+            if (PyObject_GetBuffer(PyList_GET_ITEM(taus, i), &tv, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT | PyBUF_ND) < 0) {
+                PyBuffer_Release(&view);
+                goto done;
+            }
+            ok = tv.ndim == 1 && tv.format && strcmp(tv.format, "d") == 0 && tv.shape[0] == view.shape[0];
+        }
         Py_ssize_t K = ok ? view.shape[0] : 0, T = ok ? view.shape[1] : 0;
         if (!ok) {
-            PyBuffer_Release(&view); PyBuffer_Release(&tv);
+            PyBuffer_Release(&view);
+            if (given) PyBuffer_Release(&tv);
             PyErr_Format(PyExc_ValueError, "matrix %zd or its tau is malformed", i);
             goto done;
         }
         if (T > tmax) {
             free_rows(&W);
             tmax = T;
-            if (!alloc_rows(&W, T)) { PyBuffer_Release(&view); PyBuffer_Release(&tv); PyErr_NoMemory(); goto done; }
+            if (!alloc_rows(&W, T)) { PyBuffer_Release(&view); if (given) PyBuffer_Release(&tv); PyErr_NoMemory(); goto done; }
         }
-        const double *A = view.buf, *tau = tv.buf;
-        double *o = (double *)out.buf + 5 * i;
-        Carry none = {0};
+        if (K > kmax) {
+            free(own_tau);
+            kmax = K;
+            own_tau = malloc(K * sizeof(double));
+            if (!own_tau) { PyBuffer_Release(&view); if (given) PyBuffer_Release(&tv); PyErr_NoMemory(); goto done; }
+        }
+        if (K * T > cells) {
+            free(pred);
+            cells = K * T;
+            pred = malloc((size_t)cells);
+            if (!pred) { PyBuffer_Release(&view); if (given) PyBuffer_Release(&tv); PyErr_NoMemory(); goto done; }
+        }
+        const double *A = view.buf;
+        double *o = (double *)out.buf + 7 * i;
         Py_BEGIN_ALLOW_THREADS
-        if (bad < 0 && (!all_finite(A, K * T) || !all_finite(tau, K))) bad = i;
-        sub_one(A, K, T, tau, 0, none, W, NULL, NULL, NULL, NULL, NULL);
-        Py_ssize_t e = best_end(W.D, T);
-        o[0] = W.D[e]; o[1] = W.R[e]; o[2] = (double)W.L[e]; o[3] = (double)W.S[e]; o[4] = (double)e;
+        if (bad < 0 && !all_finite(A, K * T)) bad = i;
+        double mean = row_thresholds(A, K, T, z, own_tau);
+        const double *tau = given ? (const double *)tv.buf : own_tau;
+        double g, r;
+        int64_t n_cells, first, last;
+        sub_scores_one(A, K, T, tau, W.D, W.R, (uint8_t *)W.S, pred, &g, &r, &n_cells, &first, &last);
+        o[0] = g; o[1] = r; o[2] = (double)n_cells; o[3] = (double)first; o[4] = (double)last; o[5] = mean;
+        o[6] = (r + prior * mean) / ((double)n_cells + prior);
         Py_END_ALLOW_THREADS
         PyBuffer_Release(&view);
-        PyBuffer_Release(&tv);
+        if (given) PyBuffer_Release(&tv);
     }
     result = PyLong_FromSsize_t(bad);
 done:
     free_rows(&W);
+    free(own_tau);
+    free(pred);
     PyBuffer_Release(&out);
     return result;
 }
 
 /* subseq_path(A, K, T, tau, path_out) -> (gain, raw sum, length, start, end); path_out gets
-   `length` (k, t) int64 pairs of the best subsequence path. */
+   `length` (k, t) int64 pairs of the best subsequence path. tau: (K,) float64 thresholds. */
 static PyObject *py_subseq_path(PyObject *self, PyObject *args)
 {
     Py_buffer a, tv, out;
@@ -353,7 +482,8 @@ static PyObject *py_subseq_path(PyObject *self, PyObject *args)
     SubRows W = {0};
     uint8_t *pred = NULL;
     if (K < 1 || T < 1) { PyErr_SetString(PyExc_ValueError, "K and T must be >= 1"); goto done; }
-    if (check_size(&a, K * T * 8, "A") || check_size(&tv, K * 8, "tau") || check_size(&out, (K + T - 1) * 16, "path"))
+    if (check_size(&a, K * T * 8, "A") || check_size(&tv, K * 8, "tau") ||
+        check_size(&out, (K + T - 1) * 16, "path"))
         goto done;
     pred = malloc((size_t)K * (size_t)T);
     if (!alloc_rows(&W, T) || !pred) { PyErr_NoMemory(); goto done; }
@@ -384,6 +514,27 @@ done:
     PyBuffer_Release(&a);
     PyBuffer_Release(&tv);
     PyBuffer_Release(&out);
+    return result;
+}
+
+/* thresholds(A, K, T, z, tau_out) -> the matrix mean; tau_out (K,) gets mean + z * std of each
+   row (the same thresholds subseq_scores computes). */
+static PyObject *py_thresholds(PyObject *self, PyObject *args)
+{
+    Py_buffer a, tv;
+    Py_ssize_t K, T;
+    double z, mean = 0.0;
+    if (!PyArg_ParseTuple(args, "y*nndw*", &a, &K, &T, &z, &tv)) return NULL;
+    PyObject *result = NULL;
+    if (K < 1 || T < 1) { PyErr_SetString(PyExc_ValueError, "K and T must be >= 1"); goto done; }
+    if (check_size(&a, K * T * 8, "A") || check_size(&tv, K * 8, "tau")) goto done;
+    Py_BEGIN_ALLOW_THREADS
+    mean = row_thresholds(a.buf, K, T, z, tv.buf);
+    Py_END_ALLOW_THREADS
+    result = PyFloat_FromDouble(mean);
+done:
+    PyBuffer_Release(&a);
+    PyBuffer_Release(&tv);
     return result;
 }
 
@@ -453,6 +604,7 @@ static PyMethodDef methods[] = {
     {"subseq_scores", py_subseq_scores, METH_VARARGS, "Batched best subsequence paths (summaries)."},
     {"subseq_path", py_subseq_path, METH_VARARGS, "Best subsequence path of one matrix."},
     {"subseq_chunk", py_subseq_chunk, METH_VARARGS, "One chunk of a streamed subsequence alignment."},
+    {"thresholds", py_thresholds, METH_VARARGS, "Row thresholds mean + z * std and the matrix mean."},
     {NULL, NULL, 0, NULL},
 };
 

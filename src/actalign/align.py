@@ -29,6 +29,7 @@ it agrees to rounding. Set ACTALIGN_DTW=numpy to force it.
 
 from __future__ import annotations
 
+import math
 import os
 from collections import defaultdict
 from collections.abc import Sequence
@@ -190,7 +191,7 @@ def _float_dtype(x: object) -> type:
 def cosine(frames: np.ndarray, steps: np.ndarray) -> np.ndarray:
     """Eq. 8: cosine similarity of L2-normalised rows, steps (K, d) x frames (T, d) -> (K, T).
 
-    Frames are taken a block at a time (about 8 MB of float64), so a long video's frames are
+    Frames are taken a block at a time (about 2 MB of float64), so a long video's frames are
     never copied whole."""
     u = _as_matrix(steps, "steps")
     if not isinstance(frames, np.ndarray) or frames.ndim != 2:
@@ -204,7 +205,7 @@ def cosine(frames: np.ndarray, steps: np.ndarray) -> np.ndarray:
     if frames.shape[0] == 0:
         raise ActAlignError(f"frames is empty (shape {frames.shape}); give at least one row and column.")
     u = _normalise_rows(u, "steps")
-    block = max(1, (1 << 20) // max(1, d))
+    block = max(1, (1 << 18) // max(1, d))
     out = np.empty((u.shape[0], frames.shape[0]))
     for i in range(0, frames.shape[0], block):
         z = _as_matrix(frames[i : i + block], "frames")
@@ -296,15 +297,20 @@ def dtw_scores(affinities: Sequence[np.ndarray], mode: str = "global", **options
 
 
 def background(affinity: np.ndarray, z: float = SUBSEQUENCE_Z) -> np.ndarray:
-    """Per-step thresholds tau (K,) of subsequence alignment: mean + z * std of each row."""
-    a = np.asarray(affinity, dtype=np.float64)
+    """Per-step thresholds tau (K,) of subsequence alignment: mean + z * std of each row
+    (population std). The C kernel and this function compute them the same way."""
+    a = np.ascontiguousarray(np.asarray(affinity, dtype=np.float64))
+    if backend() == "c" and a.ndim == 2 and a.size:
+        tau = np.empty(a.shape[0])
+        _kernel.thresholds(a, a.shape[0], a.shape[1], float(z), tau)
+        return tau
     return a.mean(axis=1) + z * a.std(axis=1)
 
 
 def _check_subsequence_options(z: float, prior: float) -> None:
-    if not (isinstance(z, (int, float)) and np.isfinite(z) and z >= 0):
+    if not (0 <= z < math.inf):  # also refuses NaN
         raise ActAlignError(f"The subsequence threshold z must be a number >= 0, got {z!r}.")
-    if not (isinstance(prior, (int, float)) and np.isfinite(prior) and prior >= 0):
+    if not (0 <= prior < math.inf):
         raise ActAlignError(f"The subsequence prior must be a number of frames >= 0, got {prior!r}.")
 
 
@@ -342,18 +348,20 @@ def _subsequence_scores(
     mats: list[np.ndarray], z: float = SUBSEQUENCE_Z, prior: float = 0.0, tau=None
 ) -> np.ndarray:
     _check_subsequence_options(z, prior)
+    if backend() == "c":
+        out = np.empty((len(mats), 7))
+        taus = None if tau is None else [_thresholds(m, z, tau) for m in mats]
+        mats = [np.ascontiguousarray(m) for m in mats]
+        bad = _kernel.subseq_scores(mats, float(z), taus, float(prior), out)
+        if bad >= 0:
+            _as_matrix(mats[bad], f"affinity[{bad}]")  # raises with the usual message
+        return out[:, 6].copy()
     bad = next((i for i, m in enumerate(mats) if not np.isfinite(m).all()), -1)
     if bad >= 0:
         _as_matrix(mats[bad], f"affinity[{bad}]")
-    taus = [_thresholds(m, z, tau) for m in mats]
-    if backend() == "c":
-        out = np.empty((len(mats), 5))
-        _kernel.subseq_scores([np.ascontiguousarray(m) for m in mats], taus, out)
-        raws, lengths = out[:, 1], out[:, 2]
-    else:
-        summaries = [_subsequence_path_numpy(m, tau)[:5] for m, tau in zip(mats, taus)]
-        raws = np.array([x[1] for x in summaries], dtype=np.float64)
-        lengths = np.array([x[2] for x in summaries], dtype=np.float64)
+    summaries = [_subsequence_path_numpy(m, _thresholds(m, z, tau))[:5] for m in mats]
+    raws = np.array([x[1] for x in summaries], dtype=np.float64)
+    lengths = np.array([x[2] for x in summaries], dtype=np.float64)
     means = np.array([m.mean() for m in mats]) if mats else np.empty(0)
     return (raws + prior * means) / (lengths + prior)
 

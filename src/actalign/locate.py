@@ -90,6 +90,8 @@ class Locator:
         if not 0 <= nms < 1:
             raise ActAlignError(f"--nms must be in [0, 1), got {nms}.")
         self.steps, self.scale, self.bias = steps, scale, bias
+        self.stacked = np.concatenate([np.asarray(s, dtype=np.float64) for s in steps.values()])
+        self.bounds = np.cumsum([0] + [len(s) for s in steps.values()])
         self.z, self.prior, self.nms = z, prior, nms
         self.streams = {a: align.SubsequenceStream(len(s)) for a, s in steps.items()}
         self.found = {a: _Candidate() for a in steps}
@@ -101,8 +103,9 @@ class Locator:
         """The next window of smoothed frame embeddings (C, d)."""
         if not len(frames):
             return
-        for action, steps in self.steps.items():
-            aff = align.affinity(frames, steps, self.scale, self.bias)
+        every = align.affinity(frames, self.stacked, self.scale, self.bias)  # all steps, one product
+        for i, action in enumerate(self.steps):
+            aff = np.ascontiguousarray(every[self.bounds[i] : self.bounds[i + 1]])
             tau = self._thresholds(action, aff)
             self.taus[action].append((self.frames, tau))
             last = self.streams[action].feed(aff, tau)
