@@ -58,6 +58,11 @@ class Encoder(ABC):
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
         """texts (K,) -> (K, d) float32, unit rows."""
 
+    def factory(self) -> Callable[[], Encoder]:
+        """A picklable callable that builds this encoder again (in another process: a Ray actor).
+        The default calls the class without arguments; encoders with options override it."""
+        return type(self)
+
     def encode_frames(self, batches: Iterable[np.ndarray]) -> np.ndarray:
         """A stream of frame batches -> (T, d); the next batch decodes while this one encodes."""
         from actalign.embed import prefetch

@@ -73,8 +73,16 @@ class TransformersEncoder(Encoder):
         ):
             raise ActAlignError(f"The batch size must be a whole number >= 1, got {batch_size!r}.")
         self.text_encoding = text_encoding
+        self._options = {
+            "device": device,
+            "dtype": dtype,
+            "batch_size": batch_size,
+            "text_encoding": text_encoding,
+            "compile": compile,
+        }
         self.device = select_device(device)
         self.dtype = _resolve_dtype(dtype, self.device)
+        self.name_or_path = name_or_path
         self.model, self.processor, source = _load(name_or_path)
         self.family = self.model.config.model_type
         if self.family not in FAMILIES:
@@ -95,6 +103,13 @@ class TransformersEncoder(Encoder):
         with torch.inference_mode():
             probe = self.encode_texts(["a"])
         self.dim = probe.shape[1]
+
+    def factory(self):
+        """The same model and options, for another process (its device chosen there when it was
+        not given: each Ray actor takes its own GPU)."""
+        import functools
+
+        return functools.partial(TransformersEncoder, self.name_or_path, **self._options)
 
     # ------------------------------------------------------------------ images
 

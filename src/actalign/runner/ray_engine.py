@@ -1,0 +1,179 @@
+"""The Ray engine: the same runner on Ray Data, for a cluster (or all the GPUs of one machine).
+
+    decode (CPU tasks) -> encode (an actor pool: one actor per GPU, CPU actors where there are
+    none) -> score (CPU tasks) -> rows streamed back to this process, which writes them
+
+Decoding, encoding and scoring use the same code as the local engine (`runner.decode`, the
+encoder's `encode_images`, `runner.score.Scorer`), so both engines give the same predictions. Ray
+restarts dead actors and retries their work; the run folder writes each clip once whatever is
+retried. Start Ray yourself (`ray start`, `ray.init(...)`) or let this engine join
+`--ray-address` / start a local instance.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+
+import numpy as np
+
+from actalign.embed import VideoEmbedding
+from actalign.errors import ActAlignError
+from actalign.runner.decode import Cached, Chunk, DecodeOptions, Done, decode_clip
+from actalign.runner.plan import Clip
+
+CLIPS_PER_ENCODE = 4  # clips whose frames one actor call packs into full batches
+DECODE_MEMORY = 256 * 2**20  # bytes reserved per decode task
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data  # noqa: F401
+    except ImportError:
+        raise ActAlignError("The Ray engine needs Ray: pip install 'actalign[ray]'.") from None
+    return ray
+
+
+def _empty_frames() -> np.ndarray:
+    return np.zeros((0, 1, 1, 3), np.uint8)
+
+
+def decode_row(row: dict, options: DecodeOptions) -> dict:
+    """Ray task: one clip -> its frames (or cached embeddings, or an error), as one row."""
+    clip = pickle.loads(row["clip"])
+    out = {"clip": row["clip"], "error": "", "warnings": "[]", "key": "", "end": 0.0}
+    frames, stamps, cached = [], [], None
+    try:
+        for part in decode_clip(clip, options):
+            if isinstance(part, Cached):
+                cached, stamps, out["end"] = part.frames, [part.timestamps], part.end
+            elif isinstance(part, Chunk):
+                frames.append(part.frames)
+                stamps.append(part.timestamps)
+            elif isinstance(part, Done):
+                out["end"], out["warnings"], out["key"] = part.end, json.dumps(part.warnings), part.key or ""
+    except ActAlignError as e:
+        out["error"] = str(e)
+    except Exception as e:  # a decoder bug must not take the run down
+        out["error"] = f"could not be decoded ({type(e).__name__}: {e})"
+    out["frames"] = np.concatenate(frames) if frames else _empty_frames()
+    out["timestamps"] = np.concatenate(stamps) if stamps else np.zeros(0)
+    out["cached"] = cached if cached is not None else np.zeros((0, 1), np.float32)
+    return out
+
+
+class EncodeActor:
+    """Ray actor: holds one encoder; encodes the frames of a few clips in full batches."""
+
+    def __init__(self, factory: Callable, cache_dir: str | None) -> None:
+        self.encoder = factory()
+        self.cache = None
+        if cache_dir is not None:
+            from actalign.encoders.cache import EmbeddingCache
+
+            self.cache = EmbeddingCache(cache_dir)
+
+    def __call__(self, batch: dict) -> dict:
+        frames = list(batch["frames"])
+        todo = [i for i, f in enumerate(frames) if len(f) and not batch["error"][i]]
+        embedded = self.encoder.encode_images(np.concatenate([frames[i] for i in todo])) if todo else None
+        out, at = [], 0
+        for i in range(len(frames)):
+            if i in todo:
+                n = len(frames[i])
+                emb = embedded[at : at + n]
+                at += n
+                if self.cache is not None and batch["key"][i]:
+                    self.cache.put_frames(
+                        batch["key"][i], emb, batch["timestamps"][i], float(batch["end"][i])
+                    )
+            else:
+                emb = batch["cached"][i]
+            out.append(np.asarray(emb, np.float32))
+        return {
+            "clip": batch["clip"],
+            "error": batch["error"],
+            "warnings": batch["warnings"],
+            "end": batch["end"],
+            "timestamps": batch["timestamps"],
+            "embeddings": np.array(out + [None], dtype=object)[:-1],
+        }
+
+
+def score_row(row: dict, scorer) -> dict:
+    """Ray task: one clip's embeddings -> its output row (JSON), or its error."""
+    clip = pickle.loads(row["clip"])
+    result = {"id": clip.id, "row": "", "error": row["error"], "frames": 0}
+    if row["error"]:
+        return result
+    try:
+        emb = VideoEmbedding(
+            np.asarray(row["embeddings"], np.float32), np.asarray(row["timestamps"]), float(row["end"])
+        )
+        result["row"] = json.dumps(scorer.row(clip, emb, json.loads(row["warnings"])), ensure_ascii=False)
+        result["frames"] = len(emb.timestamps)
+    except ActAlignError as e:
+        result["error"] = str(e)
+    return result
+
+
+class RayEngine:
+    """Runs clips on Ray Data; see the module docstring.
+
+    encoder: the encoder of this process (its `factory()` builds the same encoder in each actor).
+    workers: the number of encoder actors when the cluster has no GPU (default: one per 4 CPUs).
+    """
+
+    def __init__(
+        self, encoder, options: DecodeOptions, workers: int | None = None, address: str | None = None
+    ):
+        self.encoder, self.options, self.workers, self.address = encoder, options, workers, address
+
+    def _init(self):
+        ray = _import_ray()
+        if not ray.is_initialized():
+            try:
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+            except (ConnectionError, ValueError, RuntimeError) as e:
+                where = self.address or "a local Ray instance"
+                raise ActAlignError(f"Could not start or join {where} ({str(e)[:150]}).") from None
+        return ray
+
+    def _pool(self, ray) -> dict:
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        if gpus:
+            return {"compute": ray.data.ActorPoolStrategy(size=gpus), "num_gpus": 1}
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        return {"compute": ray.data.ActorPoolStrategy(size=self.workers or max(1, cpus // 4)), "num_cpus": 1}
+
+    def run(self, clips: list[Clip], scorer, write: Callable[[dict], None], failed, on_frames=None) -> None:
+        if not clips:
+            return
+        ray = self._init()
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False
+        ctx.print_on_execution_start = False
+        by_id = {c.id: c for c in clips}
+        ds = ray.data.from_items([{"clip": pickle.dumps(c)} for c in clips], override_num_blocks=len(clips))
+        # decoding runs as tasks over the cluster's CPUs; its memory reservation (a clip's frames)
+        # also keeps Ray from fusing it into CPU encoder actors, where one process would decode
+        # and encode in turn
+        ds = ds.map(decode_row, fn_kwargs={"options": self.options}, num_cpus=1, memory=DECODE_MEMORY)
+        ds = ds.map_batches(
+            EncodeActor,
+            fn_constructor_kwargs={"factory": self.encoder.factory(), "cache_dir": self.options.cache_dir},
+            batch_size=CLIPS_PER_ENCODE,
+            batch_format="numpy",
+            **self._pool(ray),
+        )
+        ds = ds.map(score_row, fn_kwargs={"scorer": scorer}, num_cpus=1)
+        for out in ds.iter_rows():
+            clip = by_id[out["id"]]
+            if out["error"]:
+                failed(clip, str(out["error"]))
+                continue
+            if on_frames is not None:
+                on_frames(int(out["frames"]))
+            write(json.loads(out["row"]))
