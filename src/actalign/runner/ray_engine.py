@@ -30,7 +30,7 @@ DECODE_MEMORY = 256 * 2**20  # bytes reserved per decode task
 def _import_ray():
     try:
         import ray
-        import ray.data  # noqa: F401
+        import ray.data
     except ImportError:
         raise ActAlignError("The Ray engine needs Ray: pip install 'actalign[ray]'.") from None
     return ray
