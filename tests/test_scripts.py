@@ -12,6 +12,7 @@ from actalign.scripts import ScriptSource, ScriptStore
 from actalign.scripts.llm import LLMWriter
 from actalign.scripts.parse import InvalidAnswer, parse_scripts
 from actalign.scripts.prompts import CONTEXT_RICH, SHORT_FIXED
+from actalign.scripts.schema import scripts_schema
 from actalign.scripts.store import HAND, Script, read_scripts_file, stats
 from llm_server import FakeLLM
 
@@ -106,7 +107,14 @@ def test_writer_one_request_for_all_actions(llm):
     assert writer(llm).write("basketball", ACTIONS) == GOOD
     (request,) = llm.requests
     assert request["temperature"] == 0.2 and request["model"] == "test-model"
-    assert request["response_format"] == {"type": "json_object"}
+    assert request["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "actalign_scripts",
+            "schema": scripts_schema(ACTIONS, CONTEXT_RICH),
+            "strict": True,
+        },
+    }
     prompt = request["messages"][0]["content"]
     assert "Tip-in" in prompt and "Putback dunk" in prompt and "basketball" in prompt
 
@@ -157,10 +165,35 @@ def test_writer_timeout(llm):
         writer(llm, timeout=0.3, max_retries=1).write("basketball", ACTIONS)
 
 
-def test_writer_falls_back_when_json_mode_is_unsupported(llm):
-    llm.answer(("status", 400, "response_format is not supported"), ("answer", "Here: " + answer(GOOD)))
-    assert writer(llm).write("basketball", ACTIONS) == GOOD
-    assert "response_format" not in llm.requests[1]
+@pytest.mark.parametrize(
+    ("supported", "modes"),
+    [
+        (("json_object",), ["json_schema", "json_object"]),
+        ((), ["json_schema", "json_object", None]),
+    ],
+    ids=["no-json-schema", "no-structured-output"],
+)
+def test_writer_steps_down_the_structured_output_modes(tmp_path, supported, modes):
+    with FakeLLM(response_formats=supported) as server:
+        server.answer(("answer", "Here: " + answer(GOOD)))
+        w = writer(server)
+        store = ScriptStore(tmp_path / "s.sqlite")
+        assert ScriptSource([], store, w).get("basketball", ACTIONS) == GOOD
+        sent = [r.get("response_format", {}).get("type") for r in server.requests]
+        assert sent == modes
+        final = modes[-1] or "prompt"
+        assert w.source == f"{server.url}|{final}"
+        assert store.get("basketball", "Tip-in").source == f"{server.url}|{final}"
+        w.write("basketball", ACTIONS)  # the mode found is kept: one request, no new rejection
+        assert len(server.requests) == len(modes) + 1
+        assert server.requests[-1].get("response_format", {}).get("type") == modes[-1]
+
+
+def test_writer_does_not_step_down_on_other_bad_requests(llm):
+    llm.answer(("status", 400, "messages: too many tokens"))
+    with pytest.raises(ActAlignError, match=r"HTTP 400"):
+        writer(llm).write("basketball", ACTIONS)
+    assert [r["response_format"]["type"] for r in llm.requests] == ["json_schema"]
 
 
 def test_writer_unreachable_and_unconfigured(monkeypatch):
@@ -296,6 +329,7 @@ def test_source_order_files_store_llm(tmp_path, llm):
     assert again == got and len(llm.requests) == 1  # generated once, then stored
     stored = store.get("basketball", "putback dunk")
     assert (stored.model, stored.temperature, stored.prompt_version) == ("test-model", 0.2, "context-rich/1")
+    assert stored.source == f"{llm.url}|json_schema"
 
 
 def test_source_without_llm_names_what_is_missing(tmp_path):
