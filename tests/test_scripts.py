@@ -14,7 +14,7 @@ from actalign.scripts.parse import InvalidAnswer, parse_scripts
 from actalign.scripts.prompts import CONTEXT_RICH, SHORT_FIXED
 from actalign.scripts.schema import scripts_schema
 from actalign.scripts.store import HAND, Script, read_scripts_file, stats
-from llm_server import FakeLLM
+from llm_server import FakeLLM, mode_of
 
 ACTIONS = ["Tip-in", "Putback dunk"]
 GOOD = {
@@ -168,10 +168,11 @@ def test_writer_timeout(llm):
 @pytest.mark.parametrize(
     ("supported", "modes"),
     [
-        (("json_object",), ["json_schema", "json_object"]),
-        ((), ["json_schema", "json_object", None]),
+        (("json_object_schema", "json_object"), ["json_schema", "json_object_schema"]),
+        (("json_object",), ["json_schema", "json_object_schema", "json_object"]),
+        ((), ["json_schema", "json_object_schema", "json_object", "prompt"]),
     ],
-    ids=["no-json-schema", "no-structured-output"],
+    ids=["llama-cpp-python", "json-mode-only", "no-structured-output"],
 )
 def test_writer_steps_down_the_structured_output_modes(tmp_path, supported, modes):
     with FakeLLM(response_formats=supported) as server:
@@ -179,14 +180,13 @@ def test_writer_steps_down_the_structured_output_modes(tmp_path, supported, mode
         w = writer(server)
         store = ScriptStore(tmp_path / "s.sqlite")
         assert ScriptSource([], store, w).get("basketball", ACTIONS) == GOOD
-        sent = [r.get("response_format", {}).get("type") for r in server.requests]
-        assert sent == modes
-        final = modes[-1] or "prompt"
-        assert w.source == f"{server.url}|{final}"
-        assert store.get("basketball", "Tip-in").source == f"{server.url}|{final}"
+        assert [mode_of(r) for r in server.requests] == modes
+        assert w.source == f"{server.url}|{modes[-1]}"
+        assert store.get("basketball", "Tip-in").source == f"{server.url}|{modes[-1]}"
+        if modes[-1] == "json_object_schema":
+            assert server.requests[-1]["response_format"]["schema"] == scripts_schema(ACTIONS, CONTEXT_RICH)
         w.write("basketball", ACTIONS)  # the mode found is kept: one request, no new rejection
-        assert len(server.requests) == len(modes) + 1
-        assert server.requests[-1].get("response_format", {}).get("type") == modes[-1]
+        assert [mode_of(r) for r in server.requests[len(modes) :]] == [modes[-1]]
 
 
 def test_writer_does_not_step_down_on_other_bad_requests(llm):

@@ -3,11 +3,12 @@
 Configuration, first found wins: arguments > ACTALIGN_LLM_BASE_URL / ACTALIGN_LLM_MODEL /
 ACTALIGN_LLM_API_KEY > OPENAI_BASE_URL / OPENAI_MODEL / OPENAI_API_KEY.
 
-Structured outputs: requests first ask for `response_format` with the JSON schema of the answer
-(`schema.scripts_schema`: the action names as required keys, the strategy's step counts, bounded
-steps), as OpenAI, vLLM, llama.cpp server and Ollama support. A server that rejects it (HTTP 400/422
-naming response_format or the schema) is asked again in JSON mode, then with the prompt alone; the
-mode that worked is kept for the writer's later requests and recorded in `source`. Answers are
+Structured outputs: requests first ask for `response_format` `json_schema` with the JSON schema of
+the answer (`schema.scripts_schema`: the action names as required keys, the strategy's step counts,
+bounded steps), as OpenAI, vLLM, llama.cpp's llama-server and Ollama support. A server that rejects
+it (an HTTP error naming response_format or the schema) is asked again with `json_object` plus the
+schema (llama-cpp-python's server, Anyscale-style), then in plain JSON mode, then with the prompt
+alone; the mode that worked is kept for the writer's later requests and recorded in `source`. Answers are
 parsed and validated strictly in every mode. An invalid answer gets one repair request that lists
 its problems. 429, 5xx and timeouts are retried with exponential backoff by the openai client
 (honouring Retry-After).
@@ -23,8 +24,14 @@ from actalign.scripts.schema import SCHEMA_NAME, scripts_schema
 from actalign.scripts.writers import as_strategy, write_with_repair
 
 DEFAULT_MODEL = "gpt-4o"
-MODES = ("json_schema", "json_object", "prompt")  # structured-output modes, best first
+MODES = ("json_schema", "json_object_schema", "json_object", "prompt")  # structured outputs, best first
 _REJECTION_WORDS = ("response_format", "json_schema", "json_object", "schema", "structured")
+_RETRIED = (408, 409, 429, 500, 502, 503, 504)  # what the openai client retries
+
+
+def _rejects_format(e) -> bool:
+    """Whether an HTTP error says the server does not take this `response_format`."""
+    return e.status_code not in (401, 403, 404, 429) and any(w in str(e).lower() for w in _REJECTION_WORDS)
 
 
 def _env(*names: str) -> str | None:
@@ -66,7 +73,9 @@ class LLMWriter:
         self.client = openai.OpenAI(
             base_url=self.base_url, api_key=key or "not-needed", timeout=timeout, max_retries=max_retries
         )
+        self.max_retries = max_retries
         self.mode = MODES[0]
+        self._confirmed = False  # whether a request in `mode` has succeeded
 
     @property
     def source(self) -> str:
@@ -80,25 +89,47 @@ class LLMWriter:
         return write_with_repair(self._ask, domain, list(actions), as_strategy(strategy), self.model)
 
     def _response_format(self, strategy: Strategy, actions: list[str]) -> dict | None:
+        schema = scripts_schema(actions, strategy)
         if self.mode == "json_schema":
-            schema = {"name": SCHEMA_NAME, "schema": scripts_schema(actions, strategy), "strict": True}
-            return {"type": "json_schema", "json_schema": schema}
+            named = {"name": SCHEMA_NAME, "schema": schema, "strict": True}
+            return {"type": "json_schema", "json_schema": named}
+        if self.mode == "json_object_schema":
+            return {"type": "json_object", "schema": schema}
         return {"type": "json_object"} if self.mode == "json_object" else None
 
     def _create(self, messages: list[dict], strategy: Strategy, actions: list[str]):
         """One completion; steps down the structured-output modes while the server rejects them."""
-        openai = self._openai
         while True:
             kwargs = {"model": self.model, "messages": messages, "temperature": strategy.temperature}
             response_format = self._response_format(strategy, actions)
             if response_format is not None:
                 kwargs["response_format"] = response_format
             try:
-                return self.client.chat.completions.create(**kwargs)
-            except (openai.BadRequestError, openai.UnprocessableEntityError) as e:
-                if response_format is None or not any(w in str(e).lower() for w in _REJECTION_WORDS):
+                response = self._call(kwargs, probe=response_format is not None and not self._confirmed)
+            except self._openai.APIStatusError as e:
+                if response_format is None or self._confirmed or not _rejects_format(e):
                     raise
                 self.mode = MODES[MODES.index(self.mode) + 1]
+                continue
+            self._confirmed = True
+            return response
+
+    def _call(self, kwargs: dict, probe: bool):
+        """A mode not yet known to work is tried once without retries, so that a server rejecting it
+        with HTTP 500 (llama-cpp-python does) costs no backoff; other failures then retry as usual."""
+        openai = self._openai
+        if probe:
+            try:
+                return self.client.with_options(max_retries=0).chat.completions.create(**kwargs)
+            except openai.APIStatusError as e:
+                if _rejects_format(e) or self.max_retries == 0 or e.status_code not in _RETRIED:
+                    raise
+            except openai.APIConnectionError:
+                if self.max_retries == 0:
+                    raise
+            client = self.client.with_options(max_retries=self.max_retries - 1)
+            return client.chat.completions.create(**kwargs)
+        return self.client.chat.completions.create(**kwargs)
 
     def _ask(self, messages: list[dict], strategy: Strategy, actions: list[str]) -> str:
         openai = self._openai
