@@ -23,12 +23,35 @@ CORPUS = [
 ]
 
 
+def _synthetic_bpe(vocab_size: int, seed: int = 0):
+    """A byte-level BPE of `vocab_size` tokens without training: random letter strings (with and
+    without the leading-space mark) built up one letter at a time, each step a merge."""
+    import random
+
+    from tokenizers import models, pre_tokenizers
+
+    rng = random.Random(seed)
+    vocab = {t: i for i, t in enumerate(SPECIAL)}
+    for ch in pre_tokenizers.ByteLevel.alphabet():
+        vocab.setdefault(ch, len(vocab))
+    merges: list[tuple[str, str]] = []
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    while len(vocab) < vocab_size:
+        word = rng.choice(["", "\u0120"]) + "".join(rng.choices(letters, k=rng.randint(2, 9)))
+        for end in range(2, len(word) + 1):
+            if word[:end] not in vocab and len(vocab) < vocab_size:
+                merges.append((word[: end - 1], word[end - 1]))
+                vocab[word[:end]] = len(vocab)
+    return models.BPE(vocab, merges)
+
+
 def build_tokenizer(vocab_size: int = 400):
-    """A fast byte-level BPE tokenizer (every byte is a token, so any text can be written)."""
+    """A fast byte-level BPE tokenizer (every byte is a token, so any text can be written), trained
+    on a few sentences; above 400 tokens (benchmarks), a synthetic one of a real model's size."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    tok = Tokenizer(models.BPE())
+    tok = Tokenizer(_synthetic_bpe(vocab_size) if vocab_size > 400 else models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -37,7 +60,9 @@ def build_tokenizer(vocab_size: int = 400):
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(CORPUS * 10, trainer=trainer)
+    if vocab_size <= 400:
+        tok.train_from_iterator(CORPUS * 10, trainer=trainer)
+    tok.add_special_tokens(SPECIAL)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         bos_token="<|bos|>",
@@ -49,13 +74,13 @@ def build_tokenizer(vocab_size: int = 400):
 
 
 def build_causal_lm(
-    directory: Path, seed: int = 0, context: int = 4096, chat_template: bool = True
+    directory: Path, seed: int = 0, context: int = 4096, chat_template: bool = True, vocab_size: int = 400
 ) -> Path:
     """Save a 2-layer, 32-wide random Llama and its tokenizer in `directory`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     directory.mkdir(parents=True, exist_ok=True)
-    tokenizer = build_tokenizer()
+    tokenizer = build_tokenizer(vocab_size)
     if not chat_template:
         tokenizer.chat_template = None
     config = LlamaConfig(

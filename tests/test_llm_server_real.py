@@ -4,6 +4,7 @@ valid, stored scripts through `actalign scripts generate`."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import socket
@@ -20,8 +21,12 @@ from actalign.scripts.parse import validate_steps
 from actalign.scripts.prompts import SHORT_FIXED
 from actalign.scripts.schema import step_pattern
 
-for module in ("llama_cpp", "llama_cpp.server", "gguf", "openai"):
-    pytest.importorskip(module, reason="the llama-server extra (llama-cpp-python[server], gguf) is absent")
+# found, not imported: importing llama_cpp here would leave its /dev/null handle open in this process
+NEEDED = ("llama_cpp", "uvicorn", "fastapi", "gguf", "openai")
+MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(
+    bool(MISSING), reason=f"the llama-server extra (llama-cpp-python[server], gguf) is absent: {MISSING}"
+)
 
 ACTIONS = ["Tip-in", "Putback dunk"]
 STARTUP_SECONDS = 90
