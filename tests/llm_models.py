@@ -16,7 +16,7 @@ SPECIAL = ["<|pad|>", "<|bos|>", "<|eos|>", "<|end|>", "<|user|>", "<|assistant|
 CORPUS = [
     "A player jumps near the rim and taps the basketball into the hoop.",
     "The gymnast runs, springs off the vault table and lands on both feet.",
-    "Answer with one JSON object and nothing else: {\"actions\": {\"name\": [\"step 1\", \"step 2\"]}}",
+    'Answer with one JSON object and nothing else: {"actions": {"name": ["step 1", "step 2"]}}',
     "Decompose each action below into its ordered sequence of visually observable steps.",
     "Each step is one self-contained sentence of 10 to 15 words that names the people.",
     "Actions in basketball: Tip-in, Putback dunk, Alley-oop Dunk, Tomahawk Dunk, Windmill Dunk.",

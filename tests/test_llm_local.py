@@ -119,6 +119,17 @@ def test_token_bound(lm_dir):
     assert writer.last_stats["new_tokens"] == 25
 
 
+def test_context_fills_up(lm_dir, tmp_path):
+    probe = LocalWriter(str(lm_dir))
+    probe._load()
+    n = probe.prompt_ids([{"role": "user", "content": SHORT_FIXED.render("basketball", ACTIONS)}]).shape[1]
+    writer = LocalWriter(str(build_causal_lm(tmp_path / "tight", context=n + 10)))
+    torch.manual_seed(0)
+    with pytest.raises(ActAlignError, match=f"filled its context of {n + 10} tokens"):
+        writer.write("basketball", ACTIONS, SHORT_FIXED)
+    assert writer.last_stats == {"prompt_tokens": n, "new_tokens": 10, "seconds": pytest.approx(0, abs=5)}
+
+
 def test_time_bound(lm_dir):
     """A bound far below the time the answer needs: generation stops at it, with a clear error."""
     writer = LocalWriter(str(lm_dir), timeout=0.05)

@@ -110,8 +110,10 @@ class LocalWriter:
             raise ActAlignError(
                 "The local LLM needs transformers: pip install 'actalign[local-llm]'."
             ) from None
+        import torch
+
         device = _pick_device(self.device)
-        dtype = "auto" if device != "cpu" else None
+        dtype = "auto" if device != "cpu" else torch.float32  # bf16 checkpoints are slow on most CPUs
         key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
@@ -178,19 +180,18 @@ class LocalWriter:
         ids = self.prompt_ids(messages).to(self._lm.device)
         budget = self.max_new_tokens or TOKENS_PER_ACTION * len(actions)
         context = context_length(self._lm.config, self._tokenizer)
-        if context is not None:
-            if ids.shape[1] >= context:
-                raise ActAlignError(
-                    f"The prompt for {len(actions)} actions is {ids.shape[1]} tokens, longer than the "
-                    f"context of {self.path} ({context} tokens); generate fewer actions at a time "
-                    "or use a model with a longer context."
-                )
-            budget = min(budget, context - ids.shape[1])
+        if context is not None and ids.shape[1] >= context:
+            raise ActAlignError(
+                f"The prompt for {len(actions)} actions is {ids.shape[1]} tokens, longer than the "
+                f"context of {self.path} ({context} tokens); generate fewer actions at a time "
+                "or use a model with a longer context."
+            )
+        room = budget if context is None else min(budget, context - ids.shape[1])
         mask = self._mask(actions, strategy)
-        new, seconds = self._generate(ids, strategy.temperature, budget, mask)
+        new, seconds = self._generate(ids, strategy.temperature, room, mask)
         self.last_stats = {"prompt_tokens": int(ids.shape[1]), "new_tokens": len(new), "seconds": seconds}
         if mask is not None and not mask.matcher.is_accepting():
-            self._incomplete(len(new), budget, seconds)
+            self._incomplete(len(new), budget if room == budget else None, seconds, context)
         return self._tokenizer.decode(new, skip_special_tokens=True)
 
     def _mask(self, actions: list[str], strategy: Strategy) -> _SchemaMask | None:
@@ -227,12 +228,18 @@ class LocalWriter:
             )
         return out[0, ids.shape[1] :].tolist(), time.monotonic() - start
 
-    def _incomplete(self, produced: int, budget: int, seconds: float) -> None:
+    def _incomplete(self, produced: int, budget: int | None, seconds: float, context: int | None) -> None:
+        """Raise the error that says which bound cut the answer short (budget None: the context)."""
         if seconds >= self.timeout:
             raise ActAlignError(
                 f"The local LLM {self.path} did not finish the scripts within the time bound of "
                 f"{self.timeout:g} s ({produced} tokens); raise ACTALIGN_LLM_TIMEOUT or use a GPU "
                 "or a smaller model."
+            )
+        if budget is None:
+            raise ActAlignError(
+                f"The local LLM {self.path} filled its context of {context} tokens before the scripts "
+                "were complete; generate fewer actions at a time or use a model with a longer context."
             )
         raise ActAlignError(
             f"The local LLM {self.path} stopped at the bound of {budget} new tokens before the scripts "
