@@ -148,8 +148,8 @@ def real_size(name: str, tokens: int = 128, repeats: int = 2) -> dict:
     writer._lltokenizer = llguidance.hf.from_tokenizer(tokenizer, eos_token=tokenizer.eos_token_id)
     ids = writer.prompt_ids([{"role": "user", "content": CONTEXT_RICH.render("basketball", ACTIONS)}])
     rates: dict[str, list[float]] = {"free": [], "constrained": []}
-    for seed in range(repeats + 1):  # the first is a warm-up
-        for kind in rates:
+    for seed in range(repeats + 1):  # the first is a warm-up; the order alternates
+        for kind in list(rates)[:: 1 if seed % 2 else -1]:
             mask = writer._mask(ACTIONS, CONTEXT_RICH) if kind == "constrained" else None
             torch.manual_seed(seed)
             new, seconds = writer._generate(ids, CONTEXT_RICH.temperature, tokens, mask)
@@ -162,7 +162,7 @@ def real_size(name: str, tokens: int = 128, repeats: int = 2) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--vocab", type=int, nargs="+", default=[400, 32000, 128000])
+    parser.add_argument("--vocab", type=int, nargs="*", default=[400, 32000, 128000])
     parser.add_argument("--model", default=None, help="a local causal LM directory instead")
     parser.add_argument("--real-size", nargs="*", default=[], choices=list(REAL_SIZES))
     args = parser.parse_args()
