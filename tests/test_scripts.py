@@ -1,18 +1,22 @@
-"""Scripts: strict parsing, the LLM writer against a loopback chat-completions server, the store."""
+"""Scripts: strict parsing, the answer's schema, the LLM writer against a loopback chat-completions
+server, the store."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actalign.errors import ActAlignError
 from actalign.scripts import ScriptSource, ScriptStore
 from actalign.scripts.llm import LLMWriter
-from actalign.scripts.parse import InvalidAnswer, parse_scripts
-from actalign.scripts.prompts import CONTEXT_RICH, SHORT_FIXED
-from actalign.scripts.schema import scripts_schema
+from actalign.scripts.parse import InvalidAnswer, parse_scripts, validate_steps
+from actalign.scripts.prompts import CONTEXT_RICH, SHORT_FIXED, STRATEGIES
+from actalign.scripts.schema import scripts_schema, step_pattern
 from actalign.scripts.store import HAND, Script, read_scripts_file, stats
 from llm_server import FakeLLM, mode_of
 
@@ -97,6 +101,36 @@ def test_short_fixed_needs_exactly_ten_short_steps():
     with pytest.raises(InvalidAnswer, match="words"):
         long = ["a very long step with far too many words", *ten[1:]]
         parse_scripts(answer({**ok, "Tip-in": long}), "basketball", ACTIONS, SHORT_FIXED)
+
+
+# --------------------------------------------------------------------------- the answer's schema
+
+THREE = ["Tip-in", "Putback dunk", "Alley-oop Dunk"]
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES.values()), ids=list(STRATEGIES))
+def test_schema_requires_exactly_the_actions(strategy):
+    schema = scripts_schema(THREE, strategy)
+    inner = schema["properties"]["actions"]
+    assert schema["required"] == ["actions"] and schema["additionalProperties"] is False
+    assert inner["required"] == THREE and inner["additionalProperties"] is False
+    for script in inner["properties"].values():
+        assert (script["minItems"], script["maxItems"]) == (strategy.min_steps, strategy.max_steps)
+
+
+@pytest.mark.parametrize("strategy", [CONTEXT_RICH, SHORT_FIXED], ids=["context-rich", "short-fixed"])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_step_the_schema_allows_passes_the_validator(strategy, data):
+    """Random text within the pattern is never trivial, too long, or emptied by numbering cleanup."""
+    s = data.draw(st.from_regex(step_pattern(strategy.max_words), fullmatch=True))
+    cleaned, problems = validate_steps("a", [s], None)
+    assert problems == [] and len(cleaned[0].split()) <= strategy.max_words
+
+
+@pytest.mark.parametrize("text", ["a", "Step 1 x", "x y z!", "two  spaces", "ok ok ok ok ok ok ok"])
+def test_the_step_pattern_rejects(text):
+    assert not re.fullmatch(step_pattern(SHORT_FIXED.max_words).strip("^$"), text)
 
 
 # --------------------------------------------------------------------------- LLM writer
