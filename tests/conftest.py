@@ -27,6 +27,9 @@ def _isolated_cache(tmp_path, monkeypatch):
         "ACTALIGN_LLM_API_KEY",
         "ACTALIGN_LLM_BASE_URL",
         "ACTALIGN_LLM_MODEL",
+        "ACTALIGN_LLM",
+        "ACTALIGN_LLM_MAX_NEW_TOKENS",
+        "ACTALIGN_LLM_TIMEOUT",
     ):
         monkeypatch.delenv(var, raising=False)  # no test may reach a real LLM
 

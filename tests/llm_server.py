@@ -8,13 +8,28 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
+def mode_of(request: dict) -> str:
+    """The structured-output mode a chat-completions request asks for."""
+    fmt = request.get("response_format")
+    if fmt is None:
+        return "prompt"
+    return "json_object_schema" if fmt["type"] == "json_object" and "schema" in fmt else fmt["type"]
+
+
 class FakeLLM:
     """Answers each request with the next queued behaviour (the last one repeats):
 
     ("answer", text) | ("status", code[, message]) | ("slow", seconds, text)
+
+    `response_formats`: the structured-output modes the server supports (json_schema,
+    json_object_schema: json_object with a schema, json_object); a request asking for another one
+    gets HTTP 400 naming response_format (as OpenAI, vLLM and llama.cpp do), without using the queue.
     """
 
-    def __init__(self) -> None:
+    def __init__(
+        self, response_formats: tuple[str, ...] = ("json_schema", "json_object_schema", "json_object")
+    ) -> None:
+        self.response_formats = response_formats
         self.queue: list[tuple] = []
         self.requests: list[dict] = []
         fake = self
@@ -26,6 +41,11 @@ class FakeLLM:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 fake.requests.append(body)
+                kind = mode_of(body)
+                if kind != "prompt" and kind not in fake.response_formats:
+                    message = f"response_format of type {kind!r} is not supported"
+                    self._send(400, {"error": {"message": message, "type": "invalid_request_error"}})
+                    return
                 step = fake.queue.pop(0) if len(fake.queue) > 1 else fake.queue[0]
                 if step[0] == "status":
                     message = step[2] if len(step) > 2 else "server error"

@@ -1,19 +1,24 @@
-"""Scripts: strict parsing, the LLM writer against a loopback chat-completions server, the store."""
+"""Scripts: strict parsing, the answer's schema, the LLM writer against a loopback chat-completions
+server, the store."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import re
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actalign.errors import ActAlignError
 from actalign.scripts import ScriptSource, ScriptStore
 from actalign.scripts.llm import LLMWriter
-from actalign.scripts.parse import InvalidAnswer, parse_scripts
-from actalign.scripts.prompts import CONTEXT_RICH, SHORT_FIXED
+from actalign.scripts.parse import InvalidAnswer, parse_scripts, validate_steps
+from actalign.scripts.prompts import CONTEXT_RICH, SHORT_FIXED, STRATEGIES
+from actalign.scripts.schema import scripts_schema, step_pattern
 from actalign.scripts.store import HAND, Script, read_scripts_file, stats
-from llm_server import FakeLLM
+from llm_server import FakeLLM, mode_of
 
 ACTIONS = ["Tip-in", "Putback dunk"]
 GOOD = {
@@ -98,6 +103,36 @@ def test_short_fixed_needs_exactly_ten_short_steps():
         parse_scripts(answer({**ok, "Tip-in": long}), "basketball", ACTIONS, SHORT_FIXED)
 
 
+# --------------------------------------------------------------------------- the answer's schema
+
+THREE = ["Tip-in", "Putback dunk", "Alley-oop Dunk"]
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES.values()), ids=list(STRATEGIES))
+def test_schema_requires_exactly_the_actions(strategy):
+    schema = scripts_schema(THREE, strategy)
+    inner = schema["properties"]["actions"]
+    assert schema["required"] == ["actions"] and schema["additionalProperties"] is False
+    assert inner["required"] == THREE and inner["additionalProperties"] is False
+    for script in inner["properties"].values():
+        assert (script["minItems"], script["maxItems"]) == (strategy.min_steps, strategy.max_steps)
+
+
+@pytest.mark.parametrize("strategy", [CONTEXT_RICH, SHORT_FIXED], ids=["context-rich", "short-fixed"])
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_any_step_the_schema_allows_passes_the_validator(strategy, data):
+    """Random text within the pattern is never trivial, too long, or emptied by numbering cleanup."""
+    s = data.draw(st.from_regex(step_pattern(strategy.max_words), fullmatch=True))
+    cleaned, problems = validate_steps("a", [s], None)
+    assert problems == [] and len(cleaned[0].split()) <= strategy.max_words
+
+
+@pytest.mark.parametrize("text", ["a", "Step 1 x", "x y z!", "two  spaces", "ok ok ok ok ok ok ok"])
+def test_the_step_pattern_rejects(text):
+    assert not re.fullmatch(step_pattern(SHORT_FIXED.max_words).strip("^$"), text)
+
+
 # --------------------------------------------------------------------------- LLM writer
 
 
@@ -106,7 +141,14 @@ def test_writer_one_request_for_all_actions(llm):
     assert writer(llm).write("basketball", ACTIONS) == GOOD
     (request,) = llm.requests
     assert request["temperature"] == 0.2 and request["model"] == "test-model"
-    assert request["response_format"] == {"type": "json_object"}
+    assert request["response_format"] == {
+        "type": "json_schema",
+        "json_schema": {
+            "name": "actalign_scripts",
+            "schema": scripts_schema(ACTIONS, CONTEXT_RICH),
+            "strict": True,
+        },
+    }
     prompt = request["messages"][0]["content"]
     assert "Tip-in" in prompt and "Putback dunk" in prompt and "basketball" in prompt
 
@@ -157,10 +199,35 @@ def test_writer_timeout(llm):
         writer(llm, timeout=0.3, max_retries=1).write("basketball", ACTIONS)
 
 
-def test_writer_falls_back_when_json_mode_is_unsupported(llm):
-    llm.answer(("status", 400, "response_format is not supported"), ("answer", "Here: " + answer(GOOD)))
-    assert writer(llm).write("basketball", ACTIONS) == GOOD
-    assert "response_format" not in llm.requests[1]
+@pytest.mark.parametrize(
+    ("supported", "modes"),
+    [
+        (("json_object_schema", "json_object"), ["json_schema", "json_object_schema"]),
+        (("json_object",), ["json_schema", "json_object_schema", "json_object"]),
+        ((), ["json_schema", "json_object_schema", "json_object", "prompt"]),
+    ],
+    ids=["llama-cpp-python", "json-mode-only", "no-structured-output"],
+)
+def test_writer_steps_down_the_structured_output_modes(tmp_path, supported, modes):
+    with FakeLLM(response_formats=supported) as server:
+        server.answer(("answer", "Here: " + answer(GOOD)))
+        w = writer(server)
+        store = ScriptStore(tmp_path / "s.sqlite")
+        assert ScriptSource([], store, w).get("basketball", ACTIONS) == GOOD
+        assert [mode_of(r) for r in server.requests] == modes
+        assert w.source == f"{server.url}|{modes[-1]}"
+        assert store.get("basketball", "Tip-in").source == f"{server.url}|{modes[-1]}"
+        if modes[-1] == "json_object_schema":
+            assert server.requests[-1]["response_format"]["schema"] == scripts_schema(ACTIONS, CONTEXT_RICH)
+        w.write("basketball", ACTIONS)  # the mode found is kept: one request, no new rejection
+        assert [mode_of(r) for r in server.requests[len(modes) :]] == [modes[-1]]
+
+
+def test_writer_does_not_step_down_on_other_bad_requests(llm):
+    llm.answer(("status", 400, "messages: too many tokens"))
+    with pytest.raises(ActAlignError, match=r"HTTP 400"):
+        writer(llm).write("basketball", ACTIONS)
+    assert [r["response_format"]["type"] for r in llm.requests] == ["json_schema"]
 
 
 def test_writer_unreachable_and_unconfigured(monkeypatch):
@@ -296,6 +363,7 @@ def test_source_order_files_store_llm(tmp_path, llm):
     assert again == got and len(llm.requests) == 1  # generated once, then stored
     stored = store.get("basketball", "putback dunk")
     assert (stored.model, stored.temperature, stored.prompt_version) == ("test-model", 0.2, "context-rich/1")
+    assert stored.source == f"{llm.url}|json_schema"
 
 
 def test_source_without_llm_names_what_is_missing(tmp_path):

@@ -103,6 +103,12 @@ def add_script_options(p: argparse.ArgumentParser) -> None:
         "--strategy", choices=["context-rich", "short-fixed"], default="context-rich", help="prompt strategy"
     )
     g.add_argument(
+        "--llm",
+        default=None,
+        metavar="SPEC",
+        help="LLM for missing scripts: local:ID_OR_DIR (in-process) or an endpoint (default $ACTALIGN_LLM)",
+    )
+    g.add_argument(
         "--llm-model", default=None, help="LLM for missing scripts (default $OPENAI_MODEL or gpt-4o)"
     )
     g.add_argument(
@@ -196,12 +202,9 @@ def check_template(args) -> None:
 
 
 def script_source(args, need_writer: bool = False):
-    from actalign.scripts import ScriptSource, ScriptStore
-    from actalign.scripts.llm import LLMWriter, llm_configured
+    from actalign.scripts import ScriptSource, ScriptStore, make_writer
 
-    writer = None
-    if args.llm_base_url or args.llm_model or llm_configured() or need_writer:
-        writer = LLMWriter(model=args.llm_model, base_url=args.llm_base_url)
+    writer = make_writer(args.llm, args.llm_model, args.llm_base_url, required=need_writer)
     return ScriptSource(args.scripts, ScriptStore(args.store), writer, args.strategy)
 
 

@@ -98,8 +98,16 @@ class EncodeActor:
             "warnings": batch["warnings"],
             "end": batch["end"],
             "timestamps": batch["timestamps"],
-            "embeddings": np.array(out + [None], dtype=object)[:-1],
+            "embeddings": _object_array(out),
         }
+
+
+def _object_array(arrays: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array holding arrays of different shapes (numpy would try to stack them)."""
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
 
 
 def score_row(row: dict, scorer) -> dict:

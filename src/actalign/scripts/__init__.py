@@ -1,7 +1,8 @@
 """Sub-action scripts: each candidate action becomes an ordered list of visible steps.
 
 `ScriptSource` finds them in this order: hand-written files, the store, then an LLM (whose
-answers are stored, so each script is generated once).
+answers are stored, so each script is generated once). `make_writer` gives the LLM: in-process
+(`local:ID_OR_DIR`, `scripts.local`) or any OpenAI-compatible endpoint (`scripts.llm`).
 """
 
 from __future__ import annotations
@@ -11,9 +12,20 @@ from collections.abc import Sequence
 
 from actalign.errors import ActAlignError
 from actalign.scripts.prompts import DEFAULT_STRATEGY, STRATEGIES, Strategy
+from actalign.scripts.schema import scripts_schema
 from actalign.scripts.store import GENERATED, Script, ScriptStore, lookup, read_scripts_file
+from actalign.scripts.writers import make_writer
 
-__all__ = ["STRATEGIES", "Script", "ScriptSource", "ScriptStore", "Strategy", "read_scripts_file"]
+__all__ = [
+    "STRATEGIES",
+    "Script",
+    "ScriptSource",
+    "ScriptStore",
+    "Strategy",
+    "make_writer",
+    "read_scripts_file",
+    "scripts_schema",
+]
 
 
 class ScriptSource:
@@ -61,8 +73,8 @@ class ScriptSource:
             raise ActAlignError(
                 f"No scripts for {listed} in {domain!r}. Write them in a JSON file "
                 f'({{"{domain}": {{"{missing[0]}": ["first step", "second step", ...]}}}}) and pass '
-                "--scripts FILE, or configure an LLM (OPENAI_API_KEY, or OPENAI_BASE_URL for a local "
-                "server) to generate them."
+                "--scripts FILE, or configure an LLM to generate them (--llm local:MODEL_ID_OR_DIR "
+                "in-process, OPENAI_API_KEY, or OPENAI_BASE_URL for a local server)."
             )
         if missing:
             fresh = self.writer.write(domain, missing, self.strategy)
@@ -81,5 +93,5 @@ class ScriptSource:
             self.writer.model,
             self.strategy.temperature,
             self.strategy.version,
-            source=self.writer.base_url or "openai",
+            source=getattr(self.writer, "source", "") or (self.writer.base_url or "openai"),
         )

@@ -1,0 +1,102 @@
+"""What every script writer shares: the repair conversation, and `make_writer`, which turns an
+`--llm` spec (or the environment) into a writer.
+
+A writer has `write(domain, actions, strategy) -> {action: [steps]}`, a `model` (stored with each
+script and part of its key) and a `source` (stored too: the backend and the structured-output mode
+that produced the answer, e.g. `local:/models/qwen|json_schema`, `http://host/v1|json_object`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from actalign.errors import ActAlignError
+from actalign.scripts.parse import InvalidAnswer, parse_scripts
+from actalign.scripts.prompts import STRATEGIES, Strategy
+
+Ask = Callable[[list[dict], Strategy, list[str]], str]
+
+LOCAL = "local:"
+
+
+def as_strategy(strategy: Strategy | str) -> Strategy:
+    return STRATEGIES[strategy] if isinstance(strategy, str) else strategy
+
+
+def write_with_repair(ask: Ask, domain: str, actions: list[str], strategy: Strategy, who: str) -> dict:
+    """Ask once; if the answer is invalid, ask once more listing its problems; else give up."""
+    messages = [{"role": "user", "content": strategy.render(domain, actions)}]
+    answer = ask(messages, strategy, actions)
+    try:
+        return parse_scripts(answer, domain, actions, strategy)
+    except InvalidAnswer as e:
+        messages += [
+            {"role": "assistant", "content": answer},
+            {
+                "role": "user",
+                "content": "That answer is invalid: "
+                + "; ".join(e.problems)
+                + ". Reply again with only the corrected JSON object, covering every action.",
+            },
+        ]
+    answer = ask(messages, strategy, actions)
+    try:
+        return parse_scripts(answer, domain, actions, strategy)
+    except InvalidAnswer as e:
+        raise ActAlignError(
+            f"The LLM ({who}) gave invalid scripts for {domain} twice: {e}. Try another "
+            "model, or write the scripts by hand (--scripts FILE)."
+        ) from None
+
+
+def _float_env(name: str) -> float | None:
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        raise ActAlignError(f"{name} must be a number, not {value!r}.") from None
+
+
+def make_writer(
+    spec: str | None = None,
+    model: str | None = None,
+    base_url: str | None = None,
+    required: bool = False,
+):
+    """The writer for `spec` (`local:ID_OR_DIR`, an http(s) endpoint, or `openai`; default
+    $ACTALIGN_LLM), else the OpenAI-compatible settings; None when nothing is configured and the
+    writer is not `required`.
+
+    The local writer's bounds come from $ACTALIGN_LLM_MAX_NEW_TOKENS and $ACTALIGN_LLM_TIMEOUT.
+    """
+    from actalign.scripts.llm import LLMWriter, llm_configured
+
+    spec = (spec or os.environ.get("ACTALIGN_LLM") or "").strip() or None
+    if spec and spec.startswith(LOCAL):
+        if base_url or model:
+            raise ActAlignError(
+                "--llm local:... runs the model in-process; drop --llm-model and --llm-base-url."
+            )
+        from actalign.scripts.local import LocalWriter
+
+        tokens = _float_env("ACTALIGN_LLM_MAX_NEW_TOKENS")
+        timeout = _float_env("ACTALIGN_LLM_TIMEOUT")
+        return LocalWriter(
+            spec[len(LOCAL) :],
+            max_new_tokens=int(tokens) if tokens else None,
+            **({"timeout": timeout} if timeout else {}),
+        )
+    if spec and spec.startswith(("http://", "https://")):
+        if base_url and base_url != spec:
+            raise ActAlignError(f"Give the endpoint once: --llm {spec} or --llm-base-url {base_url}.")
+        return LLMWriter(model=model, base_url=spec)
+    if spec and spec != "openai":
+        raise ActAlignError(
+            f"Unknown LLM {spec!r}: use local:MODEL_ID_OR_DIR, an http(s)://.../v1 endpoint, or openai."
+        )
+    if spec or base_url or model or llm_configured() or required:
+        return LLMWriter(model=model, base_url=base_url)
+    return None
