@@ -47,6 +47,23 @@ def base_siglip(directory: Path) -> Path:
     return directory
 
 
+def so400m(directory: Path) -> Path:
+    """SigLIP so400m-patch14-384's vision tower (1152 wide, 27 layers, patch 14, 384 px) with random
+    weights and a small text tower of the same width, saved like a hub checkpoint."""
+    from transformers import SiglipConfig, SiglipModel
+
+    from models import build_siglip
+
+    build_siglip(directory, image_size=384)
+    config = SiglipConfig.from_pretrained(directory)
+    v, t = config.vision_config, config.text_config
+    v.hidden_size, v.intermediate_size, v.num_hidden_layers, v.num_attention_heads = 1152, 4304, 27, 16
+    v.patch_size, v.image_size = 14, 384
+    t.hidden_size, t.intermediate_size, t.num_attention_heads = 1152, 4304, 16
+    SiglipModel(config).save_pretrained(directory)
+    return directory
+
+
 def median_seconds(fn, runs: int) -> float:
     times = []
     for _ in range(runs):

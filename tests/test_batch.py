@@ -290,7 +290,8 @@ def test_a_script_without_a_main_guard_gets_one_clear_sentence(tmp_path):
             from actalign.runner import run
             from actalign.runner.plan import Plan
             clips, scripts = colour_clips(Path({str(clips_dir)!r}), n=2)
-            run(Plan(clips), ColourEncoder(), source(scripts), {str(tmp_path / "run")!r}, METHODS, progress=False)
+            out = {str(tmp_path / "run")!r}
+            run(Plan(clips), ColourEncoder(), source(scripts), out, METHODS, progress=False)
             """
         )
     )

@@ -37,7 +37,7 @@ def is_quiet() -> bool:
 
 def _interval() -> float:
     try:
-        return max(0.1, float(os.environ.get("ACTALIGN_PROGRESS_INTERVAL", "5")))
+        return max(0.0, float(os.environ.get("ACTALIGN_PROGRESS_INTERVAL", "5")))
     except ValueError:
         return 5.0
 
