@@ -142,6 +142,8 @@ def _text_key(encoder: Encoder, text: str) -> str:
 def embed_texts(encoder: Encoder, texts: Sequence[str], cache: EmbeddingCache | None = None) -> np.ndarray:
     """(K, d) text embeddings, each text encoded on its own terms (the "trained" encoding); each
     distinct text is encoded once and cached."""
+    if not texts:
+        return np.empty((0, getattr(encoder, "dim", 0)), np.float32)
     unique = list(dict.fromkeys(texts))
     keys = {t: _text_key(encoder, t) for t in unique}
     found = cache.get_texts(list(keys.values())) if cache is not None else {}

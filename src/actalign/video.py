@@ -527,6 +527,8 @@ class FrameStream:
                 )
             raise ActAlignError(f"No frames of {name} fall in [{lo}, {s.end}) s; check --start/--end.")
         declared = info.frames if s.start is None and s.end is None else None
+        if declared and declared > 10 * max(1, stats.packets):
+            declared = None  # a count the packets contradict (a damaged sample table): not evidence
         if declared and stats.decoded < MIN_DECODED_SHARE * declared:
             raise ActAlignError(
                 f"{name} declares {declared} frames but only {stats.decoded} could be decoded: it is "

@@ -41,6 +41,7 @@ def run(args) -> int:
     from actalign.runner.score import Method
 
     common.check_template(args)
+    common.check_out(args)
     clips = plan(args)
     methods = [
         Method(

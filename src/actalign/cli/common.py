@@ -267,6 +267,16 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--limit", type=positive_int, default=None, help="only the first N clips")
 
 
+def check_out(args) -> None:
+    """A local run folder that cannot be used fails here, before any model is loaded."""
+    from actalign.runner.output import is_uri
+
+    if not is_uri(args.out):
+        from actalign.files import prepare_out_folder
+
+        prepare_out_folder(args.out)
+
+
 def run_record(args) -> dict:
     """What a run's configuration records of its command line beyond the methods and model."""
     from actalign.runner import file_digest

@@ -81,6 +81,7 @@ def run(args) -> int:
     from actalign.runner.plan import load_manifest
 
     common.check_template(args)
+    common.check_out(args)
     if args.dataset.lower() == "actionatlas":
         manifest = Path(args.data) / "manifest.jsonl"
         if not manifest.exists():

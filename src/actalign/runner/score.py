@@ -98,6 +98,8 @@ class Scorer:
                 texts = self._texts(c, m)
                 groups.setdefault(self._group_key(texts), texts)
         keys = list(groups)
+        if not keys:
+            return
         for key, vecs in zip(keys, embed_text_groups(encoder, [groups[k] for k in keys], cache)):
             for i, v in enumerate(vecs):
                 self.vectors[self._vector_key(key, groups[key], i)] = v

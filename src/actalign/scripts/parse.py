@@ -68,6 +68,11 @@ def validate_steps(action: str, steps: object, strategy: Strategy | None) -> tup
         if not isinstance(s, str):
             problems.append(f"step {i} of '{action}' is not a string")
             continue
+        try:
+            s.encode("utf-8")
+        except UnicodeEncodeError:
+            problems.append(f"step {i} of '{action}' holds an invalid character (a lone surrogate)")
+            continue
         c = clean_step(s)
         if len(re.sub(r"[\W_]", "", c)) < 2:
             problems.append(f"step {i} of '{action}' is empty or trivial ({s!r})")

@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from actalign.errors import ActAlignError
-from actalign.files import atomic_write_bytes
+from actalign.files import atomic_write_bytes, check_text, read_json
 from actalign.scripts.parse import norm, validate_steps
 
 HAND = "hand"
 GENERATED = "generated"
+STORE_VERSION = 1  # PRAGMA user_version of the schema below; 0: a store from before versioning
 
 
 def default_store_path() -> Path:
@@ -70,15 +71,60 @@ class ScriptStore:
 
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path).expanduser() if path else default_store_path()
+        if self.path.is_dir():
+            raise ActAlignError(f"The script store {self.path} is a folder; give a file (--store PATH).")
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute(_SCHEMA)
         except (OSError, sqlite3.Error) as e:
             raise ActAlignError(
                 f"Cannot open the script store {self.path} ({e}); pass --store PATH."
             ) from None
+        try:
+            if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                raise sqlite3.DatabaseError("the integrity check failed")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self._migrate()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            raise self._damaged(e) from None
+
+    def _damaged(self, e: Exception) -> ActAlignError:
+        """The store holds hand-written data: never deleted, never rebuilt behind the user's back."""
+        return ActAlignError(
+            f"The script store {self.path} is damaged ({e}). It holds your scripts, so it was left "
+            f"as it is: restore a backup ({self.path.name}.bak-* beside it, if any), recover it with "
+            f"`sqlite3 {self.path} .recover | sqlite3 recovered.sqlite`, or move it aside to start a "
+            "new store."
+        )
+
+    def _migrate(self) -> None:
+        """Create the schema, or bring an older store's up to date after copying it to
+        `<name>.bak-<time>` (the only copy of hand-written scripts must survive a bad migration)."""
+        version = self.db.execute("PRAGMA user_version").fetchone()[0]
+        has_table = self.db.execute(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'scripts'"
+        ).fetchone()[0]
+        if version > STORE_VERSION:
+            raise ActAlignError(
+                f"The script store {self.path} was written by a newer actalign (format {version}); "
+                "upgrade actalign or use another --store."
+            )
+        if has_table and version < STORE_VERSION:
+            self.backup()
+        self.db.execute(_SCHEMA)
+        self.db.execute(f"PRAGMA user_version = {STORE_VERSION}")
+
+    def backup(self) -> Path:
+        """A consistent copy of the store beside it (`<name>.bak-<time>`); returns its path."""
+        target = self.path.with_name(f"{self.path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
+        copy = sqlite3.connect(target)
+        try:
+            self.db.backup(copy)
+            copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
+        finally:
+            copy.close()
+        return target
 
     def close(self) -> None:
         """Close the database."""
@@ -109,9 +155,12 @@ class ScriptStore:
             )
             for s in scripts
         ]
-        with self.db:
-            self.db.execute("BEGIN IMMEDIATE")
-            self.db.executemany("INSERT OR REPLACE INTO scripts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.executemany("INSERT OR REPLACE INTO scripts VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) from None
 
     # ------------------------------------------------------------------ reading
 
@@ -147,12 +196,18 @@ class ScriptStore:
             if value is not None:
                 sql += f" AND {name} = ?"
                 args.append(value)
-        return [_row(r) for r in self.db.execute(sql + " ORDER BY created DESC", args)]
+        try:
+            return [_row(r) for r in self.db.execute(sql + " ORDER BY created DESC", args)]
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) from None
 
     def all(self) -> list[Script]:
         """Every stored script, by domain and action, newest first."""
-        rows = self.db.execute("SELECT * FROM scripts ORDER BY domain_key, action_key, created DESC")
-        return [_row(r) for r in rows]
+        try:
+            rows = self.db.execute("SELECT * FROM scripts ORDER BY domain_key, action_key, created DESC")
+            return [_row(r) for r in rows]
+        except sqlite3.DatabaseError as e:
+            raise self._damaged(e) from None
 
     def effective(self) -> dict[str, dict[str, list[str]]]:
         """{domain: {action: steps}} of the scripts `get` would return (hand first, then newest)."""
@@ -207,13 +262,8 @@ def _row(r: tuple) -> Script:
 
 def read_scripts_file(path: str | os.PathLike) -> dict[str, dict[str, list[str]]]:
     """{domain: {action: steps}} from our format or the authors' list-of-samples format."""
-    p = Path(path)
-    try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ActAlignError(f"No such scripts file: {p}.") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ActAlignError(f"{p} is not valid JSON ({e}); fix it or re-export it.") from None
+    p = Path(path).expanduser()
+    data = read_json(p, "scripts file")
     if isinstance(data, list):
         return _from_authors_format(data, p)
     if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
@@ -222,7 +272,9 @@ def read_scripts_file(path: str | os.PathLike) -> dict[str, dict[str, list[str]]
         )
     out: dict[str, dict[str, list[str]]] = {}
     for domain, actions in data.items():
+        check_text(domain, f"{p}: the domain {domain!r}")
         for action, steps in actions.items():
+            check_text(action, f"{p}: the action {action!r}")
             cleaned, problems = validate_steps(action, steps, None)
             if problems:
                 raise ActAlignError(f"{p}: {domain} / {problems[0]}.")
@@ -236,10 +288,15 @@ def _from_authors_format(samples: list, p: Path) -> dict[str, dict[str, list[str
         if not isinstance(sample, dict) or "domain" not in sample or "subactions" not in sample:
             raise ActAlignError(f"{p}: sample {i} lacks 'domain' or 'subactions'; is this a scripts file?")
         domain, subs = sample["domain"], sample["subactions"]
+        if not isinstance(domain, str) or not domain.strip():
+            raise ActAlignError(f"{p}: sample {i} has the domain {domain!r}; a domain is a name.")
+        check_text(domain, f"{p}: sample {i}'s domain")
         if not isinstance(subs, dict):
             continue  # the authors' files keep unparsed LLM text here when parsing failed
         suffix = f" in {norm(domain)}"
         for key, steps in subs.items():
+            if not isinstance(key, str) or not key.strip():
+                continue
             action = key[: -len(suffix)] if norm(key).endswith(suffix) else key
             cleaned, problems = validate_steps(action, steps, None)
             if not problems:
