@@ -8,5 +8,10 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -c "import torch" 2>/dev/null || .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[dev,llm,eval]"
+.venv/bin/python -m pip install -q -e ".[dev,llm,eval,app,test-browser]"
+# the app's browser tests drive Debian's Chromium (Playwright cannot download browsers here);
+# installed when missing and we are root (CI), else they skip and say why
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+fi
 echo "actalign is installed in .venv (activate with: . .venv/bin/activate)"
