@@ -169,6 +169,10 @@ class Engine:
     _encoders: dict = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def __post_init__(self) -> None:
+        self.samples = {s.id: s for s in load_samples(self.settings.samples)}
+        self._trusted = {str(Path(s.video).resolve()) for s in self.samples.values()}
+
     def encoder(self, model: str | None = None):
         """The encoder for `model` (default: the app's), loaded once and kept (at most two)."""
         from actalign.encoders import load_encoder
@@ -261,7 +265,7 @@ class Engine:
             raise ActAlignError("Choose a sample or upload a video first.")
         size = Path(path).stat().st_size if Path(path).is_file() else 0
         limit = self.settings.max_upload_mb
-        if size > limit * MB:
+        if size > limit * MB and str(Path(path).resolve()) not in self._trusted:  # samples are the host's
             raise ActAlignError(
                 f"The video is {size / MB:.1f} MB, over this app's limit of {limit:g} MB "
                 "(actalign app --max-upload-mb)."
@@ -517,6 +521,7 @@ def build_app(settings: AppSettings, engine: Engine | None = None):
         page.wire()
         _api(page.engine)
     demo.actalign_results = page.results
+    demo.actalign_samples = list(page.samples.values())
     return demo
 
 
@@ -526,7 +531,7 @@ class _Page:
     def __init__(self, settings: AppSettings, engine: Engine) -> None:
         self.settings, self.engine = settings, engine
         self.results = Results()
-        self.samples = {s.id: s for s in load_samples(settings.samples)}
+        self.samples = engine.samples
 
     # ------------------------------------------------------------------ layout
 
@@ -905,7 +910,7 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
     """Build the page and serve it on host:port in a background thread (loopback by default; a
     public gradio.live link only with share=True). Returns the Blocks; `stop` ends it."""
     demo = build_app(settings)
-    allowed = sorted({str(Path(s.video).resolve().parent) for s in load_samples(settings.samples)})
+    allowed = sorted({str(Path(s.video).resolve().parent) for s in demo.actalign_samples})
     demo.queue(default_concurrency_limit=1)
     try:
         demo.launch(
