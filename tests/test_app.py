@@ -243,6 +243,8 @@ def test_api_errors_are_one_sentence_without_a_traceback(client, tmp_path):
         (handle_file(str(tmp_path / "v.mp4")), "", "Tip-in", "Give a domain"),
         (handle_file(str(tmp_path / "v.mp4")), "basketball", "\n", "No candidate actions"),
     ]
+    with pytest.raises(AppError, match="No LLM is configured"):
+        client.predict("basketball", "Floater", api_name="/generate_scripts")
     for video, domain, candidates, expected in cases:
         with pytest.raises(AppError) as e:
             client.predict(video, domain, candidates, api_name="/classify")
@@ -262,7 +264,6 @@ def test_unexpected_failures_become_one_generic_sentence(client, clip, monkeypat
     with caplog.at_level(logging.ERROR, logger="actalign.app"), pytest.raises(AppError) as e:
         client.predict(handle_file(str(clip)), "basketball", "Tip-in\nPutback dunk", api_name="/classify")
     assert str(e.value) == GENERIC_ERROR
-    assert any("internal detail" in r.getMessage() or r.exc_info for r in caplog.records)
     assert "internal detail" in caplog.text  # the traceback went to the server's log
 
 

@@ -22,6 +22,7 @@ not need it.
 from __future__ import annotations
 
 import html
+import itertools
 import json
 import logging
 import shutil
@@ -322,10 +323,11 @@ def _find(scripts: dict[str, list[str]], action: str) -> list[str] | None:
 # --------------------------------------------------------------------------- HTML
 
 
-def status_html(text: str, kind: str = "info") -> str:
-    """One line for the status box: kind is "info", "ok" or "error"."""
+def status_html(text: str, kind: str = "info", run: int = 0) -> str:
+    """One line for the status box: kind is "info", "ok" or "error"; `run` numbers the page's
+    runs (data-run), so that a repeated message still shows that a new run has ended."""
     icon = {"ok": "\u2713", "error": "\u2717"}.get(kind, "\u2139")
-    return f'<div class="aa-status aa-{kind}" role="status">{icon} {html.escape(text)}</div>'
+    return f'<div class="aa-status aa-{kind}" role="status" data-run="{run}">{icon} {html.escape(text)}</div>'
 
 
 def ranking_html(pred: Prediction) -> str:
@@ -409,6 +411,7 @@ CSS = """
 .aa-rank { width: 100%; border-collapse: collapse; font-size: 0.95em; }
 .aa-rank th, .aa-rank td { padding: 4px 8px; border-bottom: 1px solid var(--border-color-primary);
   text-align: left; }
+.aa-rank th { font-weight: 600; font-size: 0.9em; color: var(--body-text-color-subdued); }
 .aa-rank tr.aa-top td { font-weight: 600; }
 .aa-barcell { width: 35%; }
 .aa-bar { height: 10px; border-radius: 5px; background: var(--color-accent); }
@@ -483,6 +486,10 @@ class Results:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
+def _no_progress(*args, **kwargs) -> None:
+    """A progress reporter that reports nothing."""
+
+
 class _FrameProgress:
     """Frames encoded so far, reported to Gradio's progress bar."""
 
@@ -532,6 +539,7 @@ class _Page:
         self.settings, self.engine = settings, engine
         self.results = Results()
         self.samples = engine.samples
+        self._runs = itertools.count(1)
 
     # ------------------------------------------------------------------ layout
 
@@ -634,8 +642,12 @@ class _Page:
                 elem_id="aa-model",
             )
             with gr.Row():
-                self.fps = gr.Number(s.fps or 0, label="Frames per second", info="0: every frame", minimum=0)
-                self.smooth = gr.Number(s.smooth, label="Smoothing (s)", info="0: none", minimum=0, step=0.1)
+                self.fps = gr.Number(
+                    s.fps or 0, label="Frames per second", info="0: every frame", minimum=0, elem_id="aa-fps"
+                )
+                self.smooth = gr.Number(
+                    s.smooth, label="Smoothing (s)", info="0: none", minimum=0, step=0.1, elem_id="aa-smooth"
+                )
             self.alignment = gr.Radio(
                 ["global", "subsequence"],
                 value=s.alignment,
@@ -706,16 +718,19 @@ class _Page:
                 gr.update(
                     visible=True,
                     value=text,
-                    label=a if text.strip() else f"{a} \u2014 no script yet",
-                    placeholder="No script found: write one visible step per line, or generate it.",
+                    label=a,
+                    placeholder=f"No script found for {a}: write one visible step per line, or generate it.",
                 )
             )
-        have = sum(1 for a in actions if texts.get(a, "").strip())
-        note = f"{have} of {len(actions)} scripts found" + (
-            "; edits apply to this page's runs."
-            if have == len(actions)
-            else "; write the missing ones (one step per line) or generate them with the LLM."
+        missing = sum(1 for a in actions if not texts.get(a, "").strip())
+        note = (
+            f"No script found for {missing} of {len(actions)} candidates: write them (one visible step "
+            "per line) or generate them with the LLM."
+            if missing
+            else "One visible step per line; edits apply to this page's runs."
         )
+        if not actions:
+            note = "Give a domain and candidates; their scripts appear here, one step per line."
         return [{"domain": domain, "actions": actions}, note, *updates]
 
     def _unchanged(self, state: dict, error: BaseException) -> list:
@@ -772,7 +787,9 @@ class _Page:
         """Classify, then show the status, ranking, timeline, heatmaps and downloads."""
         import gradio as gr
 
-        progress = progress or (lambda *a, **k: None)
+        if progress is None:  # (not `or`: a Gradio Progress has a length, 0 until it tracks one)
+            progress = _no_progress
+        run = next(self._runs)
         path, domain, cands, t0, t1, model, fps, smooth, mode, answer, state = (
             values[c] for c in self.run_in
         )
@@ -803,13 +820,13 @@ class _Page:
             files, plot = self.results.write(pred, path, answer)
         except Exception as e:
             hidden = gr.update(value=None, visible=False)
-            return [status_html(_message(e, path), "error"), "", gr.update(), hidden, hidden]
+            return [status_html(_message(e, path), "error", run), "", gr.update(), hidden, hidden]
         text = (
             f"{pred.video}: {len(pred.timestamps)} frames, {len(pred.candidates)} candidates; "
             f"best: {pred.top.action} ({pred.top.score:.4f}); {time.monotonic() - began:.1f} s."
         )
         return [
-            status_html(text, "ok"),
+            status_html(text, "ok", run),
             ranking_html(pred),
             timeline_html(pred),
             gr.update(value=plot, visible=True),
