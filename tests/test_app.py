@@ -330,3 +330,17 @@ def test_scripts_are_looked_up_and_generated_through_the_api(siglip_dir, scripts
             assert len(llm.requests) == 1 and "Floater" in llm.requests[0]["messages"][0]["content"]
             stored = json.loads(c.predict("basketball", "Floater", api_name="/scripts"))
             assert stored == {"basketball": answer} and len(llm.requests) == 1  # kept, not regenerated
+
+
+def test_a_busy_port_is_one_sentence(siglip_dir):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    import socket
+
+    from actalign.app import launch
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ActAlignError, match=f"Cannot listen on 127.0.0.1:{port}: the port is in use"):
+            launch(AppSettings(model=str(siglip_dir)), port=port)

@@ -941,8 +941,12 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
             css=CSS,
             show_error=False,
         )
-    except OSError as e:
-        raise ActAlignError(f"Cannot listen on {host}:{port} ({e}); choose another --port.") from None
+    except OSError:
+        demo.actalign_results.close()
+        raise ActAlignError(
+            f"Cannot listen on {host}:{port}: the port is in use or the address is not this machine's; "
+            "choose another --port or --host."
+        ) from None
     return demo
 
 
