@@ -185,8 +185,9 @@ def test_a_sample_fills_the_form_and_runs(page, artifacts):
     assert "\u2713 basketball.mp4" in status(page), status(page)
     assert page.locator("#aa-ranking tbody tr").count() == len(row["candidates"])
     page.wait_for_function("() => document.querySelector('#aa-heatmaps img')?.naturalWidth > 0")
+    page.set_viewport_size({"width": 1400, "height": 1240})
     page.evaluate("window.scrollTo(0, 0)")
-    page.screenshot(path=str(artifacts / "app-sample.png"))  # what the first screen shows
+    page.screenshot(path=str(artifacts / "app-sample.png"))  # the first screen: docs/images/app.png
     page.screenshot(path=str(artifacts / "app-sample-full.png"), full_page=True)
 
 
