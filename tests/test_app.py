@@ -344,3 +344,31 @@ def test_a_busy_port_is_one_sentence(siglip_dir):
         port = busy.getsockname()[1]
         with pytest.raises(ActAlignError, match=f"Cannot listen on 127.0.0.1:{port}: the port is in use"):
             launch(AppSettings(model=str(siglip_dir)), port=port)
+
+
+def test_the_command_serves_on_loopback_and_cleans_up_when_stopped(siglip_dir, tmp_path):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    import os
+    import signal
+    import subprocess
+    import urllib.request
+
+    from app_server import free_port
+
+    port, scratch = free_port(), tmp_path / "tmp"
+    scratch.mkdir()
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    args = ["app", "--model", str(siglip_dir), "--port", str(port), "--store", str(tmp_path / "s.sqlite")]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    server = subprocess.Popen([sys.executable, "-m", "actalign", *args], env=env, **pipes)
+    try:
+        first = server.stdout.readline()
+        assert first == f"actalign app on http://127.0.0.1:{port}/\n", first + server.stderr.read()
+        with urllib.request.urlopen(first.split()[-1], timeout=30) as page:
+            assert page.status == 200 and b"actalign" in page.read()
+        assert list(scratch.glob("actalign-app-*"))  # its result folder, while it runs
+    finally:
+        server.send_signal(signal.SIGTERM)
+        out, err = server.communicate(timeout=60)
+    assert server.returncode == 0, err
+    assert not list(scratch.glob("actalign-app-*"))

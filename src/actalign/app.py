@@ -539,6 +539,7 @@ class _Page:
         self.settings, self.engine = settings, engine
         self.results = Results()
         self.samples = engine.samples
+        self.models = list(dict.fromkeys([settings.model, *MODELS]))  # a page cannot load any other
         self._runs = itertools.count(1)
 
     # ------------------------------------------------------------------ layout
@@ -635,10 +636,10 @@ class _Page:
         s = self.settings
         with gr.Accordion("Settings", open=False):
             self.model = gr.Dropdown(
-                list(dict.fromkeys([s.model, *MODELS])),
+                self.models,
                 value=s.model,
-                allow_custom_value=True,
                 label="Model",
+                info="the app's --model or a short name (actalign models)",
                 elem_id="aa-model",
             )
             with gr.Row():
@@ -798,6 +799,8 @@ class _Page:
             names = parse_candidates(cands)
             texts = tuple(values[b] for b in self.boxes)
             given = {a: steps_from_text(a, t) for a, t in _box_texts(state, domain, texts).items()}
+            if model not in self.models:
+                raise ActAlignError("Choose a model from the list.")
             progress(0, desc="Loading the model")
             self.engine.encoder(model)
             frames = _FrameProgress(progress)

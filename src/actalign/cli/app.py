@@ -7,6 +7,7 @@ otherwise; a public gradio.live link is made only with --share.
 from __future__ import annotations
 
 import argparse
+import signal
 import warnings
 
 from actalign.cli import common
@@ -19,6 +20,10 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
     return value
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def add_parser(sub) -> None:
@@ -88,9 +93,11 @@ def run(args) -> int:
         warnings.filterwarnings("ignore", category=noise)  # the web stack's, not the user's to fix
     demo = launch(settings(args), host=args.host, port=args.port, share=args.share)
     print(f"actalign app on {demo.local_url}" + (f" and {demo.share_url}" if demo.share_url else ""))
-    print("Ctrl-C stops it.")
+    print("Ctrl-C stops it.", flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: as Ctrl-C
     try:
         demo.block_thread()
     finally:
+        signal.signal(signal.SIGTERM, previous)
         stop(demo)
     return 0
