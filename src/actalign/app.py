@@ -32,7 +32,7 @@ import time
 import typing
 from collections.abc import Callable
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -161,17 +161,15 @@ def load_samples(manifest: str | None) -> list[Sample]:
 # --------------------------------------------------------------------------- engine
 
 
-@dataclass
 class Engine:
     """The library calls behind the page and the API: one encoder per model setting, loaded on
     first use and reused; scripts from files, the store and the LLM; classification."""
 
-    settings: AppSettings
-    _encoders: dict = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self.samples = {s.id: s for s in load_samples(self.settings.samples)}
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self._encoders: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+        self.samples = {s.id: s for s in load_samples(settings.samples)}
         self._trusted = {str(Path(s.video).resolve()) for s in self.samples.values()}
 
     def encoder(self, model: str | None = None):
@@ -245,17 +243,18 @@ class Engine:
         missing = [c for c in candidates if c not in chosen]
         if missing:
             with self.source() as src:
-                if src.writer is None:
-                    found = self.lookup(domain, missing)
-                    absent = [a for a in missing if not found[a]]
-                    if absent:
-                        raise ActAlignError(
-                            f"No script for {', '.join(repr(a) for a in absent)} in {domain!r}: write "
-                            "its steps (one per line) under Scripts, or configure an LLM to generate it."
-                        )
-                    chosen.update(found)
-                else:
+                if src.writer is not None:  # as the CLI: stored for this LLM, else generated
                     chosen.update(src.get(domain, missing))
+                    missing = []
+        if missing:
+            found = self.lookup(domain, missing)
+            absent = [a for a in missing if not found[a]]
+            if absent:
+                raise ActAlignError(
+                    f"No script for {', '.join(repr(a) for a in absent)} in {domain!r}: write "
+                    "its steps (one per line) under Scripts, or configure an LLM to generate it."
+                )
+            chosen.update(found)
         return {c: chosen[c] for c in candidates}
 
     def check_video(self, path: str | None) -> None:
@@ -483,6 +482,7 @@ class Results:
         return [str(f) for f in files], str(plot)
 
     def close(self) -> None:
+        """Remove every result file."""
         shutil.rmtree(self.root, ignore_errors=True)
 
 
@@ -788,42 +788,14 @@ class _Page:
         """Classify, then show the status, ranking, timeline, heatmaps and downloads."""
         import gradio as gr
 
-        if progress is None:  # (not `or`: a Gradio Progress has a length, 0 until it tracks one)
-            progress = _no_progress
-        run = next(self._runs)
-        path, domain, cands, t0, t1, model, fps, smooth, mode, answer, state = (
-            values[c] for c in self.run_in
-        )
-        began = time.monotonic()
+        run, began = next(self._runs), time.monotonic()
         try:
-            names = parse_candidates(cands)
-            texts = tuple(values[b] for b in self.boxes)
-            given = {a: steps_from_text(a, t) for a, t in _box_texts(state, domain, texts).items()}
-            if model not in self.models:
-                raise ActAlignError("Choose a model from the list.")
-            progress(0, desc="Loading the model")
-            self.engine.encoder(model)
-            frames = _FrameProgress(progress)
-            pred = self.engine.classify(
-                path,
-                domain,
-                names,
-                t0 or None,
-                t1 or None,
-                fps,
-                smooth,
-                mode,
-                given,
-                model,
-                frames.update,
-                frames.set_total,
-            )
-            pred.video = Path(path).name
-            progress(1.0, desc="Drawing the heatmaps")
-            files, plot = self.results.write(pred, path, answer)
+            # (not `progress or ...`: a Gradio Progress has a length, 0 until it tracks one)
+            pred, files, plot = self._classify(values, _no_progress if progress is None else progress)
         except Exception as e:
             hidden = gr.update(value=None, visible=False)
-            return [status_html(_message(e, path), "error", run), "", gr.update(), hidden, hidden]
+            message = _message(e, values[self.path])
+            return [status_html(message, "error", run), "", gr.update(), hidden, hidden]
         text = (
             f"{pred.video}: {len(pred.timestamps)} frames, {len(pred.candidates)} candidates; "
             f"best: {pred.top.action} ({pred.top.score:.4f}); {time.monotonic() - began:.1f} s."
@@ -835,6 +807,28 @@ class _Page:
             gr.update(value=plot, visible=True),
             gr.update(value=files, visible=True),
         ]
+
+    def _classify(self, values: dict, progress) -> tuple[Prediction, list[str], str]:
+        """The prediction of the page's inputs, its downloads and its heatmaps."""
+        path, domain, cands, t0, t1, model, fps, smooth, mode, answer, state = (
+            values[c] for c in self.run_in
+        )
+        names = parse_candidates(cands)
+        texts = tuple(values[b] for b in self.boxes)
+        given = {a: steps_from_text(a, t) for a, t in _box_texts(state, domain, texts).items()}
+        if model not in self.models:
+            raise ActAlignError("Choose a model from the list.")
+        progress(0, desc="Loading the model")
+        self.engine.encoder(model)
+        frames = _FrameProgress(progress)
+        pred = self.engine.classify(
+            path, domain, names, t0 or None, t1 or None, fps, smooth, mode, given, model,
+            frames.update, frames.set_total,
+        )  # fmt: skip
+        pred.video = Path(path).name
+        progress(1.0, desc="Drawing the heatmaps")
+        files, plot = self.results.write(pred, path, answer)
+        return pred, files, plot
 
 
 def _box_texts(state: dict, domain: str | None, texts: tuple) -> dict[str, str]:
