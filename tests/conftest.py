@@ -46,3 +46,10 @@ def clip_dir(tmp_path_factory) -> Path:
     from models import build_clip
 
     return build_clip(tmp_path_factory.mktemp("models") / "tiny-clip")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """Name the folder the browser tests kept their screenshots in."""
+    folder = getattr(config, "actalign_artifacts", None)
+    if folder is not None:
+        terminalreporter.write_line(f"app screenshots: {folder}")

@@ -26,6 +26,7 @@ COMMANDS = {
     "plot": "plot",
     "scripts": "scripts",
     "models": "models",
+    "app": "app",
 }
 
 

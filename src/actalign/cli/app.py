@@ -1,0 +1,103 @@
+"""`actalign app`: serve the web page (Gradio) and its API on localhost.
+
+Needs the optional extra: pip install 'actalign[app]'. Listens on 127.0.0.1 unless --host says
+otherwise; a public gradio.live link is made only with --share.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import warnings
+
+from actalign.cli import common
+from actalign.errors import ActAlignError
+
+
+def port(text: str) -> int:
+    """A TCP port number, 1 to 65535."""
+    value = common.positive_int(text)
+    if value > 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
+    return value
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "app",
+        help="a web page (and API) to try actalign on a video",
+        description="Serve a page to classify a sample or an uploaded video, edit the scripts, and "
+        "see the ranking, the step timeline and the heatmaps; /classify is the same run as an API.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=port, default=7860, help="port to listen on (default 7860)")
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (default: off)")
+    p.add_argument(
+        "--max-upload-mb", type=common.positive_float, default=500.0, help="largest video accepted (MB)"
+    )
+    p.add_argument(
+        "--samples", default=None, metavar="MANIFEST", help="a JSONL manifest whose clips the page offers"
+    )
+    common.add_sampling_options(p, start_end=False)
+    common.add_method_options(p)
+    common.add_model_options(p)
+    common.add_script_options(p)
+    common.add_quiet(p)
+
+
+def settings(args):
+    """AppSettings from the command line (the page's defaults, the API's when omitted)."""
+    from actalign.app import AppSettings
+    from actalign.encoders import DEFAULT_MODEL
+
+    return AppSettings(
+        model=args.model or DEFAULT_MODEL,
+        scripts=tuple(args.scripts),
+        store=args.store,
+        strategy=args.strategy,
+        llm_model=args.llm_model,
+        llm_base_url=args.llm_base_url,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        text_encoding=args.text_encoding,
+        compile=args.compile,
+        cache_dir=args.cache_dir,
+        no_cache=args.no_cache,
+        template=args.template,
+        fps=args.fps,
+        smooth=args.smooth,
+        alignment=args.alignment,
+        max_upload_mb=args.max_upload_mb,
+        samples=args.samples,
+    )
+
+
+def run(args) -> int:
+    from actalign.app import INSTALL_HINT, launch, load_samples, stop
+
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise ActAlignError(INSTALL_HINT) from None
+
+    common.check_template(args)
+    common.script_source(args)  # unreadable scripts files or store: one sentence now, not per request
+    if args.samples:
+        load_samples(args.samples)
+    for noise in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning):
+        warnings.filterwarnings("ignore", category=noise)  # the web stack's, not the user's to fix
+    demo = launch(settings(args), host=args.host, port=args.port, share=args.share)
+    print(f"actalign app on {demo.local_url}" + (f" and {demo.share_url}" if demo.share_url else ""))
+    print("Ctrl-C stops it.", flush=True)
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: as Ctrl-C
+    try:
+        demo.block_thread()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        stop(demo)
+    return 0

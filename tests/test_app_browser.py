@@ -1,0 +1,286 @@
+"""The app in a real browser: headless Debian Chromium driven by Playwright against the app served
+on loopback with the tiny model and the shared clips. Screenshots are kept in $ACTALIGN_ARTIFACTS
+(default: a pytest temporary folder, named at the end of the run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from actalign.app import AppSettings
+from media import SAMPLES
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+EXAMPLE_SCRIPTS = Path(__file__).resolve().parents[1] / "examples" / "sample-scripts.json"
+TIMEOUT_MS = 120_000  # a run on a busy two-core machine, model load included
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.slow,
+    pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/data is not beside this checkout"),
+    pytest.mark.skipif(
+        not Path(CHROMIUM).exists(), reason="no chromium: apt-get install chromium chromium-driver"
+    ),
+]
+
+
+def manifest_row(video: str) -> dict:
+    rows = [
+        json.loads(line) for line in (SAMPLES / "manifest.jsonl").read_text().splitlines() if line.strip()
+    ]
+    return next(r for r in rows if r["video"] == video)
+
+
+@pytest.fixture(scope="module")
+def artifacts(request, tmp_path_factory) -> Path:
+    """Where screenshots go; the folder is named in the run's summary (see conftest.py)."""
+    folder = Path(os.environ.get("ACTALIGN_ARTIFACTS") or tmp_path_factory.mktemp("app-screenshots"))
+    folder.mkdir(parents=True, exist_ok=True)
+    request.config.actalign_artifacts = folder
+    return folder
+
+
+@pytest.fixture(scope="module")
+def served(siglip_dir, tmp_path_factory):
+    """The app with the tiny model, the example scripts and the shared samples; uploads over
+    1.5 MB are refused (basketball.mp4 is 1.9 MB, tennis.mp4 0.6 MB)."""
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    from app_server import serve
+
+    home = tmp_path_factory.mktemp("browser-home")
+    settings = AppSettings(
+        model=str(siglip_dir),
+        scripts=(str(EXAMPLE_SCRIPTS),),
+        store=str(home / "scripts.sqlite"),
+        cache_dir=str(home / "cache"),
+        fps=4,
+        samples=str(SAMPLES / "manifest.jsonl"),
+        max_upload_mb=1.5,
+    )
+    with serve(settings) as (url, demo):
+        yield url, demo
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (test-browser)")
+    with sync_api.sync_playwright() as p:
+        # Playwright gives every launch a fresh temporary profile (--user-data-dir)
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, served):
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    context.set_default_timeout(30_000)
+    pg = context.new_page()
+    pg.goto(served[0])
+    pg.wait_for_selector("#aa-run")
+    yield pg
+    context.close()
+
+
+def upload(page, path: Path) -> None:
+    """Upload a file the way a user does: the button, then the file chooser."""
+    with page.expect_file_chooser() as chooser:
+        page.click("#aa-upload")
+    chooser.value.set_files(str(path))
+
+
+def fill(page, domain: str, candidates: list[str]) -> None:
+    """Type the domain and candidates, then leave the field so that their scripts are looked up."""
+    page.fill("#aa-domain :is(input, textarea)", domain)
+    page.fill("#aa-candidates textarea", "\n".join(candidates))
+    page.press("#aa-candidates textarea", "Tab")
+    page.wait_for_function(
+        "n => document.querySelectorAll('[id^=aa-script-] textarea').length >= n", arg=len(candidates)
+    )
+
+
+def run_and_wait(page) -> None:
+    """Click Classify and wait for this run's outcome (the status numbers the runs)."""
+    runs = "() => Number(document.querySelector('#aa-status [data-run]')?.dataset.run || 0)"
+    before = page.evaluate(runs)
+    page.click("#aa-run")
+    page.wait_for_function(f"n => ({runs})() > n", arg=before, timeout=TIMEOUT_MS)
+
+
+def status(page) -> str:
+    return page.inner_text("#aa-status")
+
+
+def test_an_uploaded_clip_gets_a_ranking_and_a_timeline_that_seeks(page, served, artifacts):
+    row = manifest_row("tennis.mp4")
+    upload(page, SAMPLES / "tennis.mp4")
+    page.wait_for_selector("#aa-video video")
+    assert "tennis.mp4 is ready" in status(page)
+    fill(page, row["domain"], row["candidates"])
+    boxes = page.locator("[id^=aa-script-] textarea")
+    assert all(boxes.nth(i).input_value().strip() for i in range(len(row["candidates"])))  # the examples'
+    run_and_wait(page)
+    assert "\u2713 tennis.mp4" in status(page), status(page)
+    ranked = page.locator("#aa-ranking tbody tr td:nth-child(2)").all_inner_texts()
+    assert sorted(ranked) == sorted(row["candidates"])
+    scripts = json.loads(EXAMPLE_SCRIPTS.read_text())[row["domain"]]
+    steps = page.locator("#aa-timeline .aa-step")
+    assert steps.count() == len(scripts[ranked[0]])
+    assert scripts[ranked[0]][0] in steps.first.inner_text()
+    downloads = "".join(page.inner_text("#aa-downloads").split())
+    assert all(name in downloads for name in ("tennis.json", "tennis.csv", "tennis.vtt")), downloads
+    page.wait_for_function("() => document.querySelector('#aa-heatmaps img')?.naturalWidth > 0")
+    page.screenshot(path=str(artifacts / "app-upload.png"), full_page=True)
+
+    # a click on a step seeks the video to the step's start
+    starts = [float(steps.nth(i).get_attribute("data-start")) for i in range(steps.count())]
+    k = max(range(len(starts)), key=lambda i: starts[i])
+    assert starts[k] > 0.5  # so that the seek is visible: the video starts at 0
+    assert page.evaluate("document.querySelector('#aa-video video').currentTime") < 0.1
+    steps.nth(k).click()
+    page.wait_for_function(
+        "t => Math.abs(document.querySelector('#aa-video video').currentTime - t) < 0.05", arg=starts[k]
+    )
+    page.wait_for_function(
+        "k => document.querySelectorAll('#aa-timeline .aa-step')[k].matches('.aa-now')", arg=k
+    )
+
+    # the page's JSON download is exactly what the API returns for the same video and settings
+    from gradio_client import Client, handle_file
+
+    api = Client(served[0], verbose=False).predict(
+        handle_file(str(SAMPLES / "tennis.mp4")),
+        row["domain"],
+        "\n".join(row["candidates"]),
+        api_name="/classify",
+    )
+    newest = max(served[1].actalign_results.root.glob("run-*/tennis.json"), key=lambda p: p.parent.name)
+    assert newest.read_text() == api
+
+
+def test_a_sample_fills_the_form_and_runs(page, artifacts):
+    row = manifest_row("basketball.mp4")
+    page.click("#aa-sample input")
+    page.get_by_role("option", name="basketball \u2014 basketball").click()
+    page.wait_for_selector("#aa-video video")
+    page.wait_for_function(
+        "n => document.querySelectorAll('[id^=aa-script-] textarea').length >= n", arg=len(row["candidates"])
+    )
+    assert page.input_value("#aa-domain :is(input, textarea)") == row["domain"]
+    assert page.input_value("#aa-candidates textarea").splitlines() == row["candidates"]
+    run_and_wait(page)  # 1.9 MB: over the upload limit, but samples are the host's own files
+    assert "\u2713 basketball.mp4" in status(page), status(page)
+    assert page.locator("#aa-ranking tbody tr").count() == len(row["candidates"])
+    page.wait_for_function("() => document.querySelector('#aa-heatmaps img')?.naturalWidth > 0")
+    page.set_viewport_size({"width": 1400, "height": 1240})
+    page.evaluate("window.scrollTo(0, 0)")
+    page.screenshot(path=str(artifacts / "app-sample.png"))  # the first screen: docs/images/app.png
+    page.screenshot(path=str(artifacts / "app-sample-full.png"), full_page=True)
+
+
+def test_a_run_shows_its_progress(page):
+    page.click("#aa-sample input")
+    page.get_by_role("option", name="cricket \u2014 cricket").click()
+    page.wait_for_selector("#aa-video video")
+    page.click("text=Settings")
+    page.fill("#aa-fps input", "0")  # every frame: 450 of them, long enough to watch
+    page.click("#aa-run")
+    page.wait_for_function("() => /\\d+\\/450 frames/.test(document.body.innerText)", timeout=TIMEOUT_MS)
+    assert "Encoding frames" in page.inner_text("body")
+    page.wait_for_selector("#aa-status .aa-ok", timeout=TIMEOUT_MS)
+    assert "cricket.mp4: 450 frames" in status(page), status(page)
+
+
+def test_a_missing_script_is_said_and_can_be_written_in_the_page(page, artifacts):
+    upload(page, SAMPLES / "soccer.mp4")
+    page.wait_for_selector("#aa-video video")
+    fill(page, "soccer", ["Penalty kick", "Bicycle kick"])
+    assert "No script found for 2 of 2 candidates" in page.inner_text("#aa-scripts-note")
+    hint = page.get_attribute("#aa-script-1 textarea", "placeholder")
+    assert hint.startswith("No script found for Bicycle kick"), hint
+    run_and_wait(page)
+    assert "No script for 'Penalty kick', 'Bicycle kick' in 'soccer'" in status(page), status(page)
+    page.fill("#aa-script-0 textarea", "player places the ball on the spot\nplayer shoots at the goal")
+    page.fill("#aa-script-1 textarea", "ball in the air\nplayer kicks it over his head")
+    run_and_wait(page)
+    assert "\u2713 soccer.mp4" in status(page), status(page)
+    texts = page.locator("#aa-timeline .aa-step .aa-text").all_inner_texts()
+    assert texts in (
+        ["player places the ball on the spot", "player shoots at the goal"],
+        ["ball in the air", "player kicks it over his head"],
+    )
+    page.screenshot(path=str(artifacts / "app-edited-scripts.png"), full_page=True)
+
+
+def test_a_file_that_is_not_a_video_gets_one_message(page, tmp_path, artifacts):
+    notes = tmp_path / "notes.txt"
+    notes.write_text("these are my notes, not a video\n")
+    upload(page, notes)
+    page.wait_for_selector("#aa-status .aa-error")
+    message = status(page)
+    assert "notes.txt is not a video" in message and "Traceback" not in page.content()
+    assert page.locator("#aa-video video").count() == 0
+    assert page.locator(".toast-body").count() == 0  # ours is the only message
+    page.fill("#aa-domain :is(input, textarea)", "tennis")
+    page.fill("#aa-candidates textarea", "Serve\nVolley")
+    page.click("#aa-run")
+    page.wait_for_function("() => document.querySelector('#aa-status').innerText.includes('upload a video')")
+    page.screenshot(path=str(artifacts / "app-not-a-video.png"))
+
+
+def test_a_video_over_the_upload_limit_is_refused_with_one_message(page, artifacts):
+    upload(page, SAMPLES / "basketball.mp4")  # 1.9 MB, the limit is 1.5 MB
+    toast = page.wait_for_selector(".toast-body")
+    assert "maximum allowed size" in toast.inner_text()
+    assert page.locator(".toast-body").count() == 1
+    assert page.locator("#aa-video video").count() == 0 and "ready" not in status(page)
+    page.screenshot(path=str(artifacts / "app-too-large.png"))
+
+
+def test_missing_scripts_are_generated_at_a_click(browser, siglip_dir, tmp_path):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    from app_server import serve
+    from llm_server import FakeLLM
+
+    written = {"Bicycle kick": ["player leaps with his back to the goal", "he kicks the ball over his head"]}
+    with FakeLLM() as llm:
+        llm.answer(("answer", json.dumps(written)))
+        settings = AppSettings(
+            model=str(siglip_dir),
+            scripts=(str(EXAMPLE_SCRIPTS),),
+            store=str(tmp_path / "scripts.sqlite"),
+            llm_base_url=llm.url,
+            llm_model="fake",
+        )
+        with serve(settings) as (url, _):
+            context = browser.new_context(viewport={"width": 1400, "height": 1100})
+            page = context.new_page()
+            page.goto(url)
+            page.wait_for_selector("#aa-run")
+            fill(page, "soccer", ["Penalty kick", "Bicycle kick"])
+            page.fill("#aa-script-0 textarea", "player places the ball\nplayer shoots")  # kept as typed
+            page.click("#aa-generate")
+            page.wait_for_function(
+                "() => document.querySelector('#aa-script-1 textarea').value.includes('leaps')",
+                timeout=TIMEOUT_MS,
+            )
+            assert page.input_value("#aa-script-1 textarea").splitlines() == written["Bicycle kick"]
+            assert page.input_value("#aa-script-0 textarea").splitlines() == [
+                "player places the ball",
+                "player shoots",
+            ]
+            assert len(llm.requests) == 1 and "Penalty kick" not in llm.requests[0]["messages"][0]["content"]
+            context.close()
