@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (see actalign/cli/__init__.py)
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))

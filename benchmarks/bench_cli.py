@@ -30,7 +30,7 @@ def stages(model: str, video: str, fps: float | None, scripts: dict) -> dict:
     t0 = time.perf_counter()
     from actalign import align
     from actalign.classify import ActAlign, Prediction, actalign_scores, segments
-    from actalign.cli import format_json
+    from actalign.exports import to_json
     from actalign.embed import embed_texts
     from actalign.encoders import load_encoder
     from actalign.video import Sampling, iter_frames
@@ -66,7 +66,7 @@ def stages(model: str, video: str, fps: float | None, scripts: dict) -> dict:
         ],
         timestamps,
     )
-    format_json([pred], None)
+    to_json([pred])
     t_output = time.perf_counter()
     del ActAlign
     return {

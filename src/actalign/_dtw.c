@@ -68,6 +68,21 @@ static void dtw_one(const double *A, Py_ssize_t K, Py_ssize_t T, double *D, int6
     *length = L[T - 1];
 }
 
+/* Write the path of `length` cells ending at (k, t) into P (int64 pairs), following moves. */
+static void write_path(const uint8_t *pred, Py_ssize_t T, Py_ssize_t k, Py_ssize_t t, int64_t length, int64_t *P)
+{
+    for (int64_t i = length - 1; i >= 0; i--) {
+        P[2 * i] = k;
+        P[2 * i + 1] = t;
+        if (i == 0) break;
+        switch (pred[k * T + t]) {
+        case DIAG: k--; t--; break;
+        case LEFT: t--; break;
+        default: k--; break;
+        }
+    }
+}
+
 static int check_size(Py_buffer *b, Py_ssize_t n, const char *name)
 {
     if (b->len < n) {
@@ -150,18 +165,7 @@ static PyObject *py_path(PyObject *self, PyObject *args)
     if (!D || !L || !pred) { PyErr_NoMemory(); goto done; }
     Py_BEGIN_ALLOW_THREADS
     dtw_one(a.buf, K, T, D, L, pred, &total, &length);
-    int64_t *P = out.buf;
-    Py_ssize_t k = K - 1, t = T - 1;
-    for (int64_t i = length - 1; i >= 0; i--) {
-        P[2 * i] = k;
-        P[2 * i + 1] = t;
-        if (i == 0) break;
-        switch (pred[k * T + t]) {
-        case DIAG: k--; t--; break;
-        case LEFT: t--; break;
-        default: k--; break;
-        }
-    }
+    write_path(pred, T, K - 1, T - 1, length, out.buf);
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("dL", total, (long long)length);
 done:
@@ -283,13 +287,12 @@ static Py_ssize_t best_end(const double *D, Py_ssize_t T)
    best path's raw sum, length and start are then read off by backtracking (O(K + T)). Same
    float operations, values and ties as sub_one_impl, so the same path.
 
-   Each row is computed in two passes: first the best non-left predecessor of every cell
-   (diagonal or up, from the row above: no dependency along the row), then the scan
-   D[t] = max(D[t-1], above[t]) + e[t], whose only loop-carried work is one max and one add.
-   (Excess affinities make the winning move unpredictable, so branches would mispredict.) */
+   Each cell's best non-left predecessor (diagonal or up) comes from the row above, so the only
+   loop-carried work is D[t] = max(D[t-1], above) + e[t]; moves are computed arithmetically
+   (excess affinities make the winning move unpredictable: branches would mispredict). */
 static void sub_scores_one(const double *A, Py_ssize_t K, Py_ssize_t T, const double *tau, double *D,
-                           double *above, uint8_t *from_diag, uint8_t *pred, double *gain, double *raw,
-                           int64_t *length, int64_t *start, int64_t *end)
+                           uint8_t *pred, double *gain, double *raw, int64_t *length, int64_t *start,
+                           int64_t *end)
 {
     double lD = -1.0;  /* no cell before frame 0: start there */
     for (Py_ssize_t t = 0; t < T; t++) {
@@ -302,23 +305,22 @@ static void sub_scores_one(const double *A, Py_ssize_t K, Py_ssize_t T, const do
         const double *a = A + k * T;
         uint8_t *p = pred + k * T;
         const double tk = tau[k];
-        above[0] = D[0];
-        from_diag[0] = 0;
-        for (Py_ssize_t t = 1; t < T; t++) {
-            double dg = D[t - 1], up = D[t];
-            above[t] = up > dg ? up : dg;  /* ties: the diagonal */
-            from_diag[t] = (uint8_t)(dg >= up);
-        }
-        lD = above[0] + (a[0] - tk);
+        double dD = D[0];  /* the row above, one frame back (the diagonal) */
+        lD = dD + (a[0] - tk);
         D[0] = lD;
         p[0] = UP;
         for (Py_ssize_t t = 1; t < T; t++) {
-            double ab = above[t];
+            /* the best non-left predecessor comes from the row above only: off the dependency
+               chain, which is one max and one add per cell */
+            double uD = D[t];
+            int fd = dD >= uD;
+            double ab = fd ? dD : uD;
             /* ties: a diagonal beats the left, the left beats up (arithmetic, not branches) */
-            int fd = from_diag[t], x = ab >= lD, y = lD >= ab;
+            int x = ab >= lD, y = lD >= ab;
             p[t] = (uint8_t)(fd * (LEFT - x) + (1 - fd) * (UP - y));
             lD = (lD > ab ? lD : ab) + (a[t] - tk);
             D[t] = lD;
+            dD = uD;
         }
     }
     Py_ssize_t e = best_end(D, T), k = K - 1, t = e;
@@ -455,7 +457,7 @@ static PyObject *py_subseq_scores(PyObject *self, PyObject *args)
         const double *tau = given ? (const double *)tv.buf : own_tau;
         double g, r;
         int64_t n_cells, first, last;
-        sub_scores_one(A, K, T, tau, W.D, W.R, (uint8_t *)W.S, pred, &g, &r, &n_cells, &first, &last);
+        sub_scores_one(A, K, T, tau, W.D, pred, &g, &r, &n_cells, &first, &last);
         o[0] = g; o[1] = r; o[2] = (double)n_cells; o[3] = (double)first; o[4] = (double)last; o[5] = mean;
         o[6] = (r + prior * mean) / ((double)n_cells + prior);
         Py_END_ALLOW_THREADS
@@ -494,18 +496,7 @@ static PyObject *py_subseq_path(PyObject *self, PyObject *args)
     sub_one(a.buf, K, T, tv.buf, 0, none, W, pred, NULL, NULL, NULL, NULL);
     Py_ssize_t e = best_end(W.D, T);
     gain = W.D[e]; raw = W.R[e]; length = W.L[e]; start = W.S[e]; end = e;
-    int64_t *P = out.buf;
-    Py_ssize_t k = K - 1, t = e;
-    for (int64_t i = length - 1; i >= 0; i--) {
-        P[2 * i] = k;
-        P[2 * i + 1] = t;
-        if (i == 0) break;
-        switch (pred[k * T + t]) {
-        case DIAG: k--; t--; break;
-        case LEFT: t--; break;
-        default: k--; break;
-        }
-    }
+    write_path(pred, T, K - 1, e, length, out.buf);
     Py_END_ALLOW_THREADS
     result = Py_BuildValue("ddLLL", gain, raw, (long long)length, (long long)start, (long long)end);
 done:

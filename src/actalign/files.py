@@ -189,19 +189,17 @@ class FolderLock:
         self.release()
 
 
-def prepare_out_folder(folder: str | os.PathLike) -> Path:
-    """A run folder that exists and is writable, or one clear error."""
+def prepare_folder(folder: str | os.PathLike, what: str = "run folder (--out)") -> Path:
+    """A folder that exists and is writable, or one clear error naming it as `what`."""
     p = Path(folder).expanduser()
     if p.exists() and not p.is_dir():
-        raise ActAlignError(f"--out {p} is a file; give a folder for the run.")
+        raise ActAlignError(f"The {what} {p} is a file; give a folder.")
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise ActAlignError(
-            f"Cannot create the run folder {p} ({e.strerror}); choose another place."
-        ) from None
+        raise ActAlignError(f"Cannot create the {what} {p} ({e.strerror}); choose another place.") from None
     if not os.access(p, os.W_OK):
-        raise ActAlignError(f"Cannot write to {p}: permission denied; choose another --out folder.")
+        raise ActAlignError(f"Cannot write to the {what} {p}: permission denied; choose another place.")
     return p
 
 

@@ -450,6 +450,8 @@ class FrameStream:
 
     resize: None keeps the decoded size; an int sets the shorter display side (aspect kept);
     (width, height) sets the display size exactly. Frames come out upright, RGB, uint8.
+    threads: decoder threads (0: FFmpeg's choice, one per core; 1 where processes decode in
+    parallel, as the batch runner's workers do).
     """
 
     def __init__(
@@ -458,9 +460,11 @@ class FrameStream:
         sampling: Sampling | None = None,
         batch_size: int = 32,
         resize: int | tuple[int, int] | None = None,
+        threads: int = 0,
     ) -> None:
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ActAlignError(f"The batch size must be at least 1, got {batch_size}.")
+        self.threads = threads  # decoder threads; 0: FFmpeg's choice (one per core)
         self.video = as_video(video)
         self.sampling = sampling or Sampling()
         self.batch_size, self.resize = batch_size, resize
@@ -473,6 +477,8 @@ class FrameStream:
         with _open(self.video) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
+            if self.threads:
+                stream.codec_context.thread_count = self.threads
             info = _stream_info(container, stream, self.video)
             yield from self._file_batches(container, stream, info)
         self._finish(info)
@@ -595,9 +601,10 @@ def iter_frames(
     sampling: Sampling | None = None,
     batch_size: int = 32,
     resize: int | tuple[int, int] | None = None,
+    threads: int = 0,
 ) -> FrameStream:
     """Stream sampled frames as batches of at most `batch_size` (see `FrameStream`)."""
-    return FrameStream(path, sampling, batch_size, resize)
+    return FrameStream(path, sampling, batch_size, resize, threads)
 
 
 def _batches(frames, batch_size: int, resize) -> Iterator[FrameBatch]:

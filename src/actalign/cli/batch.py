@@ -60,13 +60,7 @@ def run(args) -> int:
         sources,
         args.out,
         methods,
-        fps=args.fps,
-        limit=args.limit,
-        engine=args.engine,
-        workers=args.workers,
-        cache=common.cache(args),
-        record=common.run_record(args),
-        ray_address=args.ray_address,
+        **common.run_options(args),
     )
     where = f"{args.out.rstrip('/')}/predictions.jsonl"
     print(f"{len(result.rows)} of {result.planned} clips done; predictions in {where}")

@@ -183,16 +183,10 @@ def check_writable(path: str | None) -> None:
 
 
 def make_folder(path: str, what: str) -> Path:
-    p = Path(path).expanduser()
-    if p.exists() and not p.is_dir():
-        raise ActAlignError(f"The {what} {p} is a file; give a folder.")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ActAlignError(f"Cannot create the {what} {p} ({e.strerror}).") from None
-    if not os.access(p, os.W_OK):
-        raise ActAlignError(f"Cannot write to the {what} {p}: permission denied.")
-    return p
+    """A folder that exists and is writable, or one clear error naming it as `what`."""
+    from actalign.files import prepare_folder
+
+    return prepare_folder(path, what)
 
 
 def check_template(args) -> None:
@@ -272,9 +266,20 @@ def check_out(args) -> None:
     from actalign.runner.output import is_uri
 
     if not is_uri(args.out):
-        from actalign.files import prepare_out_folder
+        make_folder(args.out, "run folder (--out)")
 
-        prepare_out_folder(args.out)
+
+def run_options(args) -> dict:
+    """The keyword arguments `runner.run` (and `eval.evaluate`) take from the command line."""
+    return {
+        "fps": args.fps,
+        "limit": args.limit,
+        "engine": args.engine,
+        "workers": args.workers,
+        "cache": cache(args),
+        "record": run_record(args),
+        "ray_address": args.ray_address,
+    }
 
 
 def run_record(args) -> dict:

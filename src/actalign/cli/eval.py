@@ -101,13 +101,7 @@ def run(args) -> int:
         sources,
         args.out,
         chosen,
-        fps=args.fps,
-        limit=args.limit,
-        engine=args.engine,
-        workers=args.workers,
-        cache=common.cache(args),
-        record=common.run_record(args),
-        ray_address=args.ray_address,
+        **common.run_options(args),
     )
     print(summary_markdown(summary), end="")
     failures = [1] * summary["failed"]

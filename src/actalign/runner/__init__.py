@@ -140,20 +140,23 @@ def run(
             if engine == "ray":
                 from actalign.runner.ray_engine import RayEngine
 
-                RayEngine(encoder, _decode_options(encoder, fps, cache), workers, ray_address).run(
+                RayEngine(encoder, _decode_options(encoder, fps, cache, threads=1), workers, ray_address).run(
                     todo, scorer, write, failed, on_frames
                 )
             else:
                 from actalign.runner.local import LocalEngine
 
-                LocalEngine(encoder, _decode_options(encoder, fps, cache), workers, cache).run(
+                options = _decode_options(encoder, fps, cache, threads=1 if workers != 0 else 0)
+                LocalEngine(encoder, options, workers, cache).run(
                     todo, lambda clip, emb, warns: write(scorer.row(clip, emb, warns)), failed, on_frames
                 )
         rows = [folder.done[c.id] for c in clips if c.id in folder.done]
     return RunResult(rows, failures, config, len(clips))
 
 
-def _decode_options(encoder, fps, cache):
+def _decode_options(encoder, fps, cache, threads: int = 0):
+    """What the decode stage needs; worker processes decode one thread each (they already run
+    one per core: more threads would only fight over the cores the encoder needs)."""
     from actalign.runner.decode import DecodeOptions
 
     return DecodeOptions(
@@ -162,6 +165,7 @@ def _decode_options(encoder, fps, cache):
         chunk=max(1, min(encoder.batch_size, 64)),
         cache_dir=str(cache.root) if cache is not None else None,
         identity=encoder.identity,
+        threads=threads,
     )
 
 

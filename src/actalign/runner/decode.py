@@ -22,6 +22,7 @@ class DecodeOptions:
     chunk: int  # frames per message
     cache_dir: str | None  # None: no cache
     identity: str  # the encoder's, for cache keys
+    threads: int = 0  # decoder threads per clip (1 when several worker processes share the cores)
 
     def sampling(self, clip: Clip) -> Sampling:
         return Sampling(fps=self.fps, start=clip.start, end=clip.end)

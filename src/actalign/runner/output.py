@@ -28,7 +28,7 @@ from actalign.files import (
     FolderLock,
     append_jsonl,
     atomic_write_text,
-    prepare_out_folder,
+    prepare_folder,
     read_jsonl,
     remove_stale_temps,
     rewrite_jsonl,
@@ -121,7 +121,7 @@ class _LocalFiles:
         self._lock: FolderLock | None = None
 
     def lock(self) -> None:
-        prepare_out_folder(self.root)
+        prepare_folder(self.root)
         self._lock = FolderLock(self.root).acquire()
         remove_stale_temps(self.root)  # left by a writer killed mid-write
 
