@@ -30,9 +30,9 @@ def stages(model: str, video: str, fps: float | None, scripts: dict) -> dict:
     t0 = time.perf_counter()
     from actalign import align
     from actalign.classify import ActAlign, Prediction, actalign_scores, segments
-    from actalign.exports import to_json
     from actalign.embed import embed_texts
     from actalign.encoders import load_encoder
+    from actalign.exports import to_json
     from actalign.video import Sampling, iter_frames
 
     t_import = time.perf_counter()
