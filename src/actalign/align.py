@@ -83,8 +83,9 @@ class Alignment:
 
 
 def _as_matrix(x: object, name: str, dtype: type = np.float64, check_finite: bool = True) -> np.ndarray:
+    """x as a C-contiguous 2-D array of `dtype` (no copy when it already is one), or one error."""
     try:
-        a = np.asarray(x, dtype=dtype)
+        a = np.ascontiguousarray(x, dtype=dtype)
     except (TypeError, ValueError) as e:
         raise ActAlignError(f"{name} must be a numeric 2-D array ({e}).") from None
     if a.ndim != 2:
@@ -239,11 +240,14 @@ def affinity(
 # --------------------------------------------------------------------------- Eq. 10-13
 
 
+_OPTIONS = {"global": frozenset(), "subsequence": frozenset(("z", "prior", "tau"))}
+
+
 def _check_mode(mode: str, options: dict) -> None:
-    if mode not in MODES:
+    allowed = _OPTIONS.get(mode)
+    if allowed is None:
         raise ActAlignError(f"Unknown alignment mode {mode!r}; use one of {', '.join(MODES)}.")
-    allowed = {"z", "prior", "tau"} if mode == "subsequence" else set()
-    unknown = set(options) - allowed
+    unknown = options.keys() - allowed if options else ()
     if unknown:
         raise ActAlignError(f"Unknown option(s) {', '.join(sorted(unknown))} for {mode} alignment.")
 
@@ -284,7 +288,7 @@ def dtw_scores(affinities: Sequence[np.ndarray], mode: str = "global", **options
     if backend() == "c":
         totals = np.empty(len(mats))
         lengths = np.empty(len(mats), dtype=np.int64)
-        bad = _kernel.scores([np.ascontiguousarray(m) for m in mats], totals, lengths)
+        bad = _kernel.scores(mats, totals, lengths)
     else:
         bad = next((i for i, m in enumerate(mats) if not np.isfinite(m).all()), -1)
         totals, lengths = _totals_numpy(mats)
@@ -351,7 +355,6 @@ def _subsequence_scores(
     if backend() == "c":
         out = np.empty((len(mats), 7))
         taus = None if tau is None else [_thresholds(m, z, tau) for m in mats]
-        mats = [np.ascontiguousarray(m) for m in mats]
         bad = _kernel.subseq_scores(mats, float(z), taus, float(prior), out)
         if bad >= 0:
             _as_matrix(mats[bad], f"affinity[{bad}]")  # raises with the usual message

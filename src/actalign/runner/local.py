@@ -32,7 +32,8 @@ from actalign.errors import ActAlignError
 from actalign.runner.decode import DecodeOptions, Done, decode_clip
 from actalign.runner.plan import Clip
 
-_POLL = 0.05  # seconds to wait for decoded frames before encoding a partial batch
+_POLL = 0.05  # seconds between checks on the workers while no message arrives
+MAX_WAIT = 1.0  # seconds decoded frames may wait for a full batch while more are still coming
 
 
 def default_workers() -> int:
@@ -141,6 +142,8 @@ class LocalEngine:
         self.states = {c.id: _ClipState(c) for c in clips}
         self.pending: deque = deque()  # (clip id, frames (B, H, W, 3)) waiting for the encoder
         self.ready: set[str] = set()  # clips decoded to the end, perhaps still being encoded
+        self.waiting_since = 0.0  # when the oldest frame waiting for the encoder arrived
+        self.undecoded = len(clips)  # clips not yet decoded to their end (nor failed)
         self.left = len(clips)
         self.on_row, self.on_error, self.on_frames = on_row, on_error, on_frames
         for c in clips:
@@ -151,12 +154,15 @@ class LocalEngine:
                 try:
                     cid, kind, payload = self.results.get(timeout=_POLL)
                 except queue.Empty:
-                    if self.pending:
+                    if self.pending and self._partial_batch_due():
                         self._encode()
                         self._finish_ready()
                     procs = self._check_workers(ctx, procs)
                     continue
                 self._handle(cid, kind, payload)
+                if self.pending and self._partial_batch_due():
+                    self._encode()
+                    self._finish_ready()
         finally:
             self.stop.set()
             for p in procs:
@@ -179,7 +185,10 @@ class LocalEngine:
             state.chunks, state.stamps = [payload.frames], [payload.timestamps]
             state.done = Done(payload.end, [], None)
             self.ready.add(cid)
+            self.undecoded -= 1
         elif kind == "chunk":
+            if not self.pending:
+                self.waiting_since = time.monotonic()
             self.pending.append((cid, payload.frames))
             state.waiting += len(payload.timestamps)
             state.stamps.append(payload.timestamps)
@@ -188,14 +197,23 @@ class LocalEngine:
         elif kind == "done":
             state.done = payload
             self.ready.add(cid)
-            if state.waiting and self.results.empty():
-                self._encode()
+            self.undecoded -= 1
         elif kind == "error":
             self._fail(state, payload)
         self._finish_ready()
 
+    def _partial_batch_due(self) -> bool:
+        """Encode less than a full batch only when no more frames can come (every clip left has
+        been decoded to its end), or when frames have waited MAX_WAIT (a slow decoder must not
+        hold finished clips back). Otherwise batches stay full: frames of several clips."""
+        if self.undecoded == 0:
+            return True
+        return time.monotonic() - self.waiting_since > MAX_WAIT
+
     def _fail(self, state: _ClipState, reason: str) -> None:
         self._drop(state.clip.id)
+        if state.done is None:
+            self.undecoded -= 1
         state.finished = True
         self.ready.discard(state.clip.id)
         self.left -= 1
@@ -263,6 +281,7 @@ class LocalEngine:
             return
         batch = take[0] if len(take) == 1 else np.concatenate(take)
         embedded = self.encoder.encode_images(batch)
+        self.waiting_since = time.monotonic()
         at = 0
         for cid, k in owners:
             state = self.states[cid]
