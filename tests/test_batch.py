@@ -220,6 +220,28 @@ def wait_for_lines(path: Path, n: int, proc, timeout=120) -> None:
     raise AssertionError("the run did not get far enough")
 
 
+def processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line contains `text` (the forkserver's carries sys.path)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                if text in (entry / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def wait_until_gone(text: str, timeout: float = 10.0) -> bool:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if not processes_mentioning(text):
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     clips, scripts = colour_clips(tmp_path)
     run(Plan(clips), ColourEncoder(), source(scripts), str(tmp_path / "whole"), METHODS, progress=False)
@@ -228,6 +250,7 @@ def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path):
     wait_for_lines(out / "predictions.jsonl", 2, proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    assert wait_until_gone(str(tmp_path)), "decode workers outlived their killed run"
     before = rows_by_id(out / "predictions.jsonl")
     assert 2 <= len(before) < len(clips)
     written = []

@@ -78,26 +78,41 @@ WORKERS_CANNOT_START = (
 
 
 def _worker(tasks, results, stop, options: DecodeOptions) -> None:
-    """Decode clips from `tasks` until `stop` is set; every message is (clip id, kind, payload)."""
+    """Decode clips from `tasks` until `stop` is set; every message is (clip id, kind, payload).
+    A worker whose run was killed (its parent gone) exits instead of waiting forever."""
     import warnings
 
-    if mp.parent_process() is not None:
+    parent = mp.parent_process()
+    if parent is not None:
         warnings.simplefilter("ignore")  # in a worker process: warnings travel in Done messages
+
+    def gone() -> bool:
+        return stop.is_set() or (parent is not None and not parent.is_alive())
+
+    def send(item) -> None:
+        while True:
+            try:
+                results.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                if gone():
+                    raise SystemExit(0) from None
+
     while True:
         try:
             clip, attempt = tasks.get(timeout=0.2)
         except queue.Empty:
-            if stop.is_set():
+            if gone():
                 return
             continue
-        results.put((clip.id, "start", (os.getpid(), attempt)))
+        send((clip.id, "start", (os.getpid(), attempt)))
         try:
             for part in decode_clip(clip, options):
-                results.put((clip.id, type(part).__name__.lower(), part))
+                send((clip.id, type(part).__name__.lower(), part))
         except ActAlignError as e:
-            results.put((clip.id, "error", str(e)))
+            send((clip.id, "error", str(e)))
         except Exception as e:  # a decoder bug must not take the run down
-            results.put((clip.id, "error", f"could not be decoded ({type(e).__name__}: {e})"))
+            send((clip.id, "error", f"could not be decoded ({type(e).__name__}: {e})"))
 
 
 @dataclass
