@@ -104,6 +104,9 @@ def encode_rate(enc, frames: np.ndarray, repeats: int = 3) -> float:
 def measure(label: str, enc, videos: list[Path], workers: int, repeats: int, fps: float | None) -> tuple:
     sampling = Sampling(fps=fps)
     frames = np.concatenate([b.frames for b in iter_frames(videos[0], sampling, resize=enc.decode_size)])
+    frames = np.concatenate([frames] * -(-2 * enc.batch_size // len(frames)))[
+        : 2 * enc.batch_size
+    ]  # full batches
     total = sum(
         sum(len(b.timestamps) for b in iter_frames(v, sampling, resize=enc.decode_size)) for v in videos
     )

@@ -16,6 +16,7 @@ a thread of this process instead (slower where decoding is the bottleneck).
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -34,6 +35,7 @@ from actalign.runner.plan import Clip
 
 _POLL = 0.05  # seconds between checks on the workers while no message arrives
 MAX_WAIT = 1.0  # seconds decoded frames may wait for a full batch while more are still coming
+WORKER_NICENESS = 10
 
 
 def default_workers() -> int:
@@ -85,6 +87,10 @@ def _worker(tasks, results, stop, options: DecodeOptions) -> None:
     parent = mp.parent_process()
     if parent is not None:
         warnings.simplefilter("ignore")  # in a worker process: warnings travel in Done messages
+        # where decoders and the encoder share cores, the encoder (the usual bottleneck) goes
+        # first; decoders still get every cycle it leaves
+        with contextlib.suppress(OSError, AttributeError):
+            os.nice(WORKER_NICENESS)
 
     def gone() -> bool:
         return stop.is_set() or (parent is not None and not parent.is_alive())
