@@ -73,3 +73,59 @@ def make_audio_only(path: Path) -> Path:
             out.mux(astream.encode(af))
         out.mux(astream.encode())
     return path
+
+
+def textured_video(
+    path: Path, n: int, fps: float, size: tuple[int, int], block: int = 8, seed: int = 0, fresh: bool = False
+) -> Path:
+    """Moving blocky random texture: compresses like real footage (a solid colour would not);
+    `fresh`: new noise every frame (barely compressible: a large file)."""
+    rng = np.random.default_rng(seed)
+    w, h = size
+    base = rng.integers(0, 256, (h // block + 1, w // block + 2, 3), dtype=np.uint8)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for i in range(n):
+            if fresh:
+                base = rng.integers(0, 256, base.shape, dtype=np.uint8)
+            img = np.kron(np.roll(base, i // 3, axis=1), np.ones((block, block, 1), np.uint8))[:h, :w]
+            out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
+        out.mux(stream.encode())
+    return path
+
+
+# The shared samples' domains, candidates and answers (../shared/data/actionatlas-samples).
+SAMPLE_ROWS = [
+    (
+        "basketball.mp4",
+        "basketball",
+        ["Tip-in", "Putback dunk", "Alley-oop Dunk", "Tomahawk Dunk", "Windmill Dunk"],
+        1,
+    ),
+    ("cricket.mp4", "cricket", ["Square Cut", "Cover drive", "Cut Shot", "Straight Drive", "Pull Shot"], 1),
+    ("soccer.mp4", "soccer", ["Knuckleball Shot", "Chip shot", "Power shot", "Outside of the foot shot"], 0),
+    (
+        "tennis.mp4",
+        "tennis",
+        ["Windshield wiper forehand", "Inside-in forehand", "Half volley", "Forehand drive", "Sliced serve"],
+        0,
+    ),
+]
+
+
+def standin_samples(folder: Path) -> Path:
+    """Generated stand-ins for the shared samples, for a checkout without ../shared/data: the same
+    names, domains, candidates and answers, and what tests rely on (cricket.mp4 has 450 frames,
+    basketball.mp4 is over 1.5 MB, tennis.mp4 under it)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    textured_video(folder / "basketball.mp4", n=60, fps=30, size=(640, 360), block=4, seed=1, fresh=True)
+    textured_video(folder / "cricket.mp4", n=450, fps=60, size=(160, 90), seed=2)
+    textured_video(folder / "soccer.mp4", n=61, fps=30, size=(320, 180), seed=3)
+    textured_video(folder / "tennis.mp4", n=210, fps=30, size=(320, 180), seed=4)
+    rows = [{"video": v, "domain": d, "candidates": c, "answer": a} for v, d, c, a in SAMPLE_ROWS]
+    (folder / "manifest.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder

@@ -1,6 +1,7 @@
 """The app in a real browser: headless Debian Chromium driven by Playwright against the app served
-on loopback with the tiny model and the shared clips. Screenshots are kept in $ACTALIGN_ARTIFACTS
-(default: a pytest temporary folder, named at the end of the run)."""
+on loopback with the tiny model and the shared clips (or, in a checkout without ../shared/data,
+generated stand-ins with the same names, domains and candidates). Screenshots are kept in
+$ACTALIGN_ARTIFACTS (default: a pytest temporary folder, named at the end of the run)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from actalign.app import AppSettings
-from media import SAMPLES
+from media import SAMPLES, standin_samples
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = [
@@ -30,16 +31,21 @@ TIMEOUT_MS = 120_000  # a run on a busy two-core machine, model load included
 pytestmark = [
     pytest.mark.browser,
     pytest.mark.slow,
-    pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/data is not beside this checkout"),
     pytest.mark.skipif(
         not Path(CHROMIUM).exists(), reason="no chromium: apt-get install chromium chromium-driver"
     ),
 ]
 
 
-def manifest_row(video: str) -> dict:
+@pytest.fixture(scope="module")
+def samples(tmp_path_factory) -> Path:
+    """The shared sample clips, or generated stand-ins where they are absent (a fresh clone)."""
+    return SAMPLES if SAMPLES.exists() else standin_samples(tmp_path_factory.mktemp("samples"))
+
+
+def manifest_row(samples: Path, video: str) -> dict:
     rows = [
-        json.loads(line) for line in (SAMPLES / "manifest.jsonl").read_text().splitlines() if line.strip()
+        json.loads(line) for line in (samples / "manifest.jsonl").read_text().splitlines() if line.strip()
     ]
     return next(r for r in rows if r["video"] == video)
 
@@ -54,7 +60,7 @@ def artifacts(request, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def served(siglip_dir, tmp_path_factory):
+def served(siglip_dir, tmp_path_factory, samples):
     """The app with the tiny model, the example scripts and the shared samples; uploads over
     1.5 MB are refused (basketball.mp4 is 1.9 MB, tennis.mp4 0.6 MB)."""
     pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
@@ -67,7 +73,7 @@ def served(siglip_dir, tmp_path_factory):
         store=str(home / "scripts.sqlite"),
         cache_dir=str(home / "cache"),
         fps=4,
-        samples=str(SAMPLES / "manifest.jsonl"),
+        samples=str(samples / "manifest.jsonl"),
         max_upload_mb=1.5,
     )
     with serve(settings) as (url, demo):
@@ -124,9 +130,9 @@ def status(page) -> str:
     return page.inner_text("#aa-status")
 
 
-def test_an_uploaded_clip_gets_a_ranking_and_a_timeline_that_seeks(page, served, artifacts):
-    row = manifest_row("tennis.mp4")
-    upload(page, SAMPLES / "tennis.mp4")
+def test_an_uploaded_clip_gets_a_ranking_and_a_timeline_that_seeks(page, served, artifacts, samples):
+    row = manifest_row(samples, "tennis.mp4")
+    upload(page, samples / "tennis.mp4")
     page.wait_for_selector("#aa-video video")
     assert "tennis.mp4 is ready" in status(page)
     fill(page, row["domain"], row["candidates"])
@@ -162,7 +168,7 @@ def test_an_uploaded_clip_gets_a_ranking_and_a_timeline_that_seeks(page, served,
     from gradio_client import Client, handle_file
 
     api = Client(served[0], verbose=False).predict(
-        handle_file(str(SAMPLES / "tennis.mp4")),
+        handle_file(str(samples / "tennis.mp4")),
         row["domain"],
         "\n".join(row["candidates"]),
         api_name="/classify",
@@ -171,8 +177,8 @@ def test_an_uploaded_clip_gets_a_ranking_and_a_timeline_that_seeks(page, served,
     assert newest.read_text() == api
 
 
-def test_a_sample_fills_the_form_and_runs(page, artifacts):
-    row = manifest_row("basketball.mp4")
+def test_a_sample_fills_the_form_and_runs(page, artifacts, samples):
+    row = manifest_row(samples, "basketball.mp4")
     page.click("#aa-sample input")
     page.get_by_role("option", name="basketball \u2014 basketball").click()
     page.wait_for_selector("#aa-video video")
@@ -214,8 +220,8 @@ def test_a_run_shows_its_progress(page):
     assert "cricket.mp4: 450 frames" in status(page), status(page)
 
 
-def test_a_missing_script_is_said_and_can_be_written_in_the_page(page, artifacts):
-    upload(page, SAMPLES / "soccer.mp4")
+def test_a_missing_script_is_said_and_can_be_written_in_the_page(page, artifacts, samples):
+    upload(page, samples / "soccer.mp4")
     page.wait_for_selector("#aa-video video")
     fill(page, "soccer", ["Penalty kick", "Bicycle kick"])
     assert "No script found for 2 of 2 candidates" in page.inner_text("#aa-scripts-note")
@@ -251,8 +257,9 @@ def test_a_file_that_is_not_a_video_gets_one_message(page, tmp_path, artifacts):
     page.screenshot(path=str(artifacts / "app-not-a-video.png"))
 
 
-def test_a_video_over_the_upload_limit_is_refused_with_one_message(page, artifacts):
-    upload(page, SAMPLES / "basketball.mp4")  # 1.9 MB, the limit is 1.5 MB
+def test_a_video_over_the_upload_limit_is_refused_with_one_message(page, artifacts, samples):
+    assert (samples / "basketball.mp4").stat().st_size > 1.5 * 2**20
+    upload(page, samples / "basketball.mp4")  # over the 1.5 MB limit
     toast = page.wait_for_selector(".toast-body")
     assert "maximum allowed size" in toast.inner_text()
     assert page.locator(".toast-body").count() == 1
