@@ -265,7 +265,7 @@ def test_plot_marks_predicted_and_correct(tmp_path):
     assert "predicted" in svg and "correct" in svg
     plot_prediction(pred, tmp_path / "p.png", answer="right")
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
-    with pytest.raises(ActAlignError, match=r"\.png or \.svg"):
+    with pytest.raises(ActAlignError, match=r"\.png, \.svg or \.pdf"):
         plot_prediction(pred, tmp_path / "p.jpg")
 
 
@@ -295,7 +295,7 @@ def test_cli_bad_input_is_one_sentence(clip, scripts_file, siglip_dir, tmp_path,
         ),
         (["classify", clip, *base, *CANDS, "-o", tmp_path / "nope" / "out.json"], "does not exist"),
         (["classify", clip, *base, *CANDS, "--scripts", tmp_path / "absent.json"], "No such scripts file"),
-        (["plot", clip, *base, *CANDS, "--out", tmp_path / "fig.gif"], ".png or .svg"),
+        (["plot", clip, *base, *CANDS, "--out", tmp_path / "fig.gif"], ".png, .svg or .pdf"),
         (["classify", clip, *base, *CANDS, "--method", "mean-pool", "--plot", tmp_path / "p"], "has none"),
     ]
     for args, message in cases:

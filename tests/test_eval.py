@@ -78,10 +78,19 @@ def test_shared_manifest_loads_as_is():
 )
 def test_bad_manifest_rows_become_failures(tmp_path, content, match):
     path = tmp_path / "m.jsonl"
-    path.write_text(content)
+    good = '{"video": "b.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 0}\n'
+    path.write_text(good + content)
     plan = load_manifest(path, require_answer=True)
     assert len(plan.failures) == 1 and match in plan.failures[0]["reason"]
-    assert plan.failures[0]["line"] == len(content.strip().splitlines())
+    assert plan.failures[0]["line"] == 1 + len(content.strip().splitlines())
+    assert [c.id for c in plan.clips] == ["b"] + (["a"] if match == "already appears" else [])
+
+
+def test_a_manifest_without_a_usable_row_is_refused_with_the_first_reason(tmp_path):
+    path = tmp_path / "m.jsonl"
+    path.write_text('{"video": "a.mp4"}\nnot json\n')
+    with pytest.raises(ActAlignError, match=r"no usable row \(2 rejected; the first: line 1 lacks"):
+        load_manifest(path)
 
 
 def test_an_empty_manifest_is_refused(tmp_path):

@@ -294,7 +294,7 @@ def test_several_videos_one_bad(siglip_dir, scripts_file, tmp_path, capsys):
     assert code == 1
     assert [v["video"] for v in json.loads(out)["videos"]] == [str(a), str(b)]
     assert err.strip().splitlines() == [
-        f"error: {tmp_path / 'missing.mp4'}: No such video file: {tmp_path / 'missing.mp4'}. Check the path."
+        f"error: No such video file: {tmp_path / 'missing.mp4'}. Check the path."  # the path once
     ]
 
 
@@ -438,3 +438,71 @@ def test_public_api_is_documented_and_typed():
                     if not m.startswith("_") and inspect.isfunction(fn) and not inspect.getdoc(fn):
                         missing.append(f"{name}.{attr}.{m}")
     assert missing == []
+
+
+# --------------------------------------------------------------------------- newcomer pass
+
+
+def test_text_files_and_still_images_are_not_videos(tmp_path):
+    from PIL import Image
+
+    from actalign.video import probe
+
+    text = tmp_path / "notes.mp4"  # a misleading suffix: the content decides
+    text.write_text("hello, this is not a video\n" * 20)
+    image = tmp_path / "frame.png"
+    Image.new("RGB", (32, 24), (200, 10, 10)).save(image)
+    with pytest.raises(ActAlignError, match="not a video"):
+        probe(text)
+    with pytest.raises(ActAlignError, match=r"still image \(png_pipe\), not a video"):
+        probe(image)
+
+
+def test_save_arrays_writes_what_the_prediction_holds(siglip_dir, scripts_file, tmp_path, capsys):
+    video = make_video(tmp_path / "a.mp4", n=8, fps=8)
+    arrays = tmp_path / "arrays"
+    args = classify_args(
+        [video], siglip_dir, scripts_file, "--format", "json", "--fps", "4", "--save-arrays", str(arrays)
+    )
+    assert main(args) == 0
+    (shown,) = json.loads(capsys.readouterr().out)["videos"]
+    saved = np.load(arrays / "a.npz")
+    ranked = [c["action"] for c in shown["predictions"]]
+    assert list(saved["actions"]) == ranked
+    assert len(saved["timestamps"]) == shown["frames"]
+    for i, c in enumerate(shown["predictions"]):
+        affinity, path = saved[f"affinity_{i}"], saved[f"path_{i}"]
+        assert affinity.shape == (len(c["segments"]), shown["frames"])
+        assert float(saved[f"score_{i}"]) == pytest.approx(c["score"], abs=1e-6)  # JSON rounds to 6 places
+        # the score is the mean affinity along the saved path (DESIGN.md, eq. 6)
+        assert affinity[path[:, 0], path[:, 1]].mean() == pytest.approx(c["score"], abs=1e-6)
+    assert shown["settings"]["method"] == "actalign" and shown["settings"]["fps"] == 4.0
+
+
+def test_wilson_interval_matches_its_formula_and_covers_the_rate():
+    from actalign.eval.metrics import wilson_interval
+
+    assert wilson_interval(0, 0) is None
+    z = 1.959964
+    for hits, n in [(0, 5), (3, 6), (6, 6), (41, 100)]:
+        lo, hi = wilson_interval(hits, n)
+        p = hits / n
+        # the interval's ends are the roots of (p - q)^2 = z^2 q (1 - q) / n
+        for q in (lo, hi):
+            assert (p - q) ** 2 == pytest.approx(z * z * q * (1 - q) / n, abs=1e-12)
+        assert 0 <= lo <= p <= hi <= 1
+    assert wilson_interval(6, 6)[1] == pytest.approx(1.0)
+
+
+def test_a_bad_flag_is_one_line_that_points_at_help(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["classify", "v.mp4", "--fps", "fast"])
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1
+    assert "--fps" in err and "--help" in err and err.startswith("error: argument --fps")
+    assert "actalign classify --help" in err
+
+
+def test_a_mistyped_model_name_gets_a_suggestion():
+    with pytest.raises(ActAlignError, match=r"Unknown model 'siglip-so400n'.*Did you mean 'siglip-so400m"):
+        load_encoder("siglip-so400n")

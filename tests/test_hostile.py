@@ -428,7 +428,7 @@ def test_eval_with_the_default_cache_lists_missing_videos_and_folders(setup, cap
         {"video": "~/no-such-file.mp4", "domain": "d", "candidates": ["a", "b"], "answer": 1, "id": "home"},
     ]
     (tmp / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert main(["eval", str(tmp / "m.jsonl"), "--out", str(tmp / "run"), *base[5:], "--quiet"]) == 0
+    assert main(["eval", str(tmp / "m.jsonl"), "--out", str(tmp / "run"), *base[5:], "--quiet"]) == 1
     failed = {
         f["id"]: f["reason"] for f in map(json.loads, (tmp / "run" / "failed.jsonl").read_text().splitlines())
     }
@@ -488,11 +488,14 @@ def test_an_old_store_is_backed_up_before_its_migration(tmp_path):
     db.commit()
     db.close()
     store = ScriptStore(path)
+    assert not list(tmp_path.glob("old.sqlite.bak-*"))  # opened on first use only
+    assert store.get("d", "a").steps == ("x y", "z w")
     (backup,) = list(tmp_path.glob("old.sqlite.bak-*"))
     assert sqlite3.connect(backup).execute("SELECT count(*) FROM scripts").fetchone()[0] == 1
-    assert store.get("d", "a").steps == ("x y", "z w")
     store.close()
-    ScriptStore(path).close()
+    again = ScriptStore(path)
+    assert again.get("d", "a").steps == ("x y", "z w")
+    again.close()
     assert len(list(tmp_path.glob("old.sqlite.bak-*"))) == 1  # migrated once
 
 

@@ -77,6 +77,8 @@ class Prediction:
     alignment: str = "global"
     start: float | None = None
     end: float | None = None
+    video_end: float | None = None  # where the embedded span ends (the video's end, or `end`)
+    settings: dict = field(default_factory=dict)  # model, sampling, smoothing, template, ...
 
     @property
     def top(self) -> CandidateResult:
@@ -284,8 +286,25 @@ class ActAlign:
             pred = self.classify_mean_pool(str(video), emb, candidates, domain)
         else:
             pred = self.classify_embedding(str(video), emb, scripts, domain)
-        pred.start, pred.end = start, end
+        pred.start = start
+        pred.end = None if end is None else min(end, emb.end)  # an --end past the video is its end
         return pred
+
+    def settings(self) -> dict:
+        """What produced a prediction: the model, sampling, method and alignment settings."""
+        out = {
+            "model": getattr(self.encoder, "identity", "?"),
+            "text_encoding": getattr(self.encoder, "text_encoding", "trained"),
+            "method": self.method,
+            "fps": None if self.fps is None else float(self.fps),
+        }
+        if self.method == "mean-pool":
+            out["prompt"] = self.mean_pool_template
+        else:
+            out.update(
+                smooth_seconds=float(self.smooth_seconds), template=self.template, alignment=self.alignment
+            )
+        return out
 
     def classify_many(
         self,
@@ -307,6 +326,7 @@ class ActAlign:
         out: list[Prediction | ActAlignError] = []
         for video in videos:
             try:
+                video = as_video(video)
                 emb = self.embed(video)
                 if self.method == "mean-pool":
                     out.append(self.classify_mean_pool(str(video), emb, candidates, domain))
@@ -374,7 +394,16 @@ class ActAlign:
                     span=span,
                 )
             )
-        return Prediction(video, domain, "actalign", results, emb.timestamps, alignment=self.alignment)
+        return Prediction(
+            video,
+            domain,
+            "actalign",
+            results,
+            emb.timestamps,
+            alignment=self.alignment,
+            video_end=emb.end,
+            settings=self.settings(),
+        )
 
     def alignment_options(self, emb: VideoEmbedding) -> dict:
         """Options of the subsequence score at this video's sampling rate (none for global)."""
@@ -401,7 +430,9 @@ class ActAlign:
             CandidateResult(action=candidates[i], score=float(scores[i]), rank=r)
             for r, i in enumerate(rank(scores), 1)
         ]
-        return Prediction(video, domain, "mean-pool", results, emb.timestamps)
+        return Prediction(
+            video, domain, "mean-pool", results, emb.timestamps, video_end=emb.end, settings=self.settings()
+        )
 
 
 def check_template(template: str, needed: str) -> None:

@@ -39,6 +39,7 @@ def prediction_dict(p, top_k: int | None = None) -> dict:
         "start": p.start,
         "end": p.end,
         "frames": len(p.timestamps),
+        "settings": p.settings,
         "predictions": [candidate_dict(c) for c in p.candidates[:top_k]],
     }
 
@@ -116,6 +117,26 @@ def to_table(predictions: Sequence, top_k: int | None = None) -> str:
     return "\n".join(out) + ("\n" if out else "")
 
 
+def save_arrays(p, path) -> None:
+    """One video's arrays for analysis, as .npz: `timestamps` (T,), `actions` (M,) best first,
+    and for each candidate i in that order `affinity_i` (K_i, T) and `path_i` (L_i, 2)."""
+    import io as _io
+
+    import numpy as np
+
+    from actalign.files import atomic_write_bytes
+
+    arrays = {"timestamps": np.asarray(p.timestamps), "actions": np.array([c.action for c in p.candidates])}
+    for i, c in enumerate(p.candidates):
+        if c.affinity is not None:
+            arrays[f"affinity_{i}"] = c.affinity
+            arrays[f"path_{i}"] = c.path
+        arrays[f"score_{i}"] = np.array(c.score)
+    buf = _io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 # --------------------------------------------------------------------------- cues
 
 
@@ -137,11 +158,8 @@ def prediction_cues(p) -> list[Cue]:
         cues += [Cue(s.start, s.end, f"{k}. {s.step}") for k, s in enumerate(c.segments, 1)]
     else:
         t = p.timestamps
-        cues.append(
-            Cue(
-                float(t[0]), float(p.end if p.end is not None else t[-1]), f"{c.action} (score {c.score:.3f})"
-            )
-        )
+        end = p.video_end if p.video_end is not None else float(t[-1])
+        cues.append(Cue(float(t[0]), float(end), f"{c.action} (score {c.score:.3f})"))
     return cues
 
 
@@ -152,6 +170,20 @@ def detection_cues(detections: Iterable) -> list[Cue]:
         cues.append(Cue(d.start, d.end, f"{d.action} (score {d.score:.3f})"))
         cues += [Cue(s.start, s.end, f"{d.action}: {k}. {s.step}") for k, s in enumerate(d.segments, 1)]
     return cues
+
+
+def format_detections(fmt: str, video: str, detections, settings: dict | None = None) -> str:
+    """`actalign locate`'s output: a table (each occurrence and its steps), JSON, or cues."""
+    if fmt in CUE_FORMATS:
+        return cues_as(fmt, detection_cues(detections))
+    if fmt == "json":
+        data = {"video": video, "settings": settings or {}, "detections": [d.to_dict() for d in detections]}
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    lines = [f"{video}  ({len(detections)} occurrences)", f"  {'start':>8}  {'end':>8}  {'score':>7}  action"]
+    for d in detections:
+        lines.append(f"  {d.start:8.2f}  {d.end:8.2f}  {d.score:7.4f}  {d.action}")
+        lines += [f"      {s.start:8.2f} - {s.end:8.2f} s  {s.step}" for s in d.segments]
+    return "\n".join(lines) + "\n"
 
 
 def _positive(cue: Cue) -> Cue:

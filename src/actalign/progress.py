@@ -67,6 +67,7 @@ class Progress:
         self.start = time.monotonic()
         self._last = self.start
         self._printed = False
+        self._printed_at = -1
         self._bar = None
         self.enabled = enabled and not is_quiet()
         if self.enabled and _isatty(self.stream):
@@ -105,7 +106,7 @@ class Progress:
         parts = [f"{self.desc}: {self.done}" + (f"/{self.total}" if self.total else "") + f" {self.unit}s"]
         if self.total:
             parts.append(f"{100 * self.done / self.total:.0f}%")
-        parts.append(f"{rate:.1f} {self.unit}s/s")
+        parts.append(f"{rate:.3g} {self.unit}s/s")
         if self.note:
             parts.append(self.note)
         parts.append(f"elapsed {_clock(elapsed)}")
@@ -116,12 +117,13 @@ class Progress:
     def _line(self) -> None:
         print(self.line(), file=self.stream, flush=True)
         self._printed = True
+        self._printed_at = self.done
 
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        elif self.enabled and self._printed:
+        elif self.enabled and self._printed and self._printed_at != self.done:
             self._line()  # a long task in a log ends with its final count
         self.enabled = False
 

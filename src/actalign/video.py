@@ -39,6 +39,8 @@ _EPS = 1e-6  # seconds: tolerance when comparing a frame time with a grid time
 MIN_DECODED_SHARE = 0.25  # refuse a video when fewer of its packets than this decode to frames
 MAX_GAP_FACTOR = 50  # a timestamp jump this many typical intervals long (and ...
 MAX_GAP_SECONDS = 2.0  # ... longer than this) is treated as damage
+# FFmpeg demuxers that turn non-video files into "video": text (tty) and still images
+NOT_VIDEO_FORMATS = ("tty", "ansi", "image2", "bin", "idf", "adf", "xbin")
 VIDEO_SUFFIXES = (
     ".mp4",
     ".mov",
@@ -197,6 +199,11 @@ def _open(path: str | os.PathLike):
     if not container.streams.video:
         container.close()
         raise ActAlignError(f"{p} has no video stream (audio only?); give a file with video.")
+    kind = container.format.name
+    if kind in NOT_VIDEO_FORMATS or kind.endswith("_pipe"):
+        container.close()
+        what = "a text file" if kind in ("tty", "ansi") else "a still image"
+        raise ActAlignError(f"{p} is {what} ({kind}), not a video; give a video file.")
     return container
 
 
@@ -323,8 +330,10 @@ def find_videos(inputs: list[str]) -> list[str]:
         if p.is_dir():
             out += [str(f) for f in iter_files(p, VIDEO_SUFFIXES)]
         elif not p.exists() and any(c in item for c in "*?["):
-            matches = sorted(glob.glob(str(p), recursive=True))
-            out += [m for m in matches if Path(m).is_file()] or [item]
+            matches = [m for m in sorted(glob.glob(str(p), recursive=True)) if Path(m).is_file()]
+            if not matches:
+                raise ActAlignError(f"No file matches the pattern {item}.")
+            out += matches
         else:
             out.append(item)
     return list(dict.fromkeys(out))
@@ -512,6 +521,7 @@ class FrameStream:
             ts = clock(frame)
             self.last_ts = ts
             if ts < lo - _EPS:
+                self.video_end = ts + clock.duration(frame)
                 continue
             if ts >= hi - _EPS:
                 stats.end = hi
@@ -528,9 +538,8 @@ class FrameStream:
             if stats.decoded == 0:
                 raise ActAlignError(f"{name} has a video stream but no decodable frame.")
             if self.last_ts is not None and self.last_ts < lo:
-                raise ActAlignError(
-                    f"The start time {lo} s is past the end of {name} ({self.last_ts:.2f} s long)."
-                )
+                length = getattr(self, "video_end", self.last_ts)
+                raise ActAlignError(f"The start time {lo} s is past the end of {name} ({length:.2f} s long).")
             raise ActAlignError(f"No frames of {name} fall in [{lo}, {s.end}) s; check --start/--end.")
         declared = info.frames if s.start is None and s.end is None else None
         if declared and declared > 10 * max(1, stats.packets):

@@ -41,10 +41,7 @@ def plot_prediction(
     """
     from matplotlib.figure import Figure
 
-    if out is not None and Path(out).suffix.lower() not in (".png", ".svg"):
-        raise ActAlignError(
-            f"Plots are saved as .png or .svg, not {Path(out).suffix or 'no suffix'} ({out})."
-        )
+    check_plot_path(out)
     limit = min(max_panels, top_k) if top_k else max_panels
     shown = [c for c in prediction.candidates if c.affinity is not None][:limit]
     if not shown:
@@ -89,6 +86,16 @@ def plot_prediction(
     return fig
 
 
+PLOT_SUFFIXES = (".png", ".svg", ".pdf")
+
+
+def check_plot_path(out) -> None:
+    """Plots are PNG, SVG or PDF, chosen by the file's suffix."""
+    if out is not None and Path(out).suffix.lower() not in PLOT_SUFFIXES:
+        suffix = Path(out).suffix or "no suffix"
+        raise ActAlignError(f"Plots are saved as .png, .svg or .pdf, not {suffix} ({out}).")
+
+
 def _panel(ax, c, labels, ts, xlim, vlim, answer):
     from matplotlib.patches import Rectangle
 
@@ -103,11 +110,15 @@ def _panel(ax, c, labels, ts, xlim, vlim, answer):
         extent=(xlim[0], xlim[1], k - 0.5, -0.5),
     )
     ax.plot(ts[c.path[:, 1]], c.path[:, 0], color="white", linewidth=1.6)
-    for row, seg in enumerate(c.segments):
+    from actalign.align import segments_from_path
+
+    cell = (xlim[1] - xlim[0]) / len(ts)  # the heatmap's columns: one per sampled frame
+    for row, (first, last) in enumerate(segments_from_path(c.path, k)):
+        left = xlim[0] + first * cell
         ax.add_patch(
             Rectangle(
-                (seg.start, row - 0.45),
-                max(seg.end - seg.start, 1e-3),
+                (left, row - 0.45),
+                (last - first + 1) * cell,
                 0.9,
                 fill=False,
                 edgecolor="#ff5a36",

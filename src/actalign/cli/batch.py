@@ -41,8 +41,8 @@ def run(args) -> int:
     from actalign.runner.score import Method
 
     common.check_template(args)
-    common.check_out(args)
     clips = plan(args)
+    common.check_out(args)
     methods = [
         Method(
             "ActAlign",

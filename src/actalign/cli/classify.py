@@ -26,6 +26,12 @@ def add_parser(sub) -> None:
         help="write results here instead of stdout (a folder for vtt/srt of several videos)",
     )
     p.add_argument("--plot", default=None, metavar="DIR", help="also save a plot per video in DIR")
+    p.add_argument(
+        "--save-arrays",
+        default=None,
+        metavar="DIR",
+        help="also save each video's affinity matrices and DTW paths as DIR/<video>.npz",
+    )
 
 
 def _check_output(args, several: bool) -> None:
@@ -37,6 +43,12 @@ def _check_output(args, several: bool) -> None:
         common.make_folder(args.output, "output folder")
     else:
         common.check_writable(args.output)
+
+
+def _report(video: str, e: ActAlignError) -> None:
+    """One line per failed video, naming it once."""
+    text = str(e)
+    print(f"error: {text}" if str(video) in text else f"error: {video}: {text}", file=sys.stderr)
 
 
 def run(args) -> int:
@@ -57,6 +69,8 @@ def run(args) -> int:
     _check_output(args, several)
     if args.plot:
         common.make_folder(args.plot, "plot folder")
+    if args.save_arrays:
+        common.make_folder(args.save_arrays, "arrays folder")
     good, failed = [], 0
     for v in videos:  # missing, corrupt or video-less files fail here, before any model is loaded
         try:
@@ -65,7 +79,7 @@ def run(args) -> int:
         except ActAlignError as e:
             if not several:
                 raise
-            print(f"error: {v}: {e}", file=sys.stderr)
+            _report(v, e)
             failed += 1
     scripts = None
     if args.method == "actalign":
@@ -88,10 +102,14 @@ def run(args) -> int:
         except ActAlignError as e:
             if not several:
                 raise
-            print(f"error: {video}: {e}", file=sys.stderr)
+            _report(video, e)
             failed += 1
             continue
         writer.add(pred)
+        if args.save_arrays:
+            from actalign.exports import save_arrays
+
+            save_arrays(pred, Path(args.save_arrays) / f"{Path(video).stem}.npz")
         if args.plot:
             from actalign.viz import plot_prediction
 

@@ -146,7 +146,12 @@ def add_classify_options(p: argparse.ArgumentParser) -> None:
     add_candidate_options(p)
     add_sampling_options(p)
     add_method_options(p)
-    p.add_argument("--method", choices=["actalign", "mean-pool"], default="actalign")
+    p.add_argument(
+        "--method",
+        choices=["actalign", "mean-pool"],
+        default="actalign",
+        help="actalign, or the mean-pool baseline (mean frame embedding against one text per candidate)",
+    )
     add_model_options(p)
     add_script_options(p)
     add_quiet(p)
@@ -176,6 +181,9 @@ def check_writable(path: str | None) -> None:
     parent = p.parent if str(p.parent) else Path(".")
     if p.is_dir():
         raise ActAlignError(f"The output {p} is a folder; give a file name.")
+    blocker = next((a for a in [parent, *parent.parents] if a.exists() and not a.is_dir()), None)
+    if blocker is not None:
+        raise ActAlignError(f"Cannot write {p}: {blocker} is a file, not a folder.")
     if not parent.is_dir():
         raise ActAlignError(f"Cannot write {p}: the folder {parent} does not exist.")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
@@ -262,11 +270,20 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 
 
 def check_out(args) -> None:
-    """A local run folder that cannot be used fails here, before any model is loaded."""
+    """A local run folder that cannot be used fails here, before any model is loaded (and nothing
+    is created yet: a command that fails later leaves no empty folder behind)."""
     from actalign.runner.output import is_uri
 
-    if not is_uri(args.out):
-        make_folder(args.out, "run folder (--out)")
+    if is_uri(args.out):
+        return
+    p = Path(args.out).expanduser()
+    if p.exists() and not p.is_dir():
+        raise ActAlignError(f"The run folder (--out) {p} is a file; give a folder.")
+    existing = next((a for a in [p, *p.parents] if a.exists()), Path("."))
+    if not existing.is_dir():
+        raise ActAlignError(f"Cannot make the run folder {p}: {existing} is a file, not a folder.")
+    if not os.access(existing, os.W_OK):
+        raise ActAlignError(f"Cannot write to {existing}: permission denied; choose another --out folder.")
 
 
 def run_options(args) -> dict:
@@ -287,6 +304,7 @@ def run_record(args) -> dict:
     from actalign.runner import file_digest
 
     return {
+        "model": args.model or "default",
         "scripts": [file_digest(f) for f in args.scripts],
         "template": args.template,
     }
@@ -303,9 +321,11 @@ def sources_for(args, methods) -> dict:
 
 def report_failures(out: str, failures: list[dict]) -> None:
     if failures:
+        first = failures[0]
+        where = f"{first['id']}: " if "id" in first else ""  # a rejected row's reason names its line
         print(
             f"{len(failures)} clip(s) failed; see {out.rstrip('/')}/failed.jsonl "
-            f"(first: {failures[0].get('id', failures[0].get('line'))}: {failures[0]['reason']})",
+            f"(first: {where}{first['reason']})",
             file=sys.stderr,
         )
 

@@ -81,7 +81,6 @@ def run(args) -> int:
     from actalign.runner.plan import load_manifest
 
     common.check_template(args)
-    common.check_out(args)
     if args.dataset.lower() == "actionatlas":
         manifest = Path(args.data) / "manifest.jsonl"
         if not manifest.exists():
@@ -92,6 +91,7 @@ def run(args) -> int:
     else:
         manifest = Path(args.dataset)
     plan = load_manifest(manifest, require_answer=True)
+    common.check_out(args)
     chosen = methods(args)
     sources = common.sources_for(args, chosen)
     common.check_scripts(plan, sources, chosen, args.limit)
@@ -104,7 +104,8 @@ def run(args) -> int:
         **common.run_options(args),
     )
     print(summary_markdown(summary), end="")
-    failures = [1] * summary["failed"]
-    if failures:
-        print(f"{summary['failed']} clip(s) failed; see {args.out.rstrip('/')}/failed.jsonl", file=sys.stderr)
-    return 0
+    problems = summary["failed"] + summary["rows_rejected"]
+    if problems:
+        where = f"{args.out.rstrip('/')}/failed.jsonl"
+        print(f"{problems} clip(s) or manifest row(s) could not be evaluated; see {where}", file=sys.stderr)
+    return 1 if problems else 0

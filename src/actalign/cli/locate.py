@@ -3,7 +3,6 @@ video, streamed (memory holds one window of frames), as a table, JSON, or WebVTT
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from actalign.cli import common
@@ -39,20 +38,6 @@ def add_parser(sub) -> None:
     common.add_model_options(p)
     common.add_script_options(p)
     common.add_quiet(p)
-
-
-def _text(fmt: str, video: str, detections) -> str:
-    from actalign.exports import cues_as, detection_cues
-
-    if fmt in ("vtt", "srt"):
-        return cues_as(fmt, detection_cues(detections))
-    if fmt == "json":
-        data = {"video": video, "detections": [d.to_dict() for d in detections]}
-        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    lines = [f"{video}  ({len(detections)} occurrences)", f"  {'start':>8}  {'end':>8}  {'score':>7}  action"]
-    for d in detections:
-        lines.append(f"  {d.start:8.2f}  {d.end:8.2f}  {d.score:7.4f}  {d.action}")
-    return "\n".join(lines) + "\n"
 
 
 def run(args) -> int:
@@ -92,5 +77,7 @@ def run(args) -> int:
             if per_action[d.action] <= args.top:
                 kept.append(d)
         found = kept
-    common.write_output(_text(args.format, args.video, found), args.output)
+    from actalign.exports import format_detections
+
+    common.write_output(format_detections(args.format, args.video, found, model.settings()), args.output)
     return 0

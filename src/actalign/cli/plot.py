@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from actalign.cli import common
 from actalign.errors import ActAlignError
 
@@ -12,7 +10,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("plot", help="draw the alignment heatmaps of one video (paper Figure 4)")
     p.add_argument("video", metavar="VIDEO")
     common.add_classify_options(p)
-    p.add_argument("--out", required=True, help="output .png or .svg")
+    p.add_argument("--out", required=True, help="output .png, .svg or .pdf")
     p.add_argument("--answer", default=None, help="the correct candidate, to mark it")
     p.add_argument("--top-k", type=common.positive_int, default=None, help="draw the K best candidates")
 
@@ -24,8 +22,9 @@ def run(args) -> int:
     common.check_template(args)
     if args.method != "actalign":
         raise ActAlignError("Plots show alignments; use --method actalign.")
-    if Path(args.out).suffix.lower() not in (".png", ".svg"):
-        raise ActAlignError(f"Plots are saved as .png or .svg, not {Path(args.out).suffix or 'no suffix'}.")
+    from actalign.viz import check_plot_path
+
+    check_plot_path(args.out)
     common.check_writable(args.out)
     probe(args.video)
     if args.answer is not None and args.answer not in candidates:

@@ -58,8 +58,14 @@ def generate(args) -> int:
 
 
 def show(store, domain: str | None) -> int:
+    import sys
+
     from actalign.scripts.parse import norm
 
+    if not store.path.exists():
+        print(f"No script store at {store.path} yet; generate or import scripts first.", file=sys.stderr)
+        return 0
+    shown = 0
     for s in store.all():
         if domain and norm(domain) != norm(s.domain):
             continue
@@ -67,6 +73,9 @@ def show(store, domain: str | None) -> int:
         print(f"[{s.domain}] {s.action}  ({origin})")
         for i, step in enumerate(s.steps, 1):
             print(f"  {i}. {step}")
+        shown += 1
+    if not shown:
+        print(f"No stored scripts{f' for {domain!r}' if domain else ''} in {store.path}.", file=sys.stderr)
     return 0
 
 

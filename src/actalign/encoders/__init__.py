@@ -119,7 +119,25 @@ def load_encoder(
     else:
         factory, name = _BACKENDS["hf"], name_or_path
     name = MODELS.get(name, name)
+    if factory is _BACKENDS["hf"]:  # other backends name their models their own way
+        _check_name(name)
     return factory(name, device=device, dtype=dtype, batch_size=batch_size, **options)
+
+
+def _check_name(name: str) -> None:
+    """A name that is neither a folder, a hub id (org/name) nor a short name is a typo."""
+    from pathlib import Path
+
+    if "/" in name or Path(name).expanduser().is_dir() or name.startswith((".", "~")):
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name, list(MODELS), n=1)
+    hint = f" Did you mean {close[0]!r}?" if close else ""
+    raise ActAlignError(
+        f"Unknown model {name!r}: not a short name (actalign models lists them), a hub id "
+        f"(org/name) or a folder.{hint}"
+    )
 
 
 def select_device(device: str | None = None) -> str:

@@ -13,7 +13,7 @@ import numpy as np
 
 from actalign.classify import DEFAULT_TEMPLATE
 from actalign.errors import ActAlignError
-from actalign.eval.metrics import random_topk, topk
+from actalign.eval.metrics import random_topk, topk, wilson_interval
 from actalign.runner import RunResult, run
 from actalign.runner.plan import Plan
 from actalign.runner.score import Method
@@ -67,7 +67,9 @@ def evaluate(
 
 
 def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
-    """Top-1/2/3 per method (and the random expectation) over the finished rows."""
+    """Top-1/2/3 per method (with the 95% Wilson interval of top-1, and the random expectation)
+    over the finished rows; span IoU where rows know the action's span (measured on the correct
+    candidate's span: how well the action is found, whatever is ranked first); top-1 per domain."""
     rows = result.rows
     table = {
         "random (expected)": {f"top{k}": random_topk([len(r["candidates"]) for r in rows], k) for k in KS}
@@ -76,15 +78,25 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
     for m in methods:
         ranks = [r["methods"][m.name]["rank"] for r in rows]
         table[m.name] = {f"top{k}": topk(ranks, k) for k in KS}
+        table[m.name]["top1_ci95"] = wilson_interval(sum(r == 1 for r in ranks), len(ranks))
         if located and m.method == "actalign":
             table[m.name]["span_iou"] = float(
                 np.mean([span_iou(r["methods"][m.name]["span"], r["span"]) for r in located])
             )
+    domains: dict[str, dict] = {}
+    for domain in sorted({r["domain"] for r in rows}):
+        mine = [r for r in rows if r["domain"] == domain]
+        domains[domain] = {"clips": len(mine)}
+        for m in methods:
+            domains[domain][m.name] = topk([r["methods"][m.name]["rank"] for r in mine], 1)
+    rejected = sum(1 for f in result.failures if "id" not in f)
     return {
         "clips": len(rows),
         "clips_in_manifest": result.planned,
-        "failed": len(result.failures),
+        "rows_rejected": rejected,
+        "failed": len(result.failures) - rejected,
         "methods": table,
+        "domains": domains,
         "config": result.record,
     }
 
@@ -96,19 +108,47 @@ def span_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
 def summary_markdown(summary: dict) -> str:
-    """The summary as a Markdown table (summary.md, and what `eval` prints)."""
+    """The summary as Markdown tables (summary.md, and what `eval` prints)."""
     with_iou = any("span_iou" in m for m in summary["methods"].values())
+    skipped = []
+    if summary.get("failed"):
+        skipped.append(f"{summary['failed']} failed")
+    if summary.get("rows_rejected"):
+        skipped.append(f"{summary['rows_rejected']} manifest rows rejected")
     lines = [
-        f"Evaluated {summary['clips']} of {summary['clips_in_manifest']} clips "
-        f"(model {summary.get('config', {}).get('encoder', '?')}).",
+        f"Evaluated {summary['clips']} of {summary['clips_in_manifest']} clips"
+        + (f" ({', '.join(skipped)}; see failed.jsonl)" if skipped else "")
+        + f" (model {summary.get('config', {}).get('encoder', '?')}).",
         "",
-        "| method | top-1 (%) | top-2 (%) | top-3 (%) |" + (" span IoU |" if with_iou else ""),
-        "|---|---|---|---|" + ("---|" if with_iou else ""),
+        "| method | top-1 (%) | top-1 95% CI | top-2 (%) | top-3 (%) |" + (" span IoU |" if with_iou else ""),
+        "|---|---|---|---|---|" + ("---|" if with_iou else ""),
     ]
     for name, m in summary["methods"].items():
-        cells = [f"{100 * m[f'top{k}']:.2f}" for k in KS]
+        ci = m.get("top1_ci95")
+        cells = [
+            _pct(m["top1"]),
+            f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}" if ci else "",
+            _pct(m["top2"]),
+            _pct(m["top3"]),
+        ]
         if with_iou:
             cells.append(f"{m['span_iou']:.3f}" if "span_iou" in m else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    domains = summary.get("domains") or {}
+    if len(domains) > 1:
+        names = [n for n in summary["methods"] if n != "random (expected)"]
+        lines += [
+            "",
+            "Top-1 (%) per domain:",
+            "",
+            "| domain | clips | " + " | ".join(names) + " |",
+            "|---|---|" + "---|" * len(names),
+        ]
+        for domain, d in domains.items():
+            lines.append(f"| {domain} | {d['clips']} | " + " | ".join(_pct(d[n]) for n in names) + " |")
     return "\n".join(lines) + "\n"

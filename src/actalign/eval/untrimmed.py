@@ -100,7 +100,7 @@ def make_untrimmed(
         start = before / float(fps)
         end = (n - after) / float(fps)
         rows.append(replace(clip, video=target, start=None, end=None))
-        extra[clip.id] = {"span": [round(start, 6), round(end, 6)], "source": str(clip.video)}
+        extra[clip.id] = {"span": [round(start, 6), round(end, 6)], "source": str(Path(clip.video).resolve())}
         if progress is not None:
             progress(clip)
     manifest = out / "manifest.jsonl"

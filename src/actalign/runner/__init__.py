@@ -132,6 +132,8 @@ def run(
 
         def failed(clip: Clip, reason: str) -> None:
             entry = {"id": clip.id, "video": str(clip.video), "reason": reason}
+            if clip.id in plan.lines:
+                entry["line"] = plan.lines[clip.id]
             folder.fail(entry)
             failures.append(entry)
             bar.update(1)

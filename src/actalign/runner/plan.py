@@ -47,6 +47,7 @@ class Plan:
     clips: list[Clip]
     failures: list[dict] = field(default_factory=list)
     source: str = ""
+    lines: dict[str, int] = field(default_factory=dict)  # clip id -> manifest line
 
     def __len__(self) -> int:
         return len(self.clips)
@@ -158,8 +159,12 @@ def clip_from_row(row: object, base: Path, require_answer: bool = False) -> Clip
         if not ok or not 0 <= span[0] < span[1]:
             raise BadRow(f"'span' must be [start, end] seconds with start < end, got {span!r}")
         span = (float(span[0]), float(span[1]))
+    video_path = Path(video_text)
+    default_id = str(video_path.with_suffix("") if video_path.name else video_path)
+    if start is not None or end is not None:  # two windows of one video are two clips
+        default_id += f"@{'' if start is None else f'{start:g}'}-{'' if end is None else f'{end:g}'}"
     return Clip(
-        id=str(raw_id).strip() if raw_id is not None else str(Path(video_text).with_suffix("")),
+        id=str(raw_id).strip() if raw_id is not None else default_id,
         video=video,
         domain=domain,
         candidates=candidates,
@@ -177,6 +182,13 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
     Raises ActAlignError only when the file itself cannot be used (missing, not UTF-8, no rows).
     """
     p = Path(path).expanduser()
+    from actalign.video import VIDEO_SUFFIXES
+
+    if p.suffix.lower() in VIDEO_SUFFIXES:
+        raise ActAlignError(
+            f"{p} is a video; this command takes a manifest (.jsonl, one clip per line). For videos "
+            "use actalign classify, or actalign batch VIDEOS --domain D --candidates ..."
+        )
     text = read_text(p, "manifest")
     clips: list[Clip] = []
     failures: list[dict] = []
@@ -208,7 +220,13 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
         clips.append(clip)
     if not clips and not failures:
         raise ActAlignError(f"The manifest {p} has no rows.")
-    return Plan(clips, failures, str(p.resolve()))
+    if not clips:
+        raise ActAlignError(
+            f"The manifest {p} has no usable row ({len(failures)} rejected; the first: "
+            f"{failures[0]['reason']}). A manifest is JSON Lines: one object with video, domain and "
+            "candidates per line."
+        )
+    return Plan(clips, failures, str(p.resolve()), lines=ids)
 
 
 def _failure(row: object, line: int, reason: str) -> dict:

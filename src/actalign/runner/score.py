@@ -194,8 +194,16 @@ class Scorer:
         return [round(span[0], 3), round(span[1], 3)]
 
     def record(self) -> dict:
-        """What the configuration records of the methods."""
-        return {"methods": [asdict(m) for m in self.methods], "primary": self.primary}
+        """What the configuration records of the methods (for mean-pool only what it uses)."""
+        methods = []
+        for m in self.methods:
+            if m.method == "mean-pool":
+                methods.append(
+                    {"name": m.name, "method": m.method, "prompt": self.pipes[m.name].mean_pool_template}
+                )
+            else:
+                methods.append(asdict(m))
+        return {"methods": methods, "primary": self.primary}
 
 
 ScoreFn = Callable[[Clip, VideoEmbedding], dict]

@@ -70,8 +70,9 @@ class ScriptSource:
         missing = [a for a in actions if a not in found]
         if missing and self.writer is None:
             listed = ", ".join(repr(a) for a in missing)
+            hint = self._suggest(domain, missing)
             raise ActAlignError(
-                f"No scripts for {listed} in {domain!r}. Write them in a JSON file "
+                f"No scripts for {listed} in {domain!r}.{hint} Write them in a JSON file "
                 f'({{"{domain}": {{"{missing[0]}": ["first step", "second step", ...]}}}}) and pass '
                 "--scripts FILE, or configure an LLM to generate them (--llm local:MODEL_ID_OR_DIR "
                 "in-process, OPENAI_API_KEY, or OPENAI_BASE_URL for a local server)."
@@ -82,6 +83,24 @@ class ScriptSource:
                 self.store.put_many([self._generated(domain, a, s) for a, s in fresh.items()])
             found.update(fresh)
         return {a: found[a] for a in actions}
+
+    def _suggest(self, domain: str, missing: Sequence[str]) -> str:
+        """' Did you mean ...?' for names close to scripts that exist (typos in candidates)."""
+        import difflib
+
+        from actalign.scripts.parse import norm
+
+        known = {a for f in self.hand for d, acts in f.items() if norm(d) == norm(domain) for a in acts}
+        if not known:
+            domains = {d for f in self.hand for d in f}
+            close = difflib.get_close_matches(domain, list(domains), n=1, cutoff=0.7)
+            return f" (Is the domain {close[0]!r}?)" if close else ""
+        hints = []
+        for a in missing:
+            close = difflib.get_close_matches(a, list(known), n=1, cutoff=0.7)
+            if close:
+                hints.append(f"{close[0]!r} for {a!r}")
+        return f" Did you mean {', '.join(hints)}?" if hints else ""
 
     def _generated(self, domain: str, action: str, steps: list[str]) -> Script:
         return Script(

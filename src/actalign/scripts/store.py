@@ -65,6 +65,13 @@ CREATE TABLE IF NOT EXISTS scripts (
 """
 
 
+_OPEN_ATTEMPTS = 100  # about 4 minutes of waiting in all
+
+
+def _busy(e: sqlite3.OperationalError) -> bool:
+    return "locked" in str(e) or "busy" in str(e)
+
+
 class ScriptStore:
     """Scripts in SQLite, keyed by domain, action, kind, strategy, model, temperature and
     prompt version (see the module docstring)."""
@@ -73,21 +80,54 @@ class ScriptStore:
         self.path = Path(path).expanduser() if path else default_store_path()
         if self.path.is_dir():
             raise ActAlignError(f"The script store {self.path} is a folder; give a file (--store PATH).")
+        blocker = next((a for a in self.path.parents if a.exists() and not a.is_dir()), None)
+        if blocker is not None:
+            raise ActAlignError(
+                f"The script store {self.path} cannot be made: {blocker} is a file, not a folder."
+            )
+        self._db: sqlite3.Connection | None = None  # opened on first use: no file until needed
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        """The database, opened (created, checked, migrated) on first use."""
+        if self._db is None:
+            self._db = self._open()
+        return self._db
+
+    def _open(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         except (OSError, sqlite3.Error) as e:
             raise ActAlignError(
                 f"Cannot open the script store {self.path} ({e}); pass --store PATH."
             ) from None
-        try:
-            if self.db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
-                raise sqlite3.DatabaseError("the integrity check failed")
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self._migrate()
-        except sqlite3.DatabaseError as e:
-            self.db.close()
-            raise self._damaged(e) from None
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
+                    raise sqlite3.DatabaseError("the integrity check failed")
+                db.execute("PRAGMA journal_mode=WAL")
+                self._migrate(db)
+                break
+            except sqlite3.OperationalError as e:
+                # another process is creating or migrating the store: busy, not damaged
+                if _busy(e) and attempt + 1 < _OPEN_ATTEMPTS:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                db.close()
+                if _busy(e):
+                    raise ActAlignError(
+                        f"The script store {self.path} stayed locked by another process; try again "
+                        "when it is done, or pass --store PATH."
+                    ) from None
+                raise self._damaged(e) from None
+            except sqlite3.DatabaseError as e:
+                db.close()
+                raise self._damaged(e) from None
+            except ActAlignError:
+                db.close()
+                raise
+        return db
 
     def _damaged(self, e: Exception) -> ActAlignError:
         """The store holds hand-written data: never deleted, never rebuilt behind the user's back."""
@@ -98,11 +138,11 @@ class ScriptStore:
             "new store."
         )
 
-    def _migrate(self) -> None:
+    def _migrate(self, db: sqlite3.Connection) -> None:
         """Create the schema, or bring an older store's up to date after copying it to
         `<name>.bak-<time>` (the only copy of hand-written scripts must survive a bad migration)."""
-        version = self.db.execute("PRAGMA user_version").fetchone()[0]
-        has_table = self.db.execute(
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        has_table = db.execute(
             "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'scripts'"
         ).fetchone()[0]
         if version > STORE_VERSION:
@@ -111,24 +151,26 @@ class ScriptStore:
                 "upgrade actalign or use another --store."
             )
         if has_table and version < STORE_VERSION:
-            self.backup()
-        self.db.execute(_SCHEMA)
-        self.db.execute(f"PRAGMA user_version = {STORE_VERSION}")
+            self.backup(db)
+        db.execute(_SCHEMA)
+        db.execute(f"PRAGMA user_version = {STORE_VERSION}")
 
-    def backup(self) -> Path:
+    def backup(self, db: sqlite3.Connection | None = None) -> Path:
         """A consistent copy of the store beside it (`<name>.bak-<time>`); returns its path."""
         target = self.path.with_name(f"{self.path.name}.bak-{time.strftime('%Y%m%d-%H%M%S')}")
         copy = sqlite3.connect(target)
         try:
-            self.db.backup(copy)
+            (db or self.db).backup(copy)
             copy.execute("PRAGMA journal_mode=DELETE")  # one self-contained file
         finally:
             copy.close()
         return target
 
     def close(self) -> None:
-        """Close the database."""
-        self.db.close()
+        """Close the database (if it was opened)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     # ------------------------------------------------------------------ writing
 
