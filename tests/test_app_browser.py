@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -197,7 +198,18 @@ def test_a_sample_fills_the_form_and_runs(page, artifacts, samples):
     page.screenshot(path=str(artifacts / "app-sample-full.png"), full_page=True)
 
 
-def test_a_run_shows_its_progress(page):
+def test_a_run_shows_its_progress(page, monkeypatch):
+    import actalign.app
+
+    # the tiny model encodes 450 small frames in well under a second on a quiet machine, sooner
+    # than Gradio may paint a progress event; slowed to the pace of a real model, every update shows
+    real_update = actalign.app._FrameProgress.update
+
+    def at_a_real_pace(self, frames):
+        time.sleep(0.02)
+        real_update(self, frames)
+
+    monkeypatch.setattr(actalign.app._FrameProgress, "update", at_a_real_pace)
     page.click("#aa-sample input")
     page.get_by_role("option", name="cricket \u2014 cricket").click()
     page.wait_for_selector("#aa-video video")
