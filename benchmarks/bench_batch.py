@@ -139,6 +139,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--compile", action="store_true", help="torch.compile the vision tower (GPU)")
     args = parser.parse_args()
+    if args.gpu and not torch.cuda.is_available():
+        parser.error("--gpu needs a CUDA GPU, and torch sees none here")
     tmp = Path(tempfile.mkdtemp(prefix="actalign-bench-"))
     n = args.clips or (60 if args.gpu else 12)
     if args.videos:
