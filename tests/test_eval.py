@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 
 import numpy as np
 import pytest
@@ -225,6 +226,16 @@ def test_a_run_folder_refuses_another_configuration(planted, tmp_path):
     other = [Rung("mean-pool", method="mean-pool")]
     with pytest.raises(ActAlignError, match="another configuration"):
         evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), other)
+    with pytest.raises(ActAlignError, match=r"another configuration \(fps: null -> 4\.0\)"):
+        evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), ladder(), fps=4.0)
+
+
+def test_a_limited_run_is_extended_by_the_same_run_without_the_limit(planted, tmp_path):
+    clips, scripts = planted
+    sources = {"context-rich": source(scripts)}
+    first = evaluate(plan_of(clips[:3]), ColourEncoder(), sources, str(tmp_path / "run"), ladder(), limit=1)
+    rest = evaluate(plan_of(clips[:3]), ColourEncoder(), sources, str(tmp_path / "run"), ladder())
+    assert (first["clips"], rest["clips"]) == (1, 3)
 
 
 def test_unreadable_clips_are_reported_and_skipped(planted, tmp_path):
@@ -405,7 +416,8 @@ def test_untrimmed_variants_measure_local_against_global(planted, tmp_path):
     clips, scripts = planted
     clips = clips[:12]
     write_manifest(tmp_path / "m.jsonl", clips)
-    manifest = make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=6.0, seed=1)
+    manifest, failures = make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=6.0, seed=1)
+    assert failures == []
     plan = load_manifest(manifest, require_answer=True)
     assert len(plan.clips) == 12 and not plan.failures
     first = plan.clips[0]
@@ -431,3 +443,69 @@ def test_untrimmed_variants_measure_local_against_global(planted, tmp_path):
     stamp = first.video.stat().st_mtime_ns
     make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=6.0, seed=1)
     assert first.video.stat().st_mtime_ns == stamp
+    # another padding would leave the old clips under new spans: refused, nothing touched
+    with pytest.raises(ActAlignError, match=r"padded with --pad 6\.0"):
+        make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=3.0, seed=1)
+    assert load_manifest(manifest).clips[0].span == pytest.approx((6.0, 10.0))
+
+
+def test_untrimmed_lists_clips_it_cannot_use_and_pads_the_others(planted, tmp_path, capsys):
+    from actalign.runner.plan import write_manifest
+
+    clips, _ = planted
+    write_manifest(tmp_path / "m.jsonl", clips[:3])
+    with (tmp_path / "m.jsonl").open("a") as f:
+        f.write(
+            json.dumps({"id": "gone", "video": "nothere.mp4", "domain": "d", "candidates": ["a", "b"]}) + "\n"
+        )
+        f.write(
+            json.dumps(
+                {
+                    "id": "late",
+                    "video": os.path.relpath(clips[0].video, tmp_path),
+                    "domain": "d",
+                    "candidates": ["a", "b"],
+                    "start": 100,
+                }
+            )
+            + "\n"
+        )
+        f.write("not json\n")
+    code = main(
+        ["untrimmed", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "u"), "--pad", "1", "--quiet"]
+    )
+    out, err = capsys.readouterr()
+    assert code == 1 and "3 padded clips" in out
+    assert "2 clip(s) failed and 1 manifest row(s) rejected" in err and "Traceback" not in err
+    failed = {
+        f.get("id", f["line"]): f["reason"]
+        for f in map(json.loads, (tmp_path / "u" / "failed.jsonl").read_text().splitlines())
+    }
+    assert (
+        "No such video file" in failed["gone"]
+        and "past the end" in failed["late"]
+        and "not valid JSON" in failed[6]
+    )
+    plan = load_manifest(tmp_path / "u" / "manifest.jsonl")
+    assert [c.id for c in plan.clips] == [c.id for c in clips[:3]] and all(
+        c.video.exists() for c in plan.clips
+    )
+
+
+def test_rows_carry_the_papers_actalign_whatever_else_runs_beside_it():
+    from actalign.eval.evaluate import ladder
+    from actalign.runner.score import Method, primary_method
+
+    assert primary_method(ladder()).name == "+ smoothing (ActAlign)"  # not the local rung after it
+    pool = Method("mean-pool", method="mean-pool")
+    beside = [pool, Method("ActAlign"), Method("ActAlign (local)", alignment="subsequence")]
+    assert primary_method(beside).name == "ActAlign"
+    strategies = [
+        pool,
+        Method("ActAlign (context-rich)"),
+        Method("ActAlign (short-fixed)", strategy="short-fixed"),
+    ]
+    assert primary_method(strategies).name == "ActAlign (context-rich)"
+    only_local = [pool, Method("ActAlign", alignment="subsequence")]
+    assert primary_method(only_local).name == "ActAlign"
+    assert primary_method([pool]).name == "mean-pool"

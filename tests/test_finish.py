@@ -506,3 +506,125 @@ def test_a_bad_flag_is_one_line_that_points_at_help(capsys):
 def test_a_mistyped_model_name_gets_a_suggestion():
     with pytest.raises(ActAlignError, match=r"Unknown model 'siglip-so400n'.*Did you mean 'siglip-so400m"):
         load_encoder("siglip-so400n")
+
+
+# --------------------------------------------------------------------------- newcomer pass, second round
+
+
+def test_videos_that_share_a_name_get_files_of_their_own(siglip_dir, scripts_file, tmp_path, capsys):
+    from actalign.exports import file_names
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = make_video(tmp_path / "a" / "clip.mp4", n=8, fps=8)
+    second = make_video(tmp_path / "b" / "clip.mp4", n=16, fps=8)
+    args = classify_args([tmp_path / "a", tmp_path / "b"], siglip_dir, scripts_file, "--format", "vtt")
+    out = tmp_path / "out"
+    assert main([*args, "-o", str(out), "--save-arrays", str(tmp_path / "arrays")]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a__clip.mp4.vtt", "b__clip.mp4.vtt"]
+    frames = {p.name: len(np.load(p)["timestamps"]) for p in (tmp_path / "arrays").iterdir()}
+    assert frames == {"a__clip.mp4.npz": 8, "b__clip.mp4.npz": 16}
+    assert file_names([str(first), str(second), "x/other.mp4", "x/other.mp4"]) == {
+        str(first): "a__clip.mp4",
+        str(second): "b__clip.mp4",
+        "x/other.mp4": "other.mp4-2",  # the same file twice: the later entry wins, no name is shared
+    }
+
+
+def test_a_place_that_cannot_be_written_is_one_sentence_and_still_an_os_error(tmp_path):
+    from actalign.files import WriteError, atomic_write_bytes
+
+    with pytest.raises(
+        WriteError, match=r"^Cannot write /proc/actalign-test\.json \(.*\); choose another place\.$"
+    ) as e:
+        atomic_write_bytes("/proc/actalign-test.json", b"{}")  # a virtual filesystem: not even root writes
+    assert isinstance(e.value, ActAlignError) and isinstance(e.value, OSError) and e.value.errno
+
+
+def test_cli_refuses_what_it_cannot_honour(siglip_dir, scripts_file, tmp_path, capsys):
+    video = make_video(tmp_path / "v.mp4", n=8, fps=8)
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text(
+        json.dumps(
+            {"video": "v.mp4", "domain": "basketball", "candidates": ["Tip-in", "Putback dunk"], "answer": 0}
+        )
+        + "\n"
+    )
+    cases = [
+        (
+            classify_args(
+                [video], siglip_dir, scripts_file, "--method", "mean-pool", "--alignment", "subsequence"
+            ),
+            "mean-pool baseline aligns nothing",
+        ),
+        (
+            classify_args([video], siglip_dir, scripts_file, "-o", str(tmp_path / "not-there" / "x.json")),
+            "does not exist",
+        ),
+        (
+            [
+                "eval",
+                str(manifest),
+                "--out",
+                str(tmp_path / "r"),
+                "--scripts",
+                str(scripts_file),
+                "--strategies",
+                "context-rich",
+                "short-fixed",
+            ],
+            "--scripts files win over every strategy",
+        ),
+        (
+            [
+                "batch",
+                str(manifest),
+                str(video),
+                "--out",
+                str(tmp_path / "b"),
+                "--domain",
+                "basketball",
+                "--candidates",
+                "Tip-in",
+                "Putback dunk",
+            ],
+            "give it alone",
+        ),
+        (
+            [
+                "locate",
+                str(video),
+                "--domain",
+                "basketball",
+                "--candidates",
+                "Tip-in",
+                "Putback dunk",
+                "--min-score",
+                "2",
+            ],
+            "--min-score must be in [0, 1]",
+        ),
+    ]
+    for args, message in cases:
+        code = main([str(a) for a in args])
+        err = capsys.readouterr().err
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+    assert not (tmp_path / "r").exists() and not (tmp_path / "b").exists()  # refused before any folder
+
+
+def test_a_mistyped_flag_is_named_by_its_command_with_the_closest_flag(capsys):
+    with pytest.raises(SystemExit):
+        main(["classify", "v.mp4", "--domain", "d", "--candidates", "a", "b", "--fpss", "3"])
+    err = capsys.readouterr().err.strip()
+    assert (
+        err == "error: unrecognized arguments: --fpss 3; did you mean --fps? (see actalign classify --help)"
+    )
+
+
+def test_a_lone_frame_lasts_to_the_end_of_its_window():
+    from actalign.classify import frame_ends
+
+    np.testing.assert_allclose(frame_ends(np.array([4.4]), 4.47), [4.47])
+    np.testing.assert_allclose(frame_ends(np.array([4.4])), [4.4])  # no end known: nothing to go by
+    np.testing.assert_allclose(frame_ends(np.array([0.0, 0.5, 1.0]), 1.2), [0.5, 1.0, 1.2])
+    np.testing.assert_allclose(frame_ends(np.array([0.0, 0.5, 1.0]), 9.0), [0.5, 1.0, 1.5])

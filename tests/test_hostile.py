@@ -419,6 +419,22 @@ def test_manifest_rows_of_the_wrong_type_go_to_failed(tmp_path, row, reason):
     assert failure["line"] == 2 and reason in failure["reason"]
 
 
+def test_a_rejected_row_that_reuses_an_id_stays_listed_and_counted_as_rejected(setup, capsys):
+    tmp, clip, scripts, base = setup
+    rows = [
+        {"id": "one", "video": "clip.mp4", "domain": "d", "candidates": ["a", "b"], "answer": 0},
+        {"id": "gone", "video": "missing.mp4", "domain": "d", "candidates": ["a", "b"], "answer": 1},
+        {"id": "one", "video": "clip.mp4", "domain": "d", "candidates": ["b", "a"], "answer": 1},
+    ]
+    (tmp / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["eval", str(tmp / "m.jsonl"), "--out", str(tmp / "run"), *base[5:], "--quiet"]) == 1
+    failed = [json.loads(x) for x in (tmp / "run" / "failed.jsonl").read_text().splitlines()]
+    assert sorted((f.get("rejected", False), f["line"]) for f in failed) == [(False, 2), (True, 3)]
+    summary = json.loads((tmp / "run" / "summary.json").read_text())
+    assert (summary["clips"], summary["failed"], summary["rows_rejected"]) == (1, 1, 1)
+    assert "Evaluated 1 of 2 clips" in capsys.readouterr().out
+
+
 def test_eval_with_the_default_cache_lists_missing_videos_and_folders(setup, capsys, monkeypatch):
     tmp, clip, scripts, base = setup
     rows = [

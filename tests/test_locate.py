@@ -138,7 +138,10 @@ def test_locate_cli_writes_cues(tmp_path, siglip_dir, capsys):
     ]
     assert main([*base, "--format", "json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert data["detections"] and all(d["start"] < d["end"] for d in data["detections"])
+    assert data["detections"] and all(d["span"]["start"] < d["span"]["end"] for d in data["detections"])
+    assert (
+        data["domain"] == "t" and data["settings"]["window_seconds"] == 300 and data["settings"]["top"] == 2
+    )
     assert sum(d["action"] == "a" for d in data["detections"]) <= 2
     assert main([*base, "--format", "vtt", "-o", str(tmp_path / "cues.vtt")]) == 0
     import webvtt

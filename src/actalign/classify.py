@@ -11,6 +11,7 @@ Ranking: candidates by score, highest first; equal scores keep the order they we
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -158,9 +159,10 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
 
 def frame_ends(timestamps: np.ndarray, end: float | None = None) -> np.ndarray:
     """Where each sampled frame's time ends (T,): the next sampled frame's time; the last one ends
-    one typical interval later, clipped to `end` (the end of the video or of the window)."""
-    step_dt = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else 0.0
-    last_end = timestamps[-1] + step_dt
+    one typical interval later, clipped to `end` (the end of the video or of the window); a lone
+    frame, with no interval to go by, lasts to `end`."""
+    step_dt = float(np.median(np.diff(timestamps))) if len(timestamps) > 1 else math.inf
+    last_end = timestamps[-1] + step_dt if end is not None or len(timestamps) > 1 else timestamps[-1]
     if end is not None:
         last_end = max(float(timestamps[-1]), min(last_end, end))
     return np.append(timestamps[1:], last_end)
@@ -293,7 +295,10 @@ class ActAlign:
     def settings(self) -> dict:
         """What produced a prediction: the model, sampling, method and alignment settings."""
         out = {
-            "model": getattr(self.encoder, "identity", "?"),
+            "model": str(
+                getattr(self.encoder, "name_or_path", None) or getattr(self.encoder, "identity", "?")
+            ),
+            "model_identity": getattr(self.encoder, "identity", "?"),  # revision or weights hash, dtype
             "text_encoding": getattr(self.encoder, "text_encoding", "trained"),
             "method": self.method,
             "fps": None if self.fps is None else float(self.fps),

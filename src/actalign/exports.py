@@ -93,28 +93,54 @@ def to_table(predictions: Sequence, top_k: int | None = None) -> str:
     """The human-readable table: the ranking and the winner's steps in seconds."""
     out = []
     for p in predictions:
-        where = (
-            ""
-            if p.start is None and p.end is None
-            else f", {p.start or 0:g}-{'' if p.end is None else f'{p.end:g}'} s"
-        )
+        if p.start is None and p.end is None:
+            where = ""
+        elif p.end is None:
+            where = f", from {p.start:g} s"
+        else:
+            where = f", {p.start or 0:g}-{p.end:g} s"
+        n = len(p.timestamps)
         out.append(
-            f"{p.video}  ({p.domain}, {len(p.timestamps)} frames{where}, {p.method}"
+            f"{p.video}  ({p.domain}, {n} frame{'' if n == 1 else 's'}{where}, {p.method}"
             + (f", {p.alignment} alignment" if p.alignment != "global" else "")
             + ")"
         )
-        out.append(
-            f"  {'rank':>4}  {'score':>7}  action" + ("             span" if p.alignment != "global" else "")
-        )
+        local = p.alignment != "global"
+        # the span (fixed width) before the action (any width), so that the columns line up
+        out.append(f"  {'rank':>4}  {'score':>7}  " + (f"{'span':<18}  " if local else "") + "action")
         for c in p.candidates[:top_k]:
-            span = f"  {c.span[0]:7.2f} - {c.span[1]:6.2f} s" if c.span is not None else ""
-            out.append(f"  {c.rank:>4}  {c.score:7.4f}  {c.action}{span}")
+            span = f"{c.span[0]:7.2f} - {c.span[1]:6.2f} s  " if local and c.span is not None else ""
+            out.append(f"  {c.rank:>4}  {c.score:7.4f}  {span}{c.action}")
         if p.top.segments:
             out.append(f"  steps of {p.top.action!r}:")
             for s in p.top.segments:
                 out.append(f"    {s.start:7.2f} - {s.end:6.2f} s  {s.step}")
         out.append("")
     return "\n".join(out) + ("\n" if out else "")
+
+
+def file_names(videos: Sequence) -> dict[str, str]:
+    """A distinct output name per video: its stem, or where two videos share a stem (clip.mp4 in
+    two folders), its path below their common folder with '/' written as '__' (a__clip.mp4)."""
+    import os
+    from pathlib import Path
+
+    paths = [Path(v).expanduser().absolute() for v in videos]
+    stems = [p.stem for p in paths]
+    names: dict[str, str] = {}
+    taken: set[str] = set()
+    for v, p, stem in zip(videos, paths, stems):
+        name = stem
+        if stems.count(stem) > 1:
+            shared = [q for q, t in zip(paths, stems) if t == stem]
+            name = "__".join(Path(os.path.relpath(p, os.path.commonpath([q.parent for q in shared]))).parts)
+        base, n = name, 1
+        while name in taken:  # the same file given twice, or a name that happens to match another
+            n += 1
+            name = f"{base}-{n}"
+        taken.add(name)
+        names[str(v)] = name
+    return names
 
 
 def save_arrays(p, path) -> None:
@@ -172,12 +198,19 @@ def detection_cues(detections: Iterable) -> list[Cue]:
     return cues
 
 
-def format_detections(fmt: str, video: str, detections, settings: dict | None = None) -> str:
+def format_detections(
+    fmt: str, video: str, detections, settings: dict | None = None, domain: str | None = None
+) -> str:
     """`actalign locate`'s output: a table (each occurrence and its steps), JSON, or cues."""
     if fmt in CUE_FORMATS:
         return cues_as(fmt, detection_cues(detections))
     if fmt == "json":
-        data = {"video": video, "settings": settings or {}, "detections": [d.to_dict() for d in detections]}
+        data = {
+            "video": video,
+            "domain": domain,
+            "settings": settings or {},
+            "detections": [d.to_dict() for d in detections],
+        }
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     lines = [f"{video}  ({len(detections)} occurrences)", f"  {'start':>8}  {'end':>8}  {'score':>7}  action"]
     for d in detections:
@@ -253,7 +286,13 @@ class PredictionWriter:
     """
 
     def __init__(
-        self, fmt: str, output=None, top_k: int | None = None, stream=None, several: bool = False
+        self,
+        fmt: str,
+        output=None,
+        top_k: int | None = None,
+        stream=None,
+        several: bool = False,
+        names: dict[str, str] | None = None,
     ) -> None:
         import sys
         from pathlib import Path
@@ -264,6 +303,7 @@ class PredictionWriter:
         self.output = Path(output).expanduser() if output is not None else None
         self.stream = stream or sys.stdout
         self.several = several
+        self.names = names or {}  # video -> output file name of its cues (see file_names)
         self.done: list = []
 
     def add(self, prediction) -> None:
@@ -301,7 +341,8 @@ class PredictionWriter:
             self.stream.write(text)
             self.stream.flush()
         elif self.several:
-            atomic_write_text(self.output / f"{Path(p.video).stem}.{self.fmt}", text)
+            name = self.names.get(str(p.video), Path(p.video).stem)
+            atomic_write_text(self.output / f"{name}.{self.fmt}", text)
         else:
             atomic_write_text(self.output, text)
 

@@ -32,15 +32,30 @@ def _umask() -> int:
     return mask
 
 
+class WriteError(ActAlignError, OSError):
+    """A file that cannot be written: one sentence for users, and still an OSError (errno,
+    strerror) for code that handles those (the embedding cache carries on without writing)."""
+
+    def __init__(self, path: str | os.PathLike, error: OSError) -> None:
+        super().__init__(error.errno, error.strerror)
+        self.sentence = f"Cannot write {path} ({error.strerror or error}); choose another place."
+
+    def __str__(self) -> str:
+        return self.sentence
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` so that readers see the old file or the new one, never a mix.
 
     The file gets the permissions any new file gets under the user's umask (0644 under 022), not
-    the 0600 of a temporary file.
+    the 0600 of a temporary file. Raises WriteError when the place cannot be written.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
+    except OSError as e:
+        raise WriteError(path, e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -48,9 +63,23 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(path, e) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_can_write_in(folder: Path, target: Path) -> None:
+    """Create and remove a temporary file in `folder`: the only test that also holds for root
+    on read-only or virtual filesystems (where os.access says yes)."""
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".actalign-probe-", suffix=TMP_SUFFIX)
+    except OSError as e:
+        raise ActAlignError(f"Cannot write {target} ({e.strerror}); choose another place.") from None
+    os.close(fd)
+    os.unlink(tmp)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
@@ -200,6 +229,7 @@ def prepare_folder(folder: str | os.PathLike, what: str = "run folder (--out)") 
         raise ActAlignError(f"Cannot create the {what} {p} ({e.strerror}); choose another place.") from None
     if not os.access(p, os.W_OK):
         raise ActAlignError(f"Cannot write to the {what} {p}: permission denied; choose another place.")
+    check_can_write_in(p, p)
     return p
 
 

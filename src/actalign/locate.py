@@ -53,8 +53,7 @@ class Detection:
         """The JSON form of `actalign locate --format json`."""
         return {
             "action": self.action,
-            "start": round(self.start, 3),
-            "end": round(self.end, 3),
+            "span": {"start": round(self.start, 3), "end": round(self.end, 3)},  # as in classify's JSON
             "score": round(float(self.score), 6),
             "gain": round(float(self.gain), 6),
             "segments": [

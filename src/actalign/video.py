@@ -566,7 +566,10 @@ class FrameStream:
                 "they were placed one typical frame interval after the previous frame"
             )
         if stats.kept == 1 and stats.decoded > 1 and s.num_frames != 1:
-            stats.warnings.append(f"only 1 of {stats.decoded} decoded frames was sampled; raise --fps")
+            stats.warnings.append(
+                f"only 1 of {stats.decoded} decoded frames was sampled (one frame shows no order of "
+                "steps); raise --fps, or widen --start/--end"
+            )
         short = _short_by(info, self.last_ts, s.end)
         if short:
             stats.warnings.append(short)

@@ -92,8 +92,9 @@ PLOT_SUFFIXES = (".png", ".svg", ".pdf")
 def check_plot_path(out) -> None:
     """Plots are PNG, SVG or PDF, chosen by the file's suffix."""
     if out is not None and Path(out).suffix.lower() not in PLOT_SUFFIXES:
-        suffix = Path(out).suffix or "no suffix"
-        raise ActAlignError(f"Plots are saved as .png, .svg or .pdf, not {suffix} ({out}).")
+        suffix = Path(out).suffix
+        what = f"not {suffix}" if suffix else "chosen by the file's suffix"
+        raise ActAlignError(f"Plots are saved as .png, .svg or .pdf, {what}: give {out} one of those.")
 
 
 def _panel(ax, c, labels, ts, xlim, vlim, answer):

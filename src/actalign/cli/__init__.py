@@ -80,8 +80,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     print(f"warning: {message}", file=sys.stderr)
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Parse; a flag the command does not know is reported by that command, with the closest
+    flag it has (argparse alone blames the top-level parser and suggests nothing)."""
+    import difflib
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        command = _subparsers(parser)[args.command]
+        flags = [o for a in command._actions for o in a.option_strings if o.startswith("--")]
+        unknown = next((x.split("=")[0] for x in extra if x.startswith("-")), None)
+        close = difflib.get_close_matches(unknown, flags, n=1) if unknown else []
+        hint = f"; did you mean {close[0]}?" if close else ""
+        if not unknown and args.command == "locate":
+            hint = "; locate takes one video"
+        command.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return action.choices
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     from actalign import progress
 
     progress.configure(quiet=getattr(args, "quiet", False))

@@ -31,6 +31,12 @@ def plan(args):
         if args.start is not None or args.end is not None:
             raise ActAlignError("With a manifest, give start/end per row, not --start/--end.")
         return load_manifest(args.inputs[0])
+    manifests = [i for i in args.inputs if i.lower().endswith((".jsonl", ".json"))]
+    if manifests:
+        raise ActAlignError(
+            f"{manifests[0]} is a manifest: give it alone (one manifest per run), or give videos, "
+            "folders and globs with --domain and --candidates."
+        )
     if not args.domain:
         raise ActAlignError("Give --domain and --candidates with videos (or pass a manifest .jsonl).")
     return plan_videos(args.inputs, args.domain, common.candidates(args), args.start, args.end)

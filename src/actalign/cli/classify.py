@@ -40,6 +40,11 @@ def _check_output(args, several: bool) -> None:
             raise ActAlignError(
                 f"--format {args.format} with several videos needs --output FOLDER (a file per video)."
             )
+        if Path(args.output).suffix.lower() in (".vtt", ".srt") and not Path(args.output).is_dir():
+            raise ActAlignError(
+                f"With several videos --output names a folder (a .{args.format} file per video), not "
+                f"the file {args.output}."
+            )
         common.make_folder(args.output, "output folder")
     else:
         common.check_writable(args.output)
@@ -58,6 +63,10 @@ def run(args) -> int:
 
     candidates = common.candidates(args)
     common.check_template(args)
+    if args.method == "mean-pool" and args.alignment != "global":
+        raise ActAlignError(
+            "--alignment applies to actalign; the mean-pool baseline aligns nothing. Drop one of them."
+        )
     if args.plot and args.method != "actalign":
         raise ActAlignError(
             "--plot draws alignments; the mean-pool baseline has none. Use --method actalign."
@@ -85,7 +94,10 @@ def run(args) -> int:
     if args.method == "actalign":
         scripts = common.script_source(args)
         scripts.get(args.domain, candidates)  # missing scripts: say so before loading any model
-    writer = PredictionWriter(args.format, args.output, args.top_k, several=several)
+    from actalign.exports import file_names
+
+    names = file_names(videos)  # one output file per video, never two videos on one name
+    writer = PredictionWriter(args.format, args.output, args.top_k, several=several, names=names)
     model = common.pipeline(args, scripts) if good else None
     for video in good:
         try:
@@ -109,10 +121,10 @@ def run(args) -> int:
         if args.save_arrays:
             from actalign.exports import save_arrays
 
-            save_arrays(pred, Path(args.save_arrays) / f"{Path(video).stem}.npz")
+            save_arrays(pred, Path(args.save_arrays) / f"{names[str(video)]}.npz")
         if args.plot:
             from actalign.viz import plot_prediction
 
-            plot_prediction(pred, Path(args.plot) / f"{Path(video).stem}.png", top_k=args.top_k)
+            plot_prediction(pred, Path(args.plot) / f"{names[str(video)]}.png", top_k=args.top_k)
     writer.close()
     return 1 if failed else 0

@@ -142,16 +142,21 @@ def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> 
     p.add_argument("--candidates-file", default=None, help="candidates, one per line")
 
 
-def add_classify_options(p: argparse.ArgumentParser) -> None:
+def add_classify_options(p: argparse.ArgumentParser, baseline: bool = True) -> None:
+    """The options of a classification; `baseline=False` for commands that need alignments."""
     add_candidate_options(p)
     add_sampling_options(p)
     add_method_options(p)
-    p.add_argument(
-        "--method",
-        choices=["actalign", "mean-pool"],
-        default="actalign",
-        help="actalign, or the mean-pool baseline (mean frame embedding against one text per candidate)",
-    )
+    if baseline:
+        p.add_argument(
+            "--method",
+            choices=["actalign", "mean-pool"],
+            default="actalign",
+            help="actalign, or the mean-pool baseline (mean frame embedding against one text per "
+            "candidate; no alignment, so --smooth, --template and --alignment do not apply)",
+        )
+    else:
+        p.set_defaults(method="actalign")
     add_model_options(p)
     add_script_options(p)
     add_quiet(p)
@@ -188,6 +193,9 @@ def check_writable(path: str | None) -> None:
         raise ActAlignError(f"Cannot write {p}: the folder {parent} does not exist.")
     if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
         raise ActAlignError(f"Cannot write {p}: permission denied; choose another place.")
+    from actalign.files import check_can_write_in
+
+    check_can_write_in(parent, p)
 
 
 def make_folder(path: str, what: str) -> Path:
@@ -322,10 +330,12 @@ def sources_for(args, methods) -> dict:
 def report_failures(out: str, failures: list[dict]) -> None:
     if failures:
         first = failures[0]
-        where = f"{first['id']}: " if "id" in first else ""  # a rejected row's reason names its line
+        where = "" if first.get("rejected") else f"{first['id']}: "  # a row's reason names its line
+        rejected = sum(1 for f in failures if f.get("rejected"))
+        counts = [f"{len(failures) - rejected} clip(s) failed"] if len(failures) > rejected else []
+        counts += [f"{rejected} manifest row(s) rejected"] if rejected else []
         print(
-            f"{len(failures)} clip(s) failed; see {out.rstrip('/')}/failed.jsonl "
-            f"(first: {where}{first['reason']})",
+            f"{' and '.join(counts)}; see {out.rstrip('/')}/failed.jsonl (first: {where}{first['reason']})",
             file=sys.stderr,
         )
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from actalign.cli import common
+from actalign.errors import ActAlignError
 
 
 def add_parser(sub) -> None:
@@ -81,6 +82,12 @@ def run(args) -> int:
     from actalign.runner.plan import load_manifest
 
     common.check_template(args)
+    if len(set(args.strategies or [])) > 1 and args.scripts:
+        raise ActAlignError(
+            "--scripts files win over every strategy, so --strategies would compare the same "
+            "scripts; drop --scripts to compare strategies (their scripts come from the store or "
+            "the LLM, per strategy)."
+        )
     if args.dataset.lower() == "actionatlas":
         manifest = Path(args.data) / "manifest.jsonl"
         if not manifest.exists():

@@ -49,6 +49,8 @@ def run(args) -> int:
     common.check_template(args)
     if not 0 <= args.nms < 1:
         raise ActAlignError(f"--nms must be in [0, 1), got {args.nms}.")
+    if args.min_score is not None and not 0 <= args.min_score <= 1:
+        raise ActAlignError(f"--min-score must be in [0, 1] (scores are Eq. 13 means), got {args.min_score}.")
     common.check_writable(args.output)
     probe(args.video)
     scripts = common.script_source(args)
@@ -79,5 +81,16 @@ def run(args) -> int:
         found = kept
     from actalign.exports import format_detections
 
-    common.write_output(format_detections(args.format, args.video, found, model.settings()), args.output)
+    settings = {
+        **model.settings(),
+        "candidates": candidates,
+        "start": args.start,
+        "end": args.end,
+        "window_seconds": args.window,  # also the span that "background" is measured over
+        "nms": args.nms,
+        "min_score": args.min_score,
+        "top": args.top,
+    }
+    text = format_detections(args.format, args.video, found, settings, domain=args.domain)
+    common.write_output(text, args.output)
     return 0

@@ -9,7 +9,7 @@ from actalign.errors import ActAlignError
 def add_parser(sub) -> None:
     p = sub.add_parser("plot", help="draw the alignment heatmaps of one video (paper Figure 4)")
     p.add_argument("video", metavar="VIDEO")
-    common.add_classify_options(p)
+    common.add_classify_options(p, baseline=False)
     p.add_argument("--out", required=True, help="output .png, .svg or .pdf")
     p.add_argument("--answer", default=None, help="the correct candidate, to mark it")
     p.add_argument("--top-k", type=common.positive_int, default=None, help="draw the K best candidates")
@@ -20,15 +20,13 @@ def run(args) -> int:
 
     candidates = common.candidates(args)
     common.check_template(args)
-    if args.method != "actalign":
-        raise ActAlignError("Plots show alignments; use --method actalign.")
     from actalign.viz import check_plot_path
 
     check_plot_path(args.out)
     common.check_writable(args.out)
     probe(args.video)
-    if args.answer is not None and args.answer not in candidates:
-        raise ActAlignError(f"--answer {args.answer!r} is not one of the candidates.")
+    if args.answer is not None:
+        args.answer = _candidate_named(args.answer, candidates)
     scripts = common.script_source(args)
     scripts.get(args.domain, candidates)
     model = common.pipeline(args, scripts)
@@ -38,3 +36,15 @@ def run(args) -> int:
     plot_prediction(pred, args.out, answer=args.answer, top_k=args.top_k)
     print(args.out)
     return 0
+
+
+def _candidate_named(answer: str, candidates: list[str]) -> str:
+    """The candidate `answer` names, up to case and spacing, or one sentence saying which exist."""
+    from actalign.scripts.parse import norm
+
+    match = next((c for c in candidates if norm(c) == norm(answer)), None)
+    if match is None:
+        raise ActAlignError(
+            f"--answer {answer!r} is not one of the candidates ({', '.join(map(repr, candidates))})."
+        )
+    return match

@@ -3,8 +3,6 @@ manifest, with the action's true span in each row, to measure local against glob
 
 from __future__ import annotations
 
-import sys
-
 from actalign.cli import common
 
 
@@ -23,11 +21,14 @@ def run(args) -> int:
     from actalign.runner.plan import load_manifest
 
     plan = load_manifest(args.manifest)
-    for f in plan.failures:
-        print(f"warning: {args.manifest}: {f['reason']}; skipped", file=sys.stderr)
     out = common.make_folder(args.out, "output folder")
-    with Progress("clips", total=len(plan.clips), unit="clip") as bar:
-        manifest = make_untrimmed(plan, out, pad=args.pad, seed=args.seed, progress=lambda c: bar.update())
-    print(f"{len(plan.clips)} padded clips; manifest: {manifest}")
+    with Progress("clips", total=len(plan.clips), unit="clip", enabled=not args.quiet) as bar:
+        manifest, failures = make_untrimmed(
+            plan, out, pad=args.pad, seed=args.seed, progress=lambda c: bar.update()
+        )
+    done = len(plan.clips) - sum(1 for f in failures if not f.get("rejected"))
+    print(f"{done} padded clips; manifest: {manifest}")
+    if failures:
+        common.report_failures(str(out), failures)
     print(f"measure them: actalign eval {manifest} --out RUN --ladder")
-    return 0
+    return 1 if failures else 0

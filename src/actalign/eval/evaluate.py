@@ -89,7 +89,7 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
         domains[domain] = {"clips": len(mine)}
         for m in methods:
             domains[domain][m.name] = topk([r["methods"][m.name]["rank"] for r in mine], 1)
-    rejected = sum(1 for f in result.failures if "id" not in f)
+    rejected = sum(1 for f in result.failures if f.get("rejected"))
     return {
         "clips": len(rows),
         "clips_in_manifest": result.planned,
@@ -123,7 +123,7 @@ def summary_markdown(summary: dict) -> str:
     lines = [
         f"Evaluated {summary['clips']} of {summary['clips_in_manifest']} clips"
         + (f" ({', '.join(skipped)}; see failed.jsonl)" if skipped else "")
-        + f" (model {summary.get('config', {}).get('encoder', '?')}).",
+        + f" (model {_model_named(summary.get('config', {}))}).",
         "",
         "| method | top-1 (%) | top-1 95% CI | top-2 (%) | top-3 (%) |" + (" span IoU |" if with_iou else ""),
         "|---|---|---|---|---|" + ("---|" if with_iou else ""),
@@ -152,3 +152,9 @@ def summary_markdown(summary: dict) -> str:
         for domain, d in domains.items():
             lines.append(f"| {domain} | {d['clips']} | " + " | ".join(_pct(d[n]) for n in names) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _model_named(config: dict) -> str:
+    """The model as the user named it, with its identity (revision or weights hash, dtype)."""
+    named, identity = config.get("model"), config.get("encoder", "?")
+    return identity if named in (None, "default") else f"{named}, {identity}"

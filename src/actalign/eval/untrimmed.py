@@ -66,46 +66,126 @@ def make_untrimmed(
     pad: float = 10.0,
     seed: int = 0,
     progress: Callable[[Clip], None] | None = None,
-) -> Path:
-    """Write padded copies of every clip of `plan` into out_dir and their manifest; returns it.
+) -> tuple[Path, list[dict]]:
+    """Write padded copies of the clips of `plan` into out_dir and their manifest; returns the
+    manifest and the clips that could not be used (also in out_dir/failed.jsonl, with why).
 
     Each clip keeps its frame rate and size (even dimensions); `pad` seconds of other clips'
-    footage (resized to fit) come before and after it. Resumable: clips already written are kept.
+    footage (resized to fit) come before and after it. Resumable: clips already written are
+    kept, and a folder made with another --pad or --seed is refused (its spans would be wrong).
+    A clip that cannot be read is listed and left out; it pads no other clip.
     """
     if not (pad >= 0):
         raise ActAlignError(f"--pad must be a number of seconds >= 0, got {pad}.")
-    if len(plan.clips) < 2 and pad > 0:
-        raise ActAlignError("Padding takes other clips' footage: the manifest needs at least two clips.")
+    usable, failures = _usable(plan)
+    if not usable:
+        raise ActAlignError(f"No clip of the manifest can be read (the first: {failures[0]['reason']}).")
+    if len(usable) < 2 and pad > 0:
+        raise ActAlignError(
+            "Padding takes other clips' footage: the manifest needs at least two usable clips."
+        )
     out = Path(out_dir).expanduser()
+    _check_settings(out, {"pad": pad, "seed": seed})
     (out / "clips").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows, extra = [], {}
-    for clip in plan.clips:
-        info = probe(clip.video)
-        fps = Fraction(info.fps or 30).limit_denominator(1001)
-        w, h = info.display_size
-        size = (max(2, w // 2 * 2), max(2, h // 2 * 2))
-        before, after = round(pad * float(fps)), round(pad * float(fps))
-        target = out / "clips" / f"{_safe(clip.id)}.mp4"
-        others = [c for c in plan.clips if c.id != clip.id]
-        pads = (
-            _padding(others, before, size, float(fps), rng),
-            _padding(others, after, size, float(fps), rng),
-        )
-        if not target.exists():
-            own = list(_frames(clip, size, float(fps)))
-            n = _write(target, [*pads[0], *own, *pads[1]], fps, size)
-        else:
-            n = before + after + len(list(_frames(clip, size, float(fps))))
-        start = before / float(fps)
-        end = (n - after) / float(fps)
-        rows.append(replace(clip, video=target, start=None, end=None))
-        extra[clip.id] = {"span": [round(start, 6), round(end, 6)], "source": str(Path(clip.video).resolve())}
+    for clip, info in usable:
+        try:
+            row = _pad_clip(clip, info, [c for c, _ in usable if c.id != clip.id], out, pad, rng)
+        except ActAlignError as e:
+            failures.append(_failed(plan, clip, e))
+            continue
+        rows.append(row[0])
+        extra[clip.id] = row[1]
         if progress is not None:
             progress(clip)
+    _write_failures(out, failures)
+    if not rows:
+        raise ActAlignError(f"No clip could be padded; see {out / 'failed.jsonl'}.")
     manifest = out / "manifest.jsonl"
     write_manifest(manifest, rows, extra)
-    return manifest
+    return manifest, failures
+
+
+def _usable(plan: Plan) -> tuple[list[tuple[Clip, object]], list[dict]]:
+    """The clips that can be read and whose window lies in the video, with their probe; the others
+    (and the manifest's rejected rows) as failures."""
+    usable, failures = [], list(plan.failures)
+    for clip in plan.clips:
+        try:
+            info = probe(clip.video)
+            if clip.start is not None and info.duration and clip.start >= info.duration:
+                raise ActAlignError(
+                    f"start {clip.start:g} s is past the end of {clip.video} ({info.duration:.2f} s)."
+                )
+        except ActAlignError as e:
+            failures.append(_failed(plan, clip, e))
+            continue
+        usable.append((clip, info))
+    return usable, failures
+
+
+def _failed(plan: Plan, clip: Clip, error: ActAlignError) -> dict:
+    entry = {"id": clip.id, "video": str(clip.video), "reason": str(error)}
+    if clip.id in plan.lines:
+        entry["line"] = plan.lines[clip.id]
+    return entry
+
+
+def _check_settings(out: Path, settings: dict) -> None:
+    """Record the padding in out/untrimmed.json; a folder padded otherwise is refused."""
+    import json
+
+    from actalign.files import atomic_write_text, read_json
+
+    record = out / "untrimmed.json"
+    if record.exists():
+        old = read_json(record, "untrimmed settings")
+        if old != settings:
+            said = ", ".join(f"--{k} {old.get(k)!r}" for k in settings if old.get(k) != settings[k])
+            raise ActAlignError(
+                f"{out} holds clips padded with {said}; their spans would be wrong for this run. Use "
+                "another --out, or delete the folder."
+            )
+    elif (out / "clips").exists() and any((out / "clips").iterdir()):
+        raise ActAlignError(
+            f"{out}/clips holds clips of unknown padding; use another --out, or delete the folder."
+        )
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(record, json.dumps(settings) + "\n")
+
+
+def _pad_clip(clip: Clip, info, others: list[Clip], out: Path, pad: float, rng) -> tuple[Clip, dict]:
+    """Write one padded clip (unless already there); its manifest row and span."""
+    fps = Fraction(info.fps or 30).limit_denominator(1001)
+    w, h = info.display_size
+    size = (max(2, w // 2 * 2), max(2, h // 2 * 2))
+    before, after = round(pad * float(fps)), round(pad * float(fps))
+    target = out / "clips" / f"{_safe(clip.id)}.mp4"
+    # drawn even when the clip exists, so that a resumed run pads the next clips as a whole run would
+    pads = (
+        _padding(others, before, size, float(fps), rng),
+        _padding(others, after, size, float(fps), rng),
+    )
+    own = list(_frames(clip, size, float(fps))) if not target.exists() else None
+    if own is not None:
+        n = _write(target, [*pads[0], *own, *pads[1]], fps, size)
+    else:
+        n = before + after + len(list(_frames(clip, size, float(fps))))
+    start, end = before / float(fps), (n - after) / float(fps)
+    span = {"span": [round(start, 6), round(end, 6)], "source": str(Path(clip.video).resolve())}
+    return replace(clip, video=target, start=None, end=None), span
+
+
+def _write_failures(out: Path, failures: list[dict]) -> None:
+    import json
+
+    from actalign.files import atomic_write_text
+
+    atomic_write_text(
+        out / "failed.jsonl", "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures)
+    )
 
 
 def _safe(name: str) -> str:

@@ -95,8 +95,7 @@ def run(
     )
     scorer = Scorer(methods, calibration, fps)
     config = {
-        "input": plan.source,
-        "limit": limit,
+        "input": plan.source,  # not the limit: a later run may do more of the same clips
         "fps": fps,
         "encoder": encoder.identity,
         "scale": encoder.scale,

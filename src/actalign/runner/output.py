@@ -44,6 +44,21 @@ def is_uri(out: str) -> bool:
     return "://" in str(out)
 
 
+def _differences(old: object, new: dict, most: int = 3) -> str:
+    """What differs between a folder's configuration and this run's, e.g. "fps: 2.0 -> 4.0"."""
+    if not isinstance(old, dict):
+        return "its config.json is unreadable"
+
+    def short(value: object) -> str:
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 60 else text[:57] + "..."
+
+    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    shown = [f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in keys[:most]]
+    more = f"; and {len(keys) - most} more" if len(keys) > most else ""
+    return "; ".join(shown) + more
+
+
 class RunFolder:
     """Where a run's rows go; see the module docstring."""
 
@@ -65,8 +80,8 @@ class RunFolder:
             if old != record:
                 self.files.unlock()
                 raise ActAlignError(
-                    f"{self.out} holds a run with another configuration; use a new --out folder "
-                    "(or delete this one)."
+                    f"{self.out} holds a run with another configuration ({_differences(old, record)}); "
+                    "use a new --out folder (or delete this one)."
                 )
         else:
             payload = {"run": record, **(meta or {}), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
@@ -90,8 +105,12 @@ class RunFolder:
         return True
 
     def fail(self, entry: dict) -> None:
-        """Record a clip that could not be done (once per id per run)."""
-        key = str(entry.get("id", entry.get("line", len(self.failed))))
+        """Record a clip that could not be done (once per id per run), or a rejected manifest row
+        (once per line: its id, if any, may be a clip's that runs)."""
+        if entry.get("rejected"):
+            key = f"line {entry.get('line', len(self.failed))}"
+        else:
+            key = str(entry.get("id", len(self.failed)))
         if key in self.failed or key in self.done:
             return
         self.failed[key] = entry

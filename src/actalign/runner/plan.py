@@ -199,7 +199,7 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
         try:
             row = parse_json(line, f"line {n}")
         except ActAlignError as e:
-            failures.append({"line": n, "reason": str(e)})
+            failures.append(_failure(None, n, str(e)))
             continue
         try:
             clip = clip_from_row(row, p.parent, require_answer)
@@ -230,7 +230,8 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
 
 
 def _failure(row: object, line: int, reason: str) -> dict:
-    out: dict = {"line": line, "reason": reason}
+    """A manifest row that could not become a clip ("rejected": it never ran)."""
+    out: dict = {"line": line, "reason": reason, "rejected": True}
     if isinstance(row, dict):
         for key in ("id", "video"):
             if isinstance(row.get(key), (str, int)) and not isinstance(row.get(key), bool):
@@ -257,7 +258,10 @@ def plan_videos(
     if not videos:
         raise ActAlignError("No videos found in the given folders or patterns.")
     clips = [Clip(str(v), Path(v).expanduser(), domain.strip(), names, None, start, end) for v in videos]
-    return Plan(clips, [], "videos:" + "|".join(str(Path(v).expanduser().resolve()) for v in videos))
+    # the inputs as given, not the files found: new footage in a folder extends the run
+    given = "|".join(str(Path(i).expanduser().absolute()) for i in inputs)
+    window = f"|start={start}|end={end}" if start is not None or end is not None else ""
+    return Plan(clips, [], f"videos:{given}|domain={domain.strip()}|candidates={list(names)}{window}")
 
 
 def write_manifest(path: Path, clips, extra: dict | None = None) -> None:

@@ -44,6 +44,18 @@ class Calibration:
     text_encoding: str = "trained"
 
 
+def primary_method(methods: Sequence[Method]) -> Method:
+    """The method whose ranked predictions a row carries: the paper's ActAlign (global alignment;
+    of a ladder the full rung, of several strategies the first), else the last method."""
+    actalign = [m for m in methods if m.method == "actalign"]
+    if not actalign:
+        return methods[-1]
+    first_strategy = actalign[0].strategy
+    same = [m for m in actalign if m.strategy == first_strategy]
+    global_ = [m for m in same if m.alignment == "global"]
+    return (global_ or same)[-1]
+
+
 class Scorer:
     """Scores clips for `methods` (see the module docstring)."""
 
@@ -67,8 +79,7 @@ class Scorer:
         }
         for pipe in self.pipes.values():
             pipe.scripts = None  # a plain-data Scorer: scripts live in self.scripts
-        actalign = [m for m in self.methods if m.method == "actalign"]
-        self.primary = (actalign or self.methods)[-1].name
+        self.primary = primary_method(self.methods).name
         self.scripts: dict[tuple[str, str, str], list[str]] = {}  # (strategy, domain, action) -> steps
         self.vectors: dict[str, np.ndarray] = {}
 
