@@ -267,6 +267,23 @@ def test_plot_marks_predicted_and_correct(tmp_path):
     assert (tmp_path / "p.png").read_bytes()[:4] == b"\x89PNG"
     with pytest.raises(ActAlignError, match=r"\.png, \.svg or \.pdf"):
         plot_prediction(pred, tmp_path / "p.jpg")
+    # the correct candidate is drawn even where it ranks below --top-k, with its rank in its title
+    top = pred.top.action
+    fig = plot_prediction(pred, answer="wrong" if top == "right" else "right", top_k=1, thumbnails=0)
+    titles = [ax.get_title(loc="left") for ax in fig.axes if ax.get_title(loc="left")]
+    assert len(titles) == 2 and titles[0].startswith("#1") and titles[1].startswith("#2")
+    assert (
+        len(
+            [
+                t
+                for t in (
+                    ax.get_title(loc="left") for ax in plot_prediction(pred, top_k=1, thumbnails=0).axes
+                )
+                if t
+            ]
+        )
+        == 1
+    )
 
 
 def test_cli_bad_input_is_one_sentence(clip, scripts_file, siglip_dir, tmp_path, capsys):

@@ -31,8 +31,8 @@ def plot_prediction(
     video=None,
     max_panels: int = 6,
 ):
-    """Draw one panel per candidate (best first, at most `top_k`) and return the matplotlib Figure;
-    with `out`, also save it as PNG or SVG (chosen by suffix).
+    """Draw one panel per candidate (best first, at most `top_k`, plus the correct one wherever it
+    ranks) and return the matplotlib Figure; with `out`, also save it as PNG, SVG or PDF (by suffix).
 
     Steps are on the y axis (first at the top), seconds on the x axis; the white line is the DTW
     path and the outlined boxes are each step's segment. The predicted candidate is marked, and the
@@ -43,7 +43,11 @@ def plot_prediction(
 
     check_plot_path(out)
     limit = min(max_panels, top_k) if top_k else max_panels
-    shown = [c for c in prediction.candidates if c.affinity is not None][:limit]
+    aligned = [c for c in prediction.candidates if c.affinity is not None]
+    shown = aligned[:limit]
+    correct = next((c for c in aligned if c.action == answer), None)
+    if correct is not None and correct not in shown:  # the correct candidate ranked lower: its panel too
+        shown.append(correct)
     if not shown:
         raise ActAlignError(
             "Nothing to plot: the mean-pool baseline has no alignment; use --method actalign."

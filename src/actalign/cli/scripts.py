@@ -66,7 +66,8 @@ def show(store, domain: str | None) -> int:
         print(f"No script store at {store.path} yet; generate or import scripts first.", file=sys.stderr)
         return 0
     shown = 0
-    for s in store.all():
+    scripts = store.all()
+    for s in scripts:
         if domain and norm(domain) != norm(s.domain):
             continue
         origin = "hand-written" if s.kind == "hand" else f"{s.strategy}, {s.model}, T={s.temperature}"
@@ -75,7 +76,18 @@ def show(store, domain: str | None) -> int:
             print(f"  {i}. {step}")
         shown += 1
     if not shown:
-        print(f"No stored scripts{f' for {domain!r}' if domain else ''} in {store.path}.", file=sys.stderr)
+        import difflib
+
+        domains = sorted({s.domain for s in scripts})
+        close = difflib.get_close_matches(domain or "", domains, n=1, cutoff=0.7)
+        hint = (
+            f" Did you mean {close[0]!r}?"
+            if close
+            else (f" Stored: {', '.join(domains)}." if domains else "")
+        )
+        print(
+            f"No stored scripts{f' for {domain!r}' if domain else ''} in {store.path}.{hint}", file=sys.stderr
+        )
     return 0
 
 
@@ -83,8 +95,11 @@ def stats_table(data) -> int:
     from actalign.scripts.store import stats
 
     rows = stats(data)
-    if not rows:
-        raise ActAlignError("No scripts to summarise; generate or import some first.")
+    if not rows:  # as `scripts show`: an empty store is a state, not an error
+        import sys
+
+        print("No scripts to summarise; generate or import some first.", file=sys.stderr)
+        return 0
     print(f"{'domain':<24} {'actions':>7}  {'steps / action':>16}  {'words / step':>14}")
     for r in rows:
         print(
