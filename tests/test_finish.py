@@ -628,3 +628,14 @@ def test_a_lone_frame_lasts_to_the_end_of_its_window():
     np.testing.assert_allclose(frame_ends(np.array([4.4])), [4.4])  # no end known: nothing to go by
     np.testing.assert_allclose(frame_ends(np.array([0.0, 0.5, 1.0]), 1.2), [0.5, 1.0, 1.2])
     np.testing.assert_allclose(frame_ends(np.array([0.0, 0.5, 1.0]), 9.0), [0.5, 1.0, 1.5])
+
+
+def test_numbered_candidates_lose_their_numbers_everywhere(tmp_path):
+    from actalign.app import parse_candidates
+    from actalign.classify import check_candidates
+
+    pasted = ["1. Tip-in", " 2) Putback  dunk", "360 dunk"]
+    assert check_candidates(pasted) == ["Tip-in", "Putback dunk", "360 dunk"]
+    assert parse_candidates("\n".join(pasted)) == ["Tip-in", "Putback dunk", "360 dunk"]
+    with pytest.raises(ActAlignError, match="given twice"):
+        check_candidates(["1. Tip-in", "tip-in"])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -135,6 +136,14 @@ def rank(scores: np.ndarray) -> np.ndarray:
     return np.argsort(-np.asarray(scores), kind="stable")
 
 
+_NUMBERING = re.compile(r"^\s*\(?\d+\s*[.):]\s*")
+
+
+def clean_candidate(name: str) -> str:
+    """'1. Tip-in ' -> 'Tip-in': lists pasted from a benchmark (ActionAtlas numbers its choices)."""
+    return " ".join(_NUMBERING.sub("", name).split())
+
+
 def check_candidates(candidates: Sequence[str]) -> list[str]:
     """Stripped candidate names; one clear error when none are given or two are the same (up to
     case and spaces: their scores would tie, so neither could rank first)."""
@@ -144,8 +153,8 @@ def check_candidates(candidates: Sequence[str]) -> list[str]:
     for c in candidates:
         if not isinstance(c, str):
             raise ActAlignError(f"Candidates must be text, got {c!r}.")
-        if c.strip():
-            names.append(check_text(c.strip(), f"The candidate {c!r}"))
+        if clean_candidate(c):
+            names.append(check_text(clean_candidate(c), f"The candidate {c!r}"))
     if not names:
         raise ActAlignError("No candidate actions given; pass --candidates A B C or --candidates-file F.")
     seen: dict[str, str] = {}

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 
 def add_parser(sub) -> None:
-    sub.add_parser("models", help="list the short model names")
+    sub.add_parser(
+        "models",
+        help="list the short model names",
+        description="The short names --model takes, and the hub checkpoints they stand for. --model "
+        "also takes any hub id of a SigLIP, SigLIP 2 or CLIP checkpoint, or a local folder saved with "
+        "save_pretrained.",
+    )
 
 
 def run(args) -> int:

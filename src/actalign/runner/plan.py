@@ -14,15 +14,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from actalign.classify import clean_candidate
 from actalign.errors import ActAlignError
 from actalign.files import check_text, parse_json, read_text
 from actalign.scripts.parse import norm
-
-_NUMBERING = re.compile(r"^\s*\(?\d+\s*[.):]\s*")
 
 
 @dataclass(frozen=True)
@@ -54,11 +52,6 @@ class Plan:
 
     def __iter__(self):
         return iter(self.clips)
-
-
-def clean_candidate(name: str) -> str:
-    """'1. Tip-in ' -> 'Tip-in': the benchmark numbers its choices."""
-    return " ".join(_NUMBERING.sub("", name).split())
 
 
 class BadRow(ValueError):
