@@ -75,12 +75,22 @@ def build_siglip(
     logit_scale: float = math.log(10.0),
     logit_bias: float = -2.0,
     image_size: int = 32,
+    gemma: bool = False,
 ) -> Path:
-    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor, SiglipTokenizer
+    """A tiny random SigLIP; `gemma=True` gives it a Gemma tokenizer, the layout of SigLIP 2's
+    fixed-resolution checkpoints (model type "siglip", Gemma vocabulary)."""
+    from transformers import (
+        GemmaTokenizer,
+        SiglipConfig,
+        SiglipImageProcessor,
+        SiglipModel,
+        SiglipProcessor,
+        SiglipTokenizer,
+    )
 
     directory.mkdir(parents=True, exist_ok=True)
     vocab = _sentencepiece_model(directory / "spiece.model")
-    tokenizer = SiglipTokenizer(vocab_file=str(vocab), model_max_length=64)
+    tokenizer = (GemmaTokenizer if gemma else SiglipTokenizer)(vocab_file=str(vocab), model_max_length=64)
     config = SiglipConfig(
         text_config=dict(
             vocab_size=tokenizer.vocab_size,

@@ -9,11 +9,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from actalign import load_encoder
 from actalign.embed import embed_texts, embed_video, prefetch
 from actalign.encoders import hf
-from actalign.encoders.cache import EmbeddingCache, make_key
+from actalign.encoders.cache import EmbeddingCache
 from actalign.errors import ActAlignError
 from actalign.video import Sampling
 from media import make_video
@@ -252,7 +254,9 @@ def test_text_cache_hit_and_corrupt_row(siglip, tmp_path, monkeypatch):
     monkeypatch.setattr(siglip, "encode_texts", lambda t: calls.append(list(t)) or real(t))
     np.testing.assert_array_equal(embed_texts(siglip, texts, cache), first)
     assert calls == []
-    key = make_key("text", siglip.identity, "blue net")
+    from actalign.embed import _text_key
+
+    key = _text_key(siglip, "blue net")
     cache._conn().execute("UPDATE texts SET vec = ? WHERE key = ?", (b"\0" * 8, key))
     np.testing.assert_allclose(embed_texts(siglip, texts, cache), first, atol=1e-6)
     assert calls == [["blue net"]]
@@ -309,3 +313,49 @@ def test_encode_frames_streams_batches(siglip):
     streamed = siglip.encode_frames(iter([x[:4], x[4:8], x[8:]]))
     np.testing.assert_allclose(streamed, siglip.encode_images(x), atol=1e-5)
     assert siglip.encode_frames(iter([])).shape == (0, siglip.dim)
+
+
+def test_siglip2_fixed_resolution_texts_are_lower_cased(tmp_path, siglip_dir):
+    from models import build_siglip
+
+    seen = []
+
+    def spy(encoder):
+        real = encoder.processor.tokenizer
+
+        class Spy:
+            def __getattr__(self, name):
+                return getattr(real, name)
+
+            def __call__(self, texts, **kwargs):
+                seen.append(list(texts))
+                return real(texts, **kwargs)
+
+        encoder.processor.tokenizer = Spy()
+        return encoder
+
+    v2 = spy(load_encoder(str(build_siglip(tmp_path / "siglip2-fixed", gemma=True)), device="cpu"))
+    assert v2.family == "siglip" and v2.lowercase  # loads as SigLIP; its Gemma tokenizer tells
+    v2.encode_texts(["Alley-oop Dunk in Basketball"])
+    v1 = spy(load_encoder(str(siglip_dir), device="cpu"))
+    assert not v1.lowercase
+    v1.encode_texts(["Alley-oop Dunk in Basketball"])
+    assert seen == [["alley-oop dunk in basketball"], ["Alley-oop Dunk in Basketball"]]
+
+
+def test_the_calibration_is_read_before_a_half_precision_cast(siglip_dir):
+    half = load_encoder(str(siglip_dir), device="cpu", dtype="bfloat16")
+    assert half.scale == pytest.approx(10.0, rel=1e-6) and half.bias == pytest.approx(-2.0, rel=1e-6)
+    assert half.model.logit_scale.dtype == torch.bfloat16  # the model itself is cast
+
+
+@given(st.integers(16, 4000), st.integers(16, 4000), st.sampled_from([224, 336, 384]))
+@settings(max_examples=200, deadline=None)
+def test_shortest_edge_sizes_are_the_processors(width, height, edge):
+    from transformers.image_transforms import get_resize_output_image_size
+
+    from actalign.video import shortest_edge_size
+
+    image = np.zeros((height, width, 3), np.uint8)
+    h, w = get_resize_output_image_size(image, edge, default_to_square=False)
+    assert shortest_edge_size(width, height, edge) == (w, h)

@@ -70,6 +70,29 @@ def test_parse_matches_names_loosely_and_cleans_numbering():
 
 
 @pytest.mark.parametrize(
+    ("step", "cleaned"),
+    [
+        ("1. Jumps near the rim", "Jumps near the rim"),
+        ("(3) Lands", "Lands"),
+        ("4: Lands", "Lands"),
+        ("5 - Lands", "Lands"),
+        ("Step 6: Lands", "Lands"),
+        ("step 7 Lands", "Lands"),
+        # numbers that belong to the step stay
+        ("360 spin on one skate", "360 spin on one skate"),
+        ("2 defenders trap the ball handler", "2 defenders trap the ball handler"),
+        ("3-point shot from the corner", "3-point shot from the corner"),
+        ("1.5 seconds later the ball drops", "1.5 seconds later the ball drops"),
+        ("Step back and shoot", "Step back and shoot"),
+    ],
+)
+def test_only_list_numbering_is_cleaned_from_steps(step, cleaned):
+    from actalign.scripts.parse import clean_step
+
+    assert clean_step(step) == cleaned
+
+
+@pytest.mark.parametrize(
     ("mapping", "problem"),
     [
         ({"Tip-in": GOOD["Tip-in"]}, "'Putback dunk' is missing"),

@@ -227,3 +227,21 @@ def test_shared_clips_sampled_timestamps_cover_the_clip(row):
     assert (np.diff(ts) > 0).all()
     assert ts[0] < 0.5 + 1e-6 and ts[-1] >= info.duration - 0.5 - 2 / info.fps
     assert got.frames.shape[1] == 64
+
+
+@pytest.mark.parametrize("side", [32, 96])
+def test_frames_resized_on_decode_are_the_processors_pixels(tmp_path, side):
+    """Frames are scaled as SigLIP's processor scales an RGB image (bicubic), not from subsampled
+    YUV in one pass: on fine colour texture that path is 13-22 levels off on average."""
+    from transformers import SiglipImageProcessor
+
+    from actalign import video as video_module
+    from media import textured_video
+
+    video = textured_video(tmp_path / "t.mp4", n=6, fps=6, size=(640, 360), seed=3)
+    full = video_module.read_frames(video).frames
+    processor = SiglipImageProcessor(size={"height": side, "width": side})
+    pixels = np.asarray(processor(images=list(full), return_tensors="np")["pixel_values"])
+    expected = (pixels.transpose(0, 2, 3, 1) * 0.5 + 0.5) * 255
+    diff = np.abs(video_module.read_frames(video, resize=(side, side)).frames.astype(float) - expected)
+    assert diff.mean() < 2.0 and np.percentile(diff, 99) <= 6, (diff.mean(), np.percentile(diff, 99))

@@ -92,7 +92,8 @@ class VideoEmbedding:
 
 def video_key(encoder: Encoder, video, sampling: Sampling) -> str:
     """Cache key of a video's frame embeddings: its content, the encoder, the sampling."""
-    return make_key("frames/2", fingerprint(video), encoder.identity, sampling.key(), encoder.decode_size)
+    # /3: frames scaled as the processor scales them (RGB first, then bicubic)
+    return make_key("frames/3", fingerprint(video), encoder.identity, sampling.key(), encoder.decode_size)
 
 
 def embed_video(
@@ -136,7 +137,7 @@ def embed_video(
 
 
 def _text_key(encoder: Encoder, text: str) -> str:
-    return make_key("text", encoder.identity, text)
+    return make_key("text/2", encoder.identity, text)  # /2: SigLIP 2 fixed-resolution texts lower-cased
 
 
 def embed_texts(encoder: Encoder, texts: Sequence[str], cache: EmbeddingCache | None = None) -> np.ndarray:

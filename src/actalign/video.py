@@ -368,14 +368,21 @@ class _Selector:
         return True
 
 
+def shortest_edge_size(width: int, height: int, edge: int) -> tuple[int, int]:
+    """(width, height) with the shorter side `edge` and the longer one scaled and floored, as
+    transformers' image processors compute it (CLIP's shortest_edge resize)."""
+    if width <= height:
+        return edge, max(1, int(edge * height / width))
+    return max(1, int(edge * width / height)), edge
+
+
 def _output_size(info_w: int, info_h: int, rotation: int, resize) -> tuple[int, int] | None:
     """Decoder output (width, height) before rotation, for a requested display size."""
     if resize is None:
         return None
     disp_w, disp_h = (info_h, info_w) if rotation % 180 else (info_w, info_h)
     if isinstance(resize, int):
-        scale = resize / min(disp_w, disp_h)
-        w, h = max(1, round(disp_w * scale)), max(1, round(disp_h * scale))
+        w, h = shortest_edge_size(disp_w, disp_h, resize)
     else:
         w, h = int(resize[0]), int(resize[1])
     return (h, w) if rotation % 180 else (w, h)
@@ -621,15 +628,13 @@ def iter_frames(
 
 def _batches(frames, batch_size: int, resize) -> Iterator[FrameBatch]:
     """Convert frames to upright RGB arrays, copied straight into each batch's buffer."""
-    from av.video.reformatter import VideoReformatter
-
-    reformatter = VideoReformatter()  # one per stream: its scaler context is reused frame to frame
+    to_rgb = _ToRGB()
 
     def images():
         for frame, ts in frames:
             rot = _rotation(frame)
             size = _output_size(frame.width, frame.height, rot, resize)
-            img = _to_rgb(reformatter, frame, size)
+            img = to_rgb(frame, size)
             yield (np.rot90(img, rot // 90) if rot else img), ts
 
     yield from _pack(images(), batch_size)
@@ -648,10 +653,9 @@ def _array_to_batches(frames, batch_size: int, resize) -> Iterator[FrameBatch]:
 
 def _resize_array(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     import av
-    from av.video.reformatter import VideoReformatter
 
     frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-    return _to_rgb(VideoReformatter(), frame, size)
+    return _ToRGB()(frame, size)
 
 
 def _pack(images, batch_size: int) -> Iterator[FrameBatch]:
@@ -671,13 +675,23 @@ def _pack(images, batch_size: int) -> Iterator[FrameBatch]:
         yield FrameBatch(buf[: len(stamps)], np.array(stamps))
 
 
-def _to_rgb(reformatter, frame, size: tuple[int, int] | None) -> np.ndarray:
-    """RGB uint8 (H, W, 3), scaled to `size` (bicubic, as the SigLIP/CLIP processors) if given."""
-    if size is None:
-        return reformatter.reformat(frame, format="rgb24").to_ndarray()
-    return reformatter.reformat(
-        frame, width=size[0], height=size[1], format="rgb24", interpolation="BICUBIC"
-    ).to_ndarray()
+class _ToRGB:
+    """Frames to RGB uint8 (H, W, 3), scaled to a size as the SigLIP/CLIP processors scale: the
+    full frame converted to RGB first, then resized RGB to RGB (bicubic). Scaling in one pass from
+    YUV, as swscale can, resizes subsampled chroma and lands about 1 level (p99 5, max 44) from the
+    processor's pixels on a 720p clip; two passes land 0.2 (p99 2) for about 1.6 ms more per frame.
+    One per stream: the two scaler contexts are reused frame to frame."""
+
+    def __init__(self) -> None:
+        from av.video.reformatter import VideoReformatter
+
+        self.to_rgb, self.scaler = VideoReformatter(), VideoReformatter()
+
+    def __call__(self, frame, size: tuple[int, int] | None) -> np.ndarray:
+        rgb = frame if frame.format.name == "rgb24" else self.to_rgb.reformat(frame, format="rgb24")
+        if size is not None and (rgb.width, rgb.height) != tuple(size):
+            rgb = self.scaler.reformat(rgb, width=size[0], height=size[1], interpolation="BICUBIC")
+        return rgb.to_ndarray()
 
 
 def read_frames(

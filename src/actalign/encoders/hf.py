@@ -14,6 +14,15 @@ from actalign.errors import ActAlignError
 
 SIGLIP_TEXT_LENGTH = 64  # SigLIP was trained on texts padded to 64 tokens; dynamic padding hurts
 FAMILIES = ("siglip", "siglip2", "clip")
+
+
+def _trained_on_lowercase(family: str, tokenizer) -> bool:
+    """SigLIP 2 was trained on lower-cased texts. Its NaFlex checkpoints say so by their model type
+    (siglip2); its fixed-resolution ones (siglip2-so400m-patch14-384, ...) load as plain SigLIP and
+    are told apart by their Gemma tokenizer (SigLIP 1 uses its own sentencepiece vocabulary)."""
+    return family == "siglip2" or (family == "siglip" and "gemma" in type(tokenizer).__name__.lower())
+
+
 TEXT_ENCODINGS = ("trained", "authors")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
@@ -90,11 +99,13 @@ class TransformersEncoder(Encoder):
                 f"{name_or_path} is a '{self.family}' model; actalign supports {', '.join(FAMILIES)} "
                 "image-text models."
             )
-        self.model.to(device=self.device, dtype=self.dtype).eval()
-        self.batch_size = batch_size or (64 if self.device != "cpu" else 16)
+        # Eq. 9's scale and bias as learned, read before a half-precision cast rounds them
         self.scale = float(self.model.logit_scale.detach().float().exp())
         bias = getattr(self.model, "logit_bias", None)
         self.bias = float(bias.detach().float()) if bias is not None else None
+        self.model.to(device=self.device, dtype=self.dtype).eval()
+        self.batch_size = batch_size or (64 if self.device != "cpu" else 16)
+        self.lowercase = _trained_on_lowercase(self.family, self.processor.tokenizer)
         self.identity = f"{source}|{str(self.dtype).removeprefix('torch.')}"
         self._plan = _pixel_plan(self.processor.image_processor, self.device)
         self.decode_size = self._plan["decode_size"] if self._plan else None
@@ -163,7 +174,7 @@ class TransformersEncoder(Encoder):
 
     def tokenize(self, texts: Sequence[str]) -> dict:
         """Token tensors for `texts`, as the model was trained (see `encode_texts`)."""
-        texts = [t.lower() for t in texts] if self.family == "siglip2" else list(texts)
+        texts = [t.lower() for t in texts] if self.lowercase else list(texts)
         tok = self.processor.tokenizer
         if self.family in ("siglip", "siglip2"):
             if self.text_encoding == "authors":
@@ -354,8 +365,9 @@ def _pixel_plan(ip, device: str = "cpu") -> dict | None:
         s = int(size["shortest_edge"])
 
         def resize(w, h, s=s):
-            k = s / min(w, h)
-            return max(1, round(w * k)), max(1, round(h * k))
+            from actalign.video import shortest_edge_size
+
+            return shortest_edge_size(w, h, s)
 
         decode = s
     else:

@@ -8,7 +8,11 @@ import re
 from actalign.scripts.prompts import Strategy
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
-_NUMBERING = re.compile(r"^\s*(?:step\s*)?\(?\d+[.):-]?\)?\s+", re.IGNORECASE)
+# list numbering only: "1. ", "2) ", "(3) ", "4: ", "5 - ", "Step 6: ", "step 7 "; never a number that
+# belongs to the step ("360 spin", "2 defenders", "3-point shot", "1.5 seconds later")
+_NUMBERING = re.compile(
+    r"^\s*(?:step\s*\d+\s*[.):-]?\s+|\(\d+\)\s*|\d+[.):](?=\s)\s*|\d+\s+-\s+)", re.IGNORECASE
+)
 
 
 def norm(name: str) -> str:
