@@ -159,6 +159,18 @@ def test_the_step_pattern_rejects(text):
 # --------------------------------------------------------------------------- LLM writer
 
 
+def test_the_context_rich_prompt_at_the_papers_table_3_temperature(llm):
+    from actalign.cli.common import STRATEGY_NAMES
+    from actalign.scripts.prompts import STRATEGIES
+
+    assert STRATEGY_NAMES == list(STRATEGIES)  # the CLI offers every strategy
+    llm.answer(("answer", answer(GOOD)))
+    assert writer(llm).write("basketball", ACTIONS, "context-rich-t1") == GOOD
+    (request,) = llm.requests
+    assert request["temperature"] == 1.0
+    assert request["messages"][0]["content"] == CONTEXT_RICH.render("basketball", ACTIONS)
+
+
 def test_writer_one_request_for_all_actions(llm):
     llm.answer(("answer", answer(GOOD)))
     assert writer(llm).write("basketball", ACTIONS) == GOOD

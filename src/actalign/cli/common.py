@@ -14,6 +14,9 @@ from actalign.errors import ActAlignError
 # --------------------------------------------------------------------------- value types
 
 
+
+STRATEGY_NAMES = ["context-rich", "context-rich-t1", "short-fixed"]  # scripts.prompts.STRATEGIES
+
 def _number(text: str) -> float:
     try:
         value = float(text)
@@ -100,7 +103,11 @@ def add_script_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--store", default=None, help="script store (default: $ACTALIGN_HOME/scripts.sqlite)")
     g.add_argument(
-        "--strategy", choices=["context-rich", "short-fixed"], default="context-rich", help="prompt strategy"
+        "--strategy",
+        choices=STRATEGY_NAMES,
+        default="context-rich",
+        help="prompt strategy: context-rich (T=0.2), context-rich-t1 (the same prompt at T=1.0, the "
+        "paper's Table 3 setting) or short-fixed (10 steps of 2-3 words, T=1.0)",
     )
     g.add_argument(
         "--llm",

@@ -24,9 +24,9 @@ def add_parser(sub) -> None:
         "--strategies",
         nargs="+",
         default=None,
-        choices=["context-rich", "short-fixed"],
+        choices=common.STRATEGY_NAMES,
         metavar="S",
-        help="compare script strategies (Table 4): context-rich short-fixed",
+        help="compare script strategies (Table 4): context-rich context-rich-t1 short-fixed",
     )
     common.add_sampling_options(p, start_end=False)
     common.add_method_options(p)

@@ -6,7 +6,7 @@ template (bump its version) never silently mixes old and new scripts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -60,5 +60,8 @@ SHORT_FIXED = Strategy(
     max_words=6,
 )
 
-STRATEGIES: dict[str, Strategy] = {s.name: s for s in (CONTEXT_RICH, SHORT_FIXED)}
+# the paper's Table 3 ablation and a Table 4 row use the context-rich prompt sampled at T = 1.0
+CONTEXT_RICH_T1 = replace(CONTEXT_RICH, name="context-rich-t1", temperature=1.0)
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (CONTEXT_RICH, CONTEXT_RICH_T1, SHORT_FIXED)}
 DEFAULT_STRATEGY = CONTEXT_RICH.name
