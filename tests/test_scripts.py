@@ -163,7 +163,7 @@ def test_the_context_rich_prompt_at_the_papers_table_3_temperature(llm):
     from actalign.cli.common import STRATEGY_NAMES
     from actalign.scripts.prompts import STRATEGIES
 
-    assert STRATEGY_NAMES == list(STRATEGIES)  # the CLI offers every strategy
+    assert list(STRATEGIES) == STRATEGY_NAMES  # the CLI offers every strategy
     llm.answer(("answer", answer(GOOD)))
     assert writer(llm).write("basketball", ACTIONS, "context-rich-t1") == GOOD
     (request,) = llm.requests

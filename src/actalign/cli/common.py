@@ -14,8 +14,8 @@ from actalign.errors import ActAlignError
 # --------------------------------------------------------------------------- value types
 
 
-
 STRATEGY_NAMES = ["context-rich", "context-rich-t1", "short-fixed"]  # scripts.prompts.STRATEGIES
+
 
 def _number(text: str) -> float:
     try:
