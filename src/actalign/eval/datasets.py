@@ -64,7 +64,9 @@ def yt_dlp_download(youtube_id: str, directory: Path) -> Path:
         raise ActAlignError("Downloading clips needs yt-dlp: pip install 'actalign[eval]'.") from None
     options = {
         "outtmpl": str(directory / f"{youtube_id}.%(ext)s"),
-        "format": "best[ext=mp4]/best",
+        # video only (no audio is needed), up to 720p: a single file with audio is usually 360p
+        # on YouTube, below the 384-pixel input of SigLIP so400m
+        "format": "bestvideo[height<=720][ext=mp4]/bestvideo[height<=720]/best[height<=720]/best",
         "quiet": True,
         "no_warnings": True,
         "noprogress": True,
