@@ -639,3 +639,32 @@ def test_numbered_candidates_lose_their_numbers_everywhere(tmp_path):
     assert parse_candidates("\n".join(pasted)) == ["Tip-in", "Putback dunk", "360 dunk"]
     with pytest.raises(ActAlignError, match="given twice"):
         check_candidates(["1. Tip-in", "tip-in"])
+
+
+def test_a_refused_configuration_names_the_setting_that_differs():
+    from actalign.runner.output import _differences
+
+    old = {
+        "fps": 2.0,
+        "methods": [{"name": "ActAlign", "smooth_seconds": 1.0, "alignment": "global"}],
+        "input": "videos:/data/f|domain=basketball|candidates=['Tip-in', 'Putback dunk', 'Alley-oop Dunk']",
+    }
+    new = {
+        **old,
+        "methods": [{"name": "ActAlign", "smooth_seconds": 0.5, "alignment": "global"}],
+        "input": "videos:/data/f|domain=basketball|candidates=['Tip-in', 'Putback dunk']",
+    }
+    said = _differences(old, new)
+    assert "methods[0].smooth_seconds: 1.0 -> 0.5" in said
+    assert "'Alley-oop Dunk']\" -> " in said  # a long text is shown where it changes
+    assert _differences({"fps": None}, {"fps": 4.0}) == "fps: null -> 4.0"
+
+
+def test_one_sampled_frame_says_how_many_were_there_to_sample(tmp_path):
+    from actalign.video import Sampling, read_frames
+
+    video = make_video(tmp_path / "v.mp4", n=16, fps=8)  # frames every 0.125 s up to 1.875 s
+    with pytest.warns(UserWarning, match=r"only 1 frame was sampled, of 4 in the chosen span .*raise --fps"):
+        read_frames(video, Sampling(fps=2, start=1.5))
+    with pytest.warns(UserWarning, match=r"of 1 in the chosen span .*widen --start/--end"):
+        read_frames(video, Sampling(start=1.8))

@@ -125,7 +125,8 @@ class DecodeStats:
     """What decoding found, filled in while a `FrameStream` is read.
 
     packets: video packets read; bad_packets: those the decoder rejected (skipped);
-    decoded: frames decoded; kept: frames the sampling kept; retimed: frames whose timestamp
+    decoded: frames decoded; in_window: those inside start/end; kept: frames the sampling kept;
+    retimed: frames whose timestamp
     was repaired; end: end of the decoded span in seconds (last frame's time + its duration,
     clipped to the sampling's end).
     """
@@ -133,6 +134,7 @@ class DecodeStats:
     packets: int = 0
     bad_packets: int = 0
     decoded: int = 0
+    in_window: int = 0
     kept: int = 0
     retimed: int = 0
     end: float | None = None
@@ -534,6 +536,7 @@ class FrameStream:
                 stats.end = hi
                 return
             stats.end = min(hi, ts + clock.duration(frame))
+            stats.in_window += 1
             if select(ts):
                 stats.kept += 1
                 yield frame, ts
@@ -572,10 +575,13 @@ class FrameStream:
                 f"{stats.retimed} frame(s) had timestamps that repeat, go backwards or jump; "
                 "they were placed one typical frame interval after the previous frame"
             )
-        if stats.kept == 1 and stats.decoded > 1 and s.num_frames != 1:
+        windowed = s.start is not None or s.end is not None
+        if stats.kept == 1 and s.num_frames != 1 and (stats.in_window > 1 or windowed) and stats.decoded > 1:
+            where = "in the chosen span" if windowed else "in the video"
+            advice = "raise --fps" if stats.in_window > 1 else "widen --start/--end"
             stats.warnings.append(
-                f"only 1 of {stats.decoded} decoded frames was sampled (one frame shows no order of "
-                "steps); raise --fps, or widen --start/--end"
+                f"only 1 frame was sampled, of {stats.in_window} {where} (one frame shows no order of "
+                f"steps); {advice}"
             )
         short = _short_by(info, self.last_ts, s.end)
         if short:
@@ -594,6 +600,7 @@ class FrameStream:
         select = _Selector(s, lo, min(hi, duration))
         keep = [i for i, t in enumerate(times) if lo - _EPS <= t < hi - _EPS and select(t)]
         self.stats.decoded = self.stats.packets = len(times)
+        self.stats.in_window = sum(1 for t in times if lo - _EPS <= t < hi - _EPS)
         self.stats.kept = len(keep)
         if not keep:
             raise ActAlignError(f"No frames of {v.name} fall in [{lo}, {s.end}) s ({duration:.2f} s long).")

@@ -69,6 +69,10 @@ def run(args) -> int:
         **common.run_options(args),
     )
     where = f"{args.out.rstrip('/')}/predictions.jsonl"
-    print(f"{len(result.rows)} of {result.planned} clips done; predictions in {where}")
+    left = len(clips.clips) - result.planned
+    limited = (
+        f" (--limit {args.limit}: {left} more clip(s) in the input; rerun without it)" if left > 0 else ""
+    )
+    print(f"{len(result.rows)} of {result.planned} clips done{limited}; predictions in {where}")
     common.report_failures(args.out, result.failures)
     return 1 if result.failures else 0

@@ -45,18 +45,44 @@ def is_uri(out: str) -> bool:
 
 
 def _differences(old: object, new: dict, most: int = 3) -> str:
-    """What differs between a folder's configuration and this run's, e.g. "fps: 2.0 -> 4.0"."""
+    """What differs between a folder's configuration and this run's, down to the setting:
+    "fps: 2.0 -> 4.0", "methods[0].smooth_seconds: 1.0 -> 0.5", long texts cut around the change."""
     if not isinstance(old, dict):
         return "its config.json is unreadable"
-
-    def short(value: object) -> str:
-        text = json.dumps(value, ensure_ascii=False)
-        return text if len(text) <= 60 else text[:57] + "..."
-
-    keys = [k for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
-    shown = [f"{k}: {short(old.get(k))} -> {short(new.get(k))}" for k in keys[:most]]
+    before, after = _leaves(old), _leaves(new)
+    keys = [k for k in sorted(set(before) | set(after)) if before.get(k) != after.get(k)]
+    shown = [f"{k}: {_around(before.get(k), after.get(k))}" for k in keys[:most]]
     more = f"; and {len(keys) - most} more" if len(keys) > most else ""
     return "; ".join(shown) + more
+
+
+def _leaves(value: object, path: str = "") -> dict[str, object]:
+    """Every scalar of a JSON value by its path (a.b[0].c)."""
+    if isinstance(value, dict):
+        out: dict[str, object] = {}
+        for k, v in value.items():
+            out.update(_leaves(v, f"{path}.{k}" if path else str(k)))
+        return out
+    if isinstance(value, list):
+        out = {}
+        for i, v in enumerate(value):
+            out.update(_leaves(v, f"{path}[{i}]"))
+        return out or {path: []}
+    return {path: value}
+
+
+def _around(a: object, b: object, width: int = 60) -> str:
+    """'a -> b', both cut to the stretch where they first differ when they are long texts."""
+    x, y = json.dumps(a, ensure_ascii=False), json.dumps(b, ensure_ascii=False)
+    if max(len(x), len(y)) <= width:
+        return f"{x} -> {y}"
+    first = next((i for i, (p, q) in enumerate(zip(x, y)) if p != q), min(len(x), len(y)))
+    lo = max(0, first - width // 3)
+
+    def cut(t: str) -> str:
+        return ("..." if lo else "") + t[lo : lo + width] + ("..." if len(t) > lo + width else "")
+
+    return f"{cut(x)} -> {cut(y)}"
 
 
 class RunFolder:
