@@ -123,17 +123,20 @@ def file_names(videos: Sequence) -> dict[str, str]:
     """A distinct output name per video: its stem, or where two videos share a stem (clip.mp4 in
     two folders), its path below their common folder with '/' written as '__' (a__clip.mp4)."""
     import os
+    from collections import defaultdict
     from pathlib import Path
 
     paths = [Path(v).expanduser().absolute() for v in videos]
-    stems = [p.stem for p in paths]
+    by_stem: dict[str, list[Path]] = defaultdict(list)  # linear in the videos: folders hold thousands
+    for p in paths:
+        by_stem[p.stem].append(p)
+    common = {stem: os.path.commonpath([q.parent for q in ps]) for stem, ps in by_stem.items() if len(ps) > 1}
     names: dict[str, str] = {}
     taken: set[str] = set()
-    for v, p, stem in zip(videos, paths, stems):
-        name = stem
-        if stems.count(stem) > 1:
-            shared = [q for q, t in zip(paths, stems) if t == stem]
-            name = "__".join(Path(os.path.relpath(p, os.path.commonpath([q.parent for q in shared]))).parts)
+    for v, p in zip(videos, paths):
+        name = p.stem
+        if name in common:
+            name = "__".join(Path(os.path.relpath(p, common[name])).parts)
         base, n = name, 1
         while name in taken:  # the same file given twice, or a name that happens to match another
             n += 1

@@ -93,7 +93,7 @@ def make_untrimmed(
         try:
             row = _pad_clip(clip, info, [c for c, _ in usable if c.id != clip.id], out, pad, rng)
         except ActAlignError as e:
-            failures.append(_failed(plan, clip, e))
+            failures.append(plan.failure(clip, str(e)))
             continue
         rows.append(row[0])
         extra[clip.id] = row[1]
@@ -119,17 +119,10 @@ def _usable(plan: Plan) -> tuple[list[tuple[Clip, object]], list[dict]]:
                     f"start {clip.start:g} s is past the end of {clip.video} ({info.duration:.2f} s)."
                 )
         except ActAlignError as e:
-            failures.append(_failed(plan, clip, e))
+            failures.append(plan.failure(clip, str(e)))
             continue
         usable.append((clip, info))
     return usable, failures
-
-
-def _failed(plan: Plan, clip: Clip, error: ActAlignError) -> dict:
-    entry = {"id": clip.id, "video": str(clip.video), "reason": str(error)}
-    if clip.id in plan.lines:
-        entry["line"] = plan.lines[clip.id]
-    return entry
 
 
 def _check_settings(out: Path, settings: dict) -> None:

@@ -130,9 +130,7 @@ def run(
             bar.update(1, note=f"{frames['n'] / elapsed:.1f} frames/s")
 
         def failed(clip: Clip, reason: str) -> None:
-            entry = {"id": clip.id, "video": str(clip.video), "reason": reason}
-            if clip.id in plan.lines:
-                entry["line"] = plan.lines[clip.id]
+            entry = plan.failure(clip, reason)
             folder.fail(entry)
             failures.append(entry)
             bar.update(1)

@@ -53,6 +53,13 @@ class Plan:
     def __iter__(self):
         return iter(self.clips)
 
+    def failure(self, clip: Clip, reason: str) -> dict:
+        """The failed.jsonl entry of a clip that could not be done: id, video, reason, its line."""
+        entry = {"id": clip.id, "video": str(clip.video), "reason": reason}
+        if clip.id in self.lines:
+            entry["line"] = self.lines[clip.id]
+        return entry
+
 
 class BadRow(ValueError):
     pass
