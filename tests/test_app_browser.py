@@ -253,6 +253,29 @@ def test_a_run_shows_its_progress(page, monkeypatch):
     assert "cricket.mp4: 450 frames" in status(page), status(page)
 
 
+def test_script_lookups_answer_in_the_order_they_were_asked(page, monkeypatch, samples):
+    import actalign.app
+
+    # leaving the domain asks for scripts before the candidates are typed; when that first answer
+    # is the slower one (a busy server), it must not land last and hide the candidates' scripts
+    real, calls = actalign.app._box_texts, []
+
+    def first_one_slow(state, domain, texts):
+        calls.append(domain)
+        if len(calls) == 1:
+            time.sleep(2.0)
+        return real(state, domain, texts)
+
+    monkeypatch.setattr(actalign.app, "_box_texts", first_one_slow)
+    row = manifest_row(samples, "tennis.mp4")
+    fill(page, row["domain"], row["candidates"])
+    time.sleep(3.0)  # long enough for the slow first answer to have landed, wherever it lands
+    assert len(calls) == 2, calls
+    labels = [page.inner_text(f"#aa-script-{i}") for i in range(len(row["candidates"]))]
+    assert all(c in label for c, label in zip(row["candidates"], labels)), labels
+    assert page.locator("[id^=aa-script-] textarea:visible").count() == len(row["candidates"])
+
+
 def test_a_missing_script_is_said_and_can_be_written_in_the_page(page, artifacts, samples):
     upload(page, samples / "soccer.mp4")
     page.wait_for_selector("#aa-video video")

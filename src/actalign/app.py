@@ -664,16 +664,20 @@ class _Page:
 
         script_in = [self.domain, self.candidates, self.shown, *self.boxes]
         self.script_out = [self.shown, self.note, *self.boxes, self.status]
-        for trigger in (self.candidates.blur, self.domain.blur, self.lookup_btn.click):
-            trigger(self.refresh, script_in, self.script_out, api_visibility="private")
-        self.generate_btn.click(self.generate, script_in, self.script_out, api_visibility="private")
-        picked = [self.path, self.video, self.domain, self.candidates, self.start, self.end, self.answer]
-        self.sample.input(
-            self.pick,
-            [self.sample],
-            [*picked, *self.script_out],
-            api_visibility="private",
+        # everything that fills the script boxes answers in the order it was asked: a lookup asked
+        # when the domain is left (no candidates yet) must not land after the candidates' own
+        in_order = {"api_visibility": "private", "concurrency_id": "scripts", "concurrency_limit": 1}
+        gr.on(
+            [self.candidates.blur, self.domain.blur, self.lookup_btn.click],
+            self.refresh,
+            script_in,
+            self.script_out,
+            trigger_mode="always_last",  # one listener: a trigger while it runs must not be dropped
+            **in_order,
         )
+        self.generate_btn.click(self.generate, script_in, self.script_out, **in_order)
+        picked = [self.path, self.video, self.domain, self.candidates, self.start, self.end, self.answer]
+        self.sample.input(self.pick, [self.sample], [*picked, *self.script_out], **in_order)
         self.upload.upload(
             self.uploaded,
             self.upload,
