@@ -220,17 +220,17 @@ def test_a_sample_fills_the_form_and_runs(page, artifacts, samples):
 
 
 def test_a_run_shows_its_progress(page, monkeypatch):
-    import actalign.app
+    import actalign.app.page
 
     # the tiny model encodes 450 small frames in well under a second on a quiet machine, sooner
     # than Gradio may paint a progress event; slowed to the pace of a real model, every update shows
-    real_update = actalign.app._FrameProgress.update
+    real_update = actalign.app.page._FrameProgress.update
 
     def at_a_real_pace(self, frames):
         time.sleep(0.1)
         real_update(self, frames)
 
-    monkeypatch.setattr(actalign.app._FrameProgress, "update", at_a_real_pace)
+    monkeypatch.setattr(actalign.app.page._FrameProgress, "update", at_a_real_pace)
     page.click("#aa-sample input")
     page.get_by_role("option", name="cricket \u2014 cricket").click()
     page.wait_for_selector("#aa-video video")
@@ -254,7 +254,7 @@ def test_a_run_shows_its_progress(page, monkeypatch):
 
 
 def test_script_lookups_answer_in_the_order_they_were_asked(page, monkeypatch, samples):
-    import actalign.app
+    import actalign.app.page
 
     # leaving the domain asks for scripts before the candidates are typed; when that first answer
     # is the slower one (a busy server), it must not land last and hide the candidates' scripts
@@ -357,3 +357,33 @@ def test_missing_scripts_are_generated_at_a_click(browser, siglip_dir, tmp_path)
             ]
             assert len(llm.requests) == 1 and "Penalty kick" not in llm.requests[0]["messages"][0]["content"]
             context.close()
+
+
+def test_candidates_typed_then_classified_at_once_use_their_own_scripts(page, artifacts, samples):
+    """Type new candidates and click Classify without leaving the box (no blur first): every
+    candidate is scored with its own script, and one without a script is named."""
+    page.click("#aa-sample input")
+    page.get_by_role("option", name="basketball \u2014 basketball").click()
+    row = manifest_row(samples, "basketball.mp4")
+    page.wait_for_function(
+        "n => document.querySelectorAll('[id^=aa-script-] textarea').length >= n", arg=len(row["candidates"])
+    )
+    box = "#aa-candidates textarea"
+    page.fill(box, "")
+    page.type(box, "Tip-in\nSky hook")  # still in the box
+    run_and_wait(page)
+    said = status(page)
+    assert "Sky hook" in said and "No script" in said, said
+    assert "best:" not in said
+    page.fill(box, "")
+    page.type(box, "Tip-in\nPutback dunk")
+    run_and_wait(page)
+    said = status(page)
+    assert "\u2713 basketball.mp4" in said, said
+    steps = page.locator("#aa-timeline [data-start]")
+    top = page.inner_text("#aa-ranking tbody tr:first-child")
+    shown = "\n".join(steps.nth(i).inner_text() for i in range(steps.count()))
+    scripts = json.loads(EXAMPLE_SCRIPTS.read_text())["basketball"]
+    winner = "Tip-in" if "Tip-in" in top else "Putback dunk"
+    assert all(step in shown for step in scripts[winner]), (winner, shown)
+    page.screenshot(path=str(artifacts / "app-typed-then-run.png"))

@@ -1,70 +1,45 @@
-"""Video and text embeddings with the cache: decode -> encode, each stage overlapped with the other.
+"""The one frame path: decode -> encode -> cache, with one cache key, for every command.
 
-emb = embed_video(encoder, "clip.mp4", Sampling(fps=10), cache)   # frames (T, d), timestamps (T,)
-steps = embed_texts(encoder, ["jump in basketball", ...], cache)  # (K, d)
+    emb = embed_video(encoder, "clip.mp4", Sampling(fps=10), cache)   # frames (T, d), timestamps (T,)
+    for frames, stamps in FrameStream(encoder, "match.mp4", Sampling(fps=2), cache):  # block by block
+        ...
+    steps = embed_texts(encoder, ["jump in basketball", ...], cache)  # (K, d)
+
+`ActAlign` (one clip), the local and Ray engines of the batch runner (`runner.decode`) and `locate`
+all key a video's embeddings with `frame_key` and store them as one cache entry (`EmbeddingCache.
+put_video`): what one command embedded, the others read. Decoding runs in a background thread while
+the model encodes. The decoder's warnings (damaged packets) are kept with the entry and repeated
+when it is read.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
-from typing import TypeVar
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from actalign.encoders import Encoder
-from actalign.encoders.cache import EmbeddingCache, make_key
+from actalign.encoders.cache import FRAME_BLOCK, EmbeddingCache, make_key
+from actalign.prefetch import prefetch
 from actalign.video import ArrayVideo, Sampling, as_video, expected_frames, fingerprint, iter_frames, probe
 
-T = TypeVar("T")
-_DONE = object()
+__all__ = [
+    "FrameStream",
+    "VideoEmbedding",
+    "embed_text_groups",
+    "embed_texts",
+    "embed_video",
+    "frame_key",
+    "prefetch",
+]
 
-
-def prefetch(items: Iterable[T], depth: int = 2) -> Iterator[T]:
-    """Produce `items` in a background thread, at most `depth` ahead of the consumer.
-
-    PyAV and torch release the GIL, so decoding the next batch overlaps encoding this one and
-    the slower stage sets the pace. Errors in the producer are raised in the consumer.
-    """
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def produce() -> None:
-        try:
-            for item in items:
-                while not stop.is_set():
-                    try:
-                        q.put((item, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
-                    return
-            q.put((_DONE, None))
-        except BaseException as e:
-            q.put((_DONE, e))
-
-    worker = threading.Thread(target=produce, daemon=True, name="actalign-prefetch")
-    worker.start()
-    try:
-        while True:
-            item, error = q.get()
-            if item is _DONE:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()
-        while worker.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                q.get_nowait()
-            except queue.Empty:
-                worker.join(timeout=0.05)
+# /3: frames scaled as the processor scales them (RGB first, then bicubic). Bump it whenever the
+# pixels a model sees change: entries under an older version are never read again.
+FRAMES_VERSION = "frames/3"
 
 
 @dataclass(frozen=True)
@@ -73,13 +48,15 @@ class VideoEmbedding:
 
     frames: (T, d) float32 unit rows; timestamps: (T,) seconds of the sampled frames;
     end: where the embedded span ends in seconds (the last decoded frame's end, clipped to the
-    sampling's end), so the last step's segment never runs past the video.
+    sampling's end), so the last step's segment never runs past the video; warnings: what the
+    decoder reported (damaged packets skipped, repaired timestamps).
     """
 
     frames: np.ndarray
     timestamps: np.ndarray
     end: float
     cached: bool = False
+    warnings: tuple[str, ...] = field(default=())
 
     @property
     def fps(self) -> float:
@@ -90,10 +67,137 @@ class VideoEmbedding:
         return (len(self.timestamps) - 1) / span if span > 0 else 1.0
 
 
+def frame_key(identity: str, video, sampling: Sampling, decode_size) -> str:
+    """THE cache key of a video's frame embeddings: its content, the encoder (weights and dtype),
+    the sampling, the decoded size, and the pixel pipeline's version."""
+    size = list(decode_size) if isinstance(decode_size, tuple) else decode_size
+    return make_key(FRAMES_VERSION, fingerprint(video), identity, sampling.key(), size)
+
+
 def video_key(encoder: Encoder, video, sampling: Sampling) -> str:
-    """Cache key of a video's frame embeddings: its content, the encoder, the sampling."""
-    # /3: frames scaled as the processor scales them (RGB first, then bicubic)
-    return make_key("frames/3", fingerprint(video), encoder.identity, sampling.key(), encoder.decode_size)
+    """`frame_key` for this encoder."""
+    return frame_key(encoder.identity, video, sampling, encoder.decode_size)
+
+
+class FrameStream:
+    """A video's frame embeddings, block by block: from the cache when they are there, else
+    decoded and encoded (and stored, when a cache is given). Iterate for (frames (B, d),
+    timestamps (B,)); afterwards `end`, `warnings` and `decoded` (False: read from the cache) are
+    set. Memory holds one block, whatever the video's length.
+
+    on_total(n) is called once with the expected number of frames, on_frames(k) after each block.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        video,
+        sampling: Sampling | None = None,
+        cache: EmbeddingCache | None = None,
+        on_frames: Callable[[int], None] | None = None,
+        on_total: Callable[[int | None], None] | None = None,
+    ) -> None:
+        self.encoder, self.video = encoder, as_video(video)
+        self.sampling = sampling or Sampling()
+        self.cache = cache
+        self.key = video_key(encoder, self.video, self.sampling) if cache is not None else None
+        self.on_frames, self.on_total = on_frames, on_total
+        self.end: float | None = None
+        self.warnings: list[str] = []
+        self.decoded = False
+        self.timestamps: np.ndarray | None = None
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        index = self.cache.get_index(self.key) if self.cache is not None else None
+        if index is not None:
+            blocks = self._read(index)
+            if blocks is not None:
+                yield from blocks
+                return
+        yield from self._decode()
+
+    def _read(self, index) -> Iterator | None:
+        """The cached blocks, or None when one is missing (then the video is decoded again)."""
+        first = self.cache.get_block(self.key, 0)
+        if first is None:
+            return None
+
+        def blocks():
+            if self.on_total is not None:
+                self.on_total(len(index.timestamps))
+            for i in range(index.blocks):
+                frames = first if i == 0 else self.cache.get_block(self.key, i)
+                if frames is None:
+                    raise_missing(self.video)
+                stamps = index.timestamps[i * FRAME_BLOCK : (i + 1) * FRAME_BLOCK]
+                if self.on_frames is not None:
+                    self.on_frames(len(stamps))
+                yield frames, stamps
+            self.end, self.warnings, self.timestamps = index.end, list(index.warnings), index.timestamps
+            for w in self.warnings:
+                warnings.warn(w, stacklevel=2)
+
+        return blocks()
+
+    def _decode(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        enc = self.encoder
+        if self.on_total is not None:
+            self.on_total(expected_frames(probe(self.video), self.sampling))
+        stream = iter_frames(self.video, self.sampling, batch_size=enc.batch_size, resize=enc.decode_size)
+        stamps_all: list[np.ndarray] = []
+        block: list[np.ndarray] = []
+        held = written = 0
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for batch in prefetch(stream):
+                embedded = enc.encode_images(batch.frames)
+                stamps_all.append(batch.timestamps)
+                if self.cache is not None:
+                    block.append(embedded)
+                    held += len(embedded)
+                    while held >= FRAME_BLOCK:
+                        whole = np.concatenate(block)
+                        self.cache.put_block(self.key, written, whole[:FRAME_BLOCK])
+                        written += 1
+                        block, held = (
+                            ([whole[FRAME_BLOCK:]] if len(whole) > FRAME_BLOCK else []),
+                            len(whole) - FRAME_BLOCK,
+                        )
+                if self.on_frames is not None:
+                    self.on_frames(len(batch.timestamps))
+                yield embedded, batch.timestamps
+        self.decoded = True
+        self.timestamps = np.concatenate(stamps_all) if stamps_all else np.zeros(0)
+        self.end = stream.stats.end if stream.stats.end is not None else float(self.timestamps[-1])
+        self.warnings = [str(w.message) for w in caught]
+        for w in caught:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        if self.cache is not None:
+            if held:
+                self.cache.put_block(self.key, written, np.concatenate(block))
+            self.cache.put_index(self.key, self.timestamps, self.end, self.warnings)
+
+    def frames_between(self, first: int, last: int) -> np.ndarray | None:
+        """Embeddings (last - first + 1, d) of frames first..last, from the cache; None without one."""
+        if self.cache is None or self.cache.get_index(self.key) is None:
+            return None
+        out = []
+        for i in range(first // FRAME_BLOCK, last // FRAME_BLOCK + 1):
+            block = self.cache.get_block(self.key, i)
+            if block is None:
+                return None
+            lo = max(first - i * FRAME_BLOCK, 0)
+            hi = min(last - i * FRAME_BLOCK, len(block) - 1)
+            out.append(block[lo : hi + 1])
+        return np.concatenate(out)
+
+
+def raise_missing(video) -> None:
+    from actalign.errors import ActAlignError
+
+    raise ActAlignError(
+        f"A cached block of {video}'s embeddings vanished while it was read; run the command again."
+    )
 
 
 def embed_video(
@@ -109,31 +213,16 @@ def embed_video(
     on_total(n) is called once with the expected number of frames (for a progress bar), and
     on_frames(k) after each encoded batch of k frames.
     """
-    sampling = sampling or Sampling()
-    path = as_video(path)
-    key = video_key(encoder, path, sampling) if cache is not None else None
-    if cache is not None:
-        hit = cache.get_frames(key)
-        if hit is not None:
-            if on_total is not None:
-                on_total(len(hit[1]))
-            if on_frames is not None:
-                on_frames(len(hit[1]))
-            return VideoEmbedding(hit[0], hit[1], hit[2], cached=True)
-    stream = iter_frames(path, sampling, batch_size=encoder.batch_size, resize=encoder.decode_size)
-    if on_total is not None:
-        on_total(expected_frames(probe(path), sampling))
-    embeddings, stamps = [], []
-    for batch in prefetch(stream):
-        embeddings.append(encoder.encode_images(batch.frames))
-        stamps.append(batch.timestamps)
-        if on_frames is not None:
-            on_frames(len(batch.timestamps))
-    frames, timestamps = np.concatenate(embeddings), np.concatenate(stamps)
-    end = stream.stats.end if stream.stats.end is not None else float(timestamps[-1])
-    if cache is not None:
-        cache.put_frames(key, frames, timestamps, end)
-    return VideoEmbedding(frames, timestamps, end)
+    stream = FrameStream(encoder, path, sampling, cache, on_frames, on_total)
+    parts = list(stream)
+    frames = (
+        np.concatenate([p[0] for p in parts])
+        if parts
+        else np.zeros((0, getattr(encoder, "dim", 0)), np.float32)
+    )
+    return VideoEmbedding(
+        frames, stream.timestamps, stream.end, cached=not stream.decoded, warnings=tuple(stream.warnings)
+    )
 
 
 def _text_key(encoder: Encoder, text: str) -> str:

@@ -27,9 +27,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actalign import align
-from actalign.classify import ActAlign, Segment, check_candidates, frame_ends, segments
+from actalign.candidates import check_candidates
+from actalign.classify import ActAlign
+from actalign.embed import FrameStream
 from actalign.errors import ActAlignError
-from actalign.video import Sampling, as_video, expected_frames, iter_frames, probe
+from actalign.score import Segment, frame_ends, segments, smoothing_window
+from actalign.video import Sampling, as_video, iter_frames
 
 DEFAULT_FPS = 2.0
 DEFAULT_WINDOW_SECONDS = 300.0
@@ -226,18 +229,16 @@ def locate(
     scripts = model.scripts.get(domain, candidates)
     steps = dict(zip(scripts, model.step_embeddings(scripts, domain)))
     enc = model.encoder
-    window = align.window_frames(model.smooth_seconds, fps) if model.smooth_seconds > 0 else 1
+    window = smoothing_window(model.smooth_seconds, fps)
     prior = align.window_frames(align.SUBSEQUENCE_PRIOR_SECONDS, fps)
     locator = Locator(steps, enc.scale, enc.bias, prior=prior, nms=nms)
-    sampling = Sampling(fps=fps, start=start, end=end)
+    # the one frame path: a second search of the same video reads its embeddings from the cache
+    stream = FrameStream(
+        enc, video, Sampling(fps=fps, start=start, end=end), model.cache, on_frames, on_total
+    )
     chunk = max(1, round(window_seconds * fps))
     smoother = align.StreamingSmoother(window)
     pending: list[np.ndarray] = []
-    times: list[np.ndarray] = []
-    if on_total is not None:
-        on_total(expected_frames(probe(video), sampling))
-    stream = iter_frames(video, sampling, batch_size=enc.batch_size, resize=enc.decode_size)
-
     held = [0]  # frames in `pending`
 
     def flush(rows: np.ndarray, final: bool) -> None:
@@ -251,16 +252,10 @@ def locate(
             pending[:] = [rest.copy()] if len(rest) else []  # the fed window is freed
             held[0] = len(rest)
 
-    from actalign.embed import prefetch
-
-    for batch in prefetch(stream):
-        times.append(batch.timestamps)  # (T,) floats: 8 bytes per frame, even for a day of video
-        flush(smoother.push(enc.encode_images(batch.frames)), final=False)
-        if on_frames is not None:
-            on_frames(len(batch.timestamps))
+    for frames, _ in stream:
+        flush(smoother.push(frames), final=False)
     flush(smoother.finish(), final=True)
-    timestamps = np.concatenate(times)
-    span_end = stream.stats.end if stream.stats.end is not None else float(timestamps[-1])
+    timestamps, span_end = stream.timestamps, stream.end
     ends = frame_ends(timestamps, span_end)
     found = locator.finish(min_score, min_gain_ratio)
     return [
@@ -272,7 +267,7 @@ def locate(
             gain,
             _segments(
                 model,
-                video,
+                stream,
                 scripts[action],
                 steps[action],
                 timestamps,
@@ -286,25 +281,36 @@ def locate(
     ]
 
 
-def _segments(model, video, script, steps, timestamps, span, window, video_end, tau) -> list[Segment]:
-    """Step segments of one detection: its span decoded again (with smoothing context, the same
-    frames as the stream) and the excess-maximising path between its first and last frame."""
+def _segments(model, stream, script, steps, timestamps, span, window, video_end, tau) -> list[Segment]:
+    """Step segments of one detection: the excess-maximising path between its first and last frame,
+    on the span's embeddings with smoothing context (from the cache, or decoded again)."""
     first, last = span
     lo, hi = max(0, first - window), min(len(timestamps) - 1, last + window)
-    wanted = timestamps[lo : hi + 1]
-    stop = float(frame_ends(timestamps, video_end)[hi])
+    embedded = stream.frames_between(lo, hi)
+    if embedded is None:
+        embedded = _decode_again(
+            model, stream.video, timestamps[lo : hi + 1], float(frame_ends(timestamps, video_end)[hi])
+        )
+    if embedded is None:
+        return []  # the file changed or decodes differently the second time: no segments
+    smoothed = align.smooth(embedded, window)
+    aff = align.affinity(smoothed, steps, model.encoder.scale, model.encoder.bias)[
+        :, first - lo : last - lo + 1
+    ]
+    path = align.dtw(aff - tau[:, None]).path  # the path of most excess between the span's ends
+    path[:, 1] += first
+    return segments(path, script, timestamps, video_end)
+
+
+def _decode_again(model, video, wanted: np.ndarray, stop: float) -> np.ndarray | None:
+    """Embeddings of the sampled frames at `wanted` times (without a cache: a few seconds of video)."""
     enc = model.encoder
     batches = iter_frames(video, Sampling(start=float(wanted[0]), end=stop), enc.batch_size, enc.decode_size)
-    frames, stamps = [], []
+    frames = []
     for b in batches:
         keep = np.isin(np.round(b.timestamps, 6), np.round(wanted, 6))
         if keep.any():
             frames.append(enc.encode_images(b.frames[keep]))
-            stamps.append(b.timestamps[keep])
     if not frames or sum(len(f) for f in frames) != len(wanted):
-        return []  # the file changed or decodes differently the second time: no segments
-    smoothed = align.smooth(np.concatenate(frames), window)
-    aff = align.affinity(smoothed, steps, enc.scale, enc.bias)[:, first - lo : last - lo + 1]
-    path = align.dtw(aff - tau[:, None]).path  # the path of most excess between the span's ends
-    path[:, 1] += first
-    return segments(path, script, timestamps, video_end)
+        return None
+    return np.concatenate(frames)

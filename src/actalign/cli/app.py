@@ -50,31 +50,10 @@ def add_parser(sub) -> None:
 
 
 def settings(args):
-    """AppSettings from the command line (the page's defaults, the API's when omitted)."""
+    """AppSettings from the command line: the CLI's one Settings plus the page's fields."""
     from actalign.app import AppSettings
-    from actalign.encoders import DEFAULT_MODEL
 
-    return AppSettings(
-        model=args.model or DEFAULT_MODEL,
-        scripts=tuple(args.scripts),
-        store=args.store,
-        strategy=args.strategy,
-        llm_model=args.llm_model,
-        llm_base_url=args.llm_base_url,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        text_encoding=args.text_encoding,
-        compile=args.compile,
-        cache_dir=args.cache_dir,
-        no_cache=args.no_cache,
-        template=args.template,
-        fps=args.fps,
-        smooth=args.smooth,
-        alignment=args.alignment,
-        max_upload_mb=args.max_upload_mb,
-        samples=args.samples,
-    )
+    return AppSettings.from_args(args)
 
 
 def run(args) -> int:

@@ -218,45 +218,27 @@ def check_template(args) -> None:
     check(args.template, "{step}")
 
 
-def script_source(args, need_writer: bool = False):
-    from actalign.scripts import ScriptSource, ScriptStore, make_writer
+def settings(args):
+    """The one settings object of a command line (`actalign.settings.Settings`)."""
+    from actalign.settings import Settings
 
-    writer = make_writer(args.llm, args.llm_model, args.llm_base_url, required=need_writer)
-    return ScriptSource(args.scripts, ScriptStore(args.store), writer, args.strategy)
+    return Settings.from_args(args)
+
+
+def script_source(args, need_writer: bool = False):
+    return settings(args).script_source(need_writer)
 
 
 def encoder(args):
-    from actalign.encoders import DEFAULT_MODEL, load_encoder
-
-    return load_encoder(
-        args.model or DEFAULT_MODEL,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        text_encoding=args.text_encoding,
-        compile=args.compile,
-    )
+    return settings(args).encoder()
 
 
 def cache(args):
-    from actalign.encoders.cache import EmbeddingCache
-
-    return None if args.no_cache else EmbeddingCache(args.cache_dir)
+    return settings(args).cache()
 
 
 def pipeline(args, scripts, enc=None):
-    from actalign.classify import ActAlign
-
-    return ActAlign(
-        enc or encoder(args),
-        scripts,
-        fps=args.fps,
-        smooth_seconds=args.smooth,
-        template=args.template,
-        method=args.method,
-        cache=cache(args) or False,
-        alignment=args.alignment,
-    )
+    return settings(args).pipeline(enc, scripts)
 
 
 def write_output(text: str, output: str | None) -> None:

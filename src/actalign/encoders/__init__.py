@@ -65,7 +65,7 @@ class Encoder(ABC):
 
     def encode_frames(self, batches: Iterable[np.ndarray]) -> np.ndarray:
         """A stream of frame batches -> (T, d); the next batch decodes while this one encodes."""
-        from actalign.embed import prefetch
+        from actalign.prefetch import prefetch
 
         out = [self.encode_images(b) for b in prefetch(batches)]
         return np.concatenate(out) if out else np.empty((0, self.dim), np.float32)

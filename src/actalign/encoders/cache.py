@@ -16,6 +16,8 @@ import os
 import sqlite3
 import time
 import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,32 @@ from actalign.errors import ActAlignError
 from actalign.files import atomic_write_bytes
 
 ENV_VAR = "ACTALIGN_CACHE_DIR"
+
+
+FRAME_BLOCK = 256  # frames per stored block of a video's embeddings
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    timestamps: np.ndarray  # (T,)
+    end: float
+    warnings: list[str]
+
+    @property
+    def blocks(self) -> int:
+        return -(-len(self.timestamps) // FRAME_BLOCK)
+
+
+@dataclass(frozen=True)
+class VideoEntry:
+    frames: np.ndarray  # (T, d)
+    timestamps: np.ndarray  # (T,)
+    end: float
+    warnings: list[str]
+
+
+def block_key(key: str, i: int) -> str:
+    return make_key(key, "block", FRAME_BLOCK, i)
 
 
 def default_cache_dir() -> Path:
@@ -81,6 +109,10 @@ class EmbeddingCache:
     def get_frames(self, key: str) -> tuple[np.ndarray, np.ndarray, float] | None:
         """(frames (T, d), timestamps (T,), end of the span in s) or None when absent or damaged
         (a damaged entry is removed)."""
+        hit = self._read(key)
+        return None if hit is None else hit[:3]
+
+    def _read(self, key: str) -> tuple[np.ndarray, np.ndarray, float, list[str]] | None:
         path = self._frames_path(key)
         if not path.exists():
             return None
@@ -88,26 +120,33 @@ class EmbeddingCache:
             with np.load(path, allow_pickle=False) as z:
                 frames, stamps, end = z["frames"], z["timestamps"], z["end"]
                 check = str(z["checksum"])
-            if _checksum(frames, stamps, end) == check:
-                return frames, stamps, float(end)
+                notes = z["warnings"] if "warnings" in z.files else np.array([], dtype=str)
+            parts = (frames, stamps, end) + ((notes,) if len(notes) else ())
+            if _checksum(*parts) == check:
+                return frames, stamps, float(end), [str(w) for w in notes]
         except Exception:
             pass
         path.unlink(missing_ok=True)
         return None
 
-    def put_frames(self, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float) -> None:
-        """Store frame embeddings (T, d), timestamps (T,) and the span's end (atomic; a full
-        disk only warns)."""
+    def put_frames(
+        self, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()
+    ) -> None:
+        """Store frame embeddings (T, d), timestamps (T,), the span's end and the decoder's
+        warnings (atomic; a full disk only warns)."""
         import io
 
         end_arr = np.array(float(end))
+        notes = np.array([str(w) for w in warnings_], dtype=str)
+        parts = (frames, timestamps, end_arr) + ((notes,) if len(notes) else ())
         buf = io.BytesIO()
         np.savez(
             buf,
             frames=frames,
             timestamps=timestamps,
             end=end_arr,
-            checksum=np.array(_checksum(frames, timestamps, end_arr)),
+            warnings=notes,
+            checksum=np.array(_checksum(*parts)),
         )
         try:
             atomic_write_bytes(self._frames_path(key), buf.getvalue())
@@ -116,6 +155,56 @@ class EmbeddingCache:
                 f"Could not write to the cache {self.root} ({e.strerror}); continuing without it.",
                 stacklevel=2,
             )
+
+    # ------------------------------------------------------------------ videos (blocks)
+    #
+    # A video's frame embeddings are one entry: an index (timestamps, end, decode warnings, block
+    # count) at its key and the embeddings in blocks of FRAME_BLOCK frames beside it, so that a
+    # long video is read and written a block at a time (locate) and a clip in one go (classify,
+    # batch). The index is written last: an entry with an index has all its blocks.
+
+    def put_block(self, key: str, i: int, frames: np.ndarray) -> None:
+        """Block i (FRAME_BLOCK frames, fewer for the last) of a video's embeddings (B, d)."""
+        self.put_frames(block_key(key, i), frames, np.zeros(0), 0.0)
+
+    def put_index(self, key: str, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()) -> None:
+        """The index of a video entry whose blocks are all written."""
+        self.put_frames(key, np.zeros((0, 0), np.float32), timestamps, end, warnings_)
+
+    def get_index(self, key: str) -> VideoIndex | None:
+        """timestamps (T,), end, warnings of a whole entry, or None."""
+        hit = self._read(key)
+        if hit is None or hit[0].shape != (0, 0):
+            return None
+        return VideoIndex(hit[1], hit[2], hit[3])
+
+    def get_block(self, key: str, i: int) -> np.ndarray | None:
+        hit = self._read(block_key(key, i))
+        return None if hit is None else hit[0]
+
+    def put_video(
+        self, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()
+    ) -> None:
+        """A whole video's frame embeddings (T, d) as one entry."""
+        for i, at in enumerate(range(0, len(frames), FRAME_BLOCK)):
+            self.put_block(key, i, frames[at : at + FRAME_BLOCK])
+        self.put_index(key, timestamps, end, warnings_)
+
+    def get_video(self, key: str) -> VideoEntry | None:
+        """A whole entry (frames (T, d) read block by block), or None when absent or damaged."""
+        index = self.get_index(key)
+        if index is None:
+            return None
+        blocks = []
+        for i in range(index.blocks):
+            block = self.get_block(key, i)
+            if block is None:
+                return None
+            blocks.append(block)
+        frames = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
+        if len(frames) != len(index.timestamps):
+            return None
+        return VideoEntry(frames, index.timestamps, index.end, index.warnings)
 
     # ------------------------------------------------------------------ texts
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from actalign.errors import ActAlignError
+from actalign.runner.decode import Failure
 from actalign.runner.output import RunFolder
 from actalign.runner.plan import Clip, Plan, load_manifest, plan_videos
 from actalign.runner.score import Calibration, Method, Scorer
@@ -90,9 +91,7 @@ def run(
     if limit is not None and limit < 1:
         raise ActAlignError("The clip limit must be at least 1.")
     clips = plan.clips[:limit]
-    calibration = Calibration(
-        encoder.identity, encoder.scale, encoder.bias, getattr(encoder, "text_encoding", "trained")
-    )
+    calibration = Calibration.of(encoder)
     scorer = Scorer(methods, calibration, fps)
     config = {
         "input": plan.source,  # not the limit: a later run may do more of the same clips
@@ -136,21 +135,28 @@ def run(
             bar.update(1)
 
         with bar:
-            if engine == "ray":
-                from actalign.runner.ray_engine import RayEngine
-
-                RayEngine(encoder, _decode_options(encoder, fps, cache, threads=1), workers, ray_address).run(
-                    todo, scorer, write, failed, on_frames
-                )
-            else:
-                from actalign.runner.local import LocalEngine
-
-                options = _decode_options(encoder, fps, cache, threads=1 if workers != 0 else 0)
-                LocalEngine(encoder, options, workers, cache).run(
-                    todo, lambda clip, emb, warns: write(scorer.row(clip, emb, warns)), failed, on_frames
-                )
+            for item in _engine(engine, encoder, fps, cache, scorer, workers, ray_address, on_frames).run(
+                todo
+            ):
+                if isinstance(item, Failure):
+                    failed(item.clip, item.reason)
+                else:
+                    write(item)
         rows = [folder.done[c.id] for c in clips if c.id in folder.done]
     return RunResult(rows, failures, config, len(clips))
+
+
+def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames):
+    """The engine of that name; both have `run(clips)` yielding rows or failures."""
+    if name == "ray":
+        from actalign.runner.ray_engine import RayEngine
+
+        options = _decode_options(encoder, fps, cache, threads=1)
+        return RayEngine(encoder, options, scorer, workers, ray_address, on_frames)
+    from actalign.runner.local import LocalEngine
+
+    options = _decode_options(encoder, fps, cache, threads=1 if workers != 0 else 0)
+    return LocalEngine(encoder, options, scorer, workers, cache, on_frames)
 
 
 def _decode_options(encoder, fps, cache, threads: int = 0):

@@ -28,12 +28,18 @@ class DecodeOptions:
         return Sampling(fps=self.fps, start=clip.start, end=clip.end)
 
     def cache_key(self, clip: Clip) -> str:
-        from actalign.encoders.cache import make_key
-        from actalign.video import fingerprint
+        """The frame path's one key (`embed.frame_key`), as classify and locate compute it."""
+        from actalign.embed import frame_key
 
-        return make_key(
-            "frames/2", fingerprint(clip.video), self.identity, self.sampling(clip).key(), self.decode_size
-        )
+        return frame_key(self.identity, clip.video, self.sampling(clip), self.decode_size)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What an engine yields for a clip that could not be done: the clip and one sentence."""
+
+    clip: Clip
+    reason: str
 
 
 @dataclass
@@ -43,6 +49,7 @@ class Cached:
     frames: np.ndarray  # (T, d)
     timestamps: np.ndarray
     end: float
+    warnings: list[str]
 
 
 @dataclass
@@ -70,9 +77,9 @@ def decode_clip(clip: Clip, options: DecodeOptions) -> Iterator[Cached | Chunk |
         from actalign.encoders.cache import EmbeddingCache
 
         key = options.cache_key(clip)
-        hit = EmbeddingCache(options.cache_dir).get_frames(key)
+        hit = EmbeddingCache(options.cache_dir).get_video(key)
         if hit is not None:
-            yield Cached(*hit)
+            yield Cached(hit.frames, hit.timestamps, hit.end, list(hit.warnings))
             return
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

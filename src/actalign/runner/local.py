@@ -23,14 +23,14 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from actalign.embed import VideoEmbedding
 from actalign.errors import ActAlignError
-from actalign.runner.decode import DecodeOptions, Done, decode_clip
+from actalign.runner.decode import DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
 
 _POLL = 0.05  # seconds between checks on the workers while no message arrives
@@ -79,13 +79,31 @@ WORKERS_CANNOT_START = (
 )
 
 
-def _worker(tasks, results, stop, options: DecodeOptions) -> None:
+def _watch(run_pid: int) -> None:
+    """In a worker: exit at once when the run's process is gone (kill -9 included), even in the
+    middle of decoding a clip; a worker never outlives its run."""
+    while True:
+        time.sleep(0.5)
+        try:
+            os.kill(run_pid, 0)
+        except ProcessLookupError:
+            os._exit(0)
+        except PermissionError:
+            pass
+
+
+def _worker(tasks, results, stop, options: DecodeOptions, run_pid: int | None = None) -> None:
     """Decode clips from `tasks` until `stop` is set; every message is (clip id, kind, payload).
-    A worker whose run was killed (its parent gone) exits instead of waiting forever."""
+    A worker whose run was killed (its parent gone) exits instead of waiting forever; Ctrl-C is
+    the run's to handle (the worker ignores it: no traceback from each worker)."""
+    import signal
     import warnings
 
     parent = mp.parent_process()
     if parent is not None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if run_pid is not None:
+            threading.Thread(target=_watch, args=(run_pid,), daemon=True, name="actalign-watch").start()
         warnings.simplefilter("ignore")  # in a worker process: warnings travel in Done messages
         # where decoders and the encoder share cores, the encoder (the usual bottleneck) goes
         # first; decoders still get every cycle it leaves
@@ -134,25 +152,38 @@ class _ClipState:
 
 
 class LocalEngine:
-    """Runs clips through decode workers and this process's encoder.
+    """Runs clips through decode workers and this process's encoder; `run(clips)` yields each
+    clip's output row (a dict, from `scorer.row`) or its `Failure` as soon as it is known.
 
-    on_row(clip, embedding, warnings) is called for each finished clip; on_error(clip, reason)
-    for each clip that failed; on_frames(n) after each encoded batch (for progress).
+    workers: decode worker processes (default: one per core; 0: a thread of this process).
+    on_frames(n) is called after each encoded batch (for progress).
     """
 
-    def __init__(self, encoder, options: DecodeOptions, workers: int | None = None, cache=None) -> None:
-        self.encoder, self.options, self.cache = encoder, options, cache
+    def __init__(
+        self,
+        encoder,
+        options: DecodeOptions,
+        scorer,
+        workers: int | None = None,
+        cache=None,
+        on_frames: Callable[[int], None] | None = None,
+    ) -> None:
+        self.encoder, self.options, self.cache, self.scorer = encoder, options, cache, scorer
         self.workers = default_workers() if workers is None else workers
+        self.on_frames = on_frames
         if self.workers < 0:
             raise ActAlignError(f"The number of workers must be 0 or more, got {self.workers}.")
 
-    def run(
-        self,
-        clips: list[Clip],
-        on_row: Callable[[Clip, VideoEmbedding, list[str]], None],
-        on_error: Callable[[Clip, str], None],
-        on_frames: Callable[[int], None] | None = None,
-    ) -> None:
+    def run(self, clips: list[Clip]) -> Iterator[dict | Failure]:
+        """Rows and failures, in the order clips finish."""
+        out: deque = deque()
+
+        def on_row(clip: Clip, emb: VideoEmbedding, warns: list[str]) -> None:
+            out.append(self.scorer.row(clip, emb, warns))
+
+        yield from self._run(clips, on_row, lambda clip, reason: out.append(Failure(clip, reason)), out)
+
+    def _run(self, clips, on_row, on_error, out: deque) -> Iterator[dict | Failure]:
         if not clips:
             return
         ctx = _context() if self.workers else _Threads()
@@ -166,7 +197,7 @@ class LocalEngine:
         self.waiting_since = 0.0  # when the oldest frame waiting for the encoder arrived
         self.undecoded = len(clips)  # clips not yet decoded to their end (nor failed)
         self.left = len(clips)
-        self.on_row, self.on_error, self.on_frames = on_row, on_error, on_frames
+        self.on_row, self.on_error = on_row, on_error
         for c in clips:
             self.tasks.put((c, 0))
         procs = [self._spawn(ctx) for _ in range(min(n, len(clips)))]
@@ -179,11 +210,17 @@ class LocalEngine:
                         self._encode()
                         self._finish_ready()
                     procs = self._check_workers(ctx, procs)
+                    while out:
+                        yield out.popleft()
                     continue
                 self._handle(cid, kind, payload)
                 if self.pending and self._partial_batch_due():
                     self._encode()
                     self._finish_ready()
+                while out:
+                    yield out.popleft()
+            while out:
+                yield out.popleft()
         finally:
             self.stop.set()
             for p in procs:
@@ -204,7 +241,7 @@ class LocalEngine:
             self.started.add(payload[0])
         elif kind == "cached":
             state.chunks, state.stamps = [payload.frames], [payload.timestamps]
-            state.done = Done(payload.end, [], None)
+            state.done = Done(payload.end, payload.warnings, None)
             self.ready.add(cid)
             self.undecoded -= 1
         elif kind == "chunk":
@@ -243,7 +280,8 @@ class LocalEngine:
     # ------------------------------------------------------------------ workers
 
     def _spawn(self, ctx):
-        p = ctx.Process(target=_worker, args=(self.tasks, self.results, self.stop, self.options), daemon=True)
+        args = (self.tasks, self.results, self.stop, self.options, os.getpid())
+        p = ctx.Process(target=_worker, args=args, daemon=True)
         p.start()
         return p
 
@@ -319,9 +357,11 @@ class LocalEngine:
             frames = np.concatenate(state.chunks)
             stamps = np.concatenate(state.stamps)
             done = state.done
-            emb = VideoEmbedding(frames, stamps, done.end, cached=done.key is None)
+            emb = VideoEmbedding(
+                frames, stamps, done.end, cached=done.key is None, warnings=tuple(done.warnings)
+            )
             if self.cache is not None and done.key is not None:
-                self.cache.put_frames(done.key, frames, stamps, done.end)
+                self.cache.put_video(done.key, frames, stamps, done.end, done.warnings)
             state.chunks, state.stamps, state.finished = [], [], True  # free the memory
             self.left -= 1
             try:

@@ -17,10 +17,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actalign.classify import clean_candidate
+from actalign.candidates import check_candidates, clean_candidate
 from actalign.errors import ActAlignError
 from actalign.files import check_text, parse_json, read_text
-from actalign.scripts.parse import norm
 
 
 @dataclass(frozen=True)
@@ -94,25 +93,19 @@ def _seconds(row: dict, name: str) -> float | None:
 
 
 def _candidates(row: dict) -> tuple[str, ...]:
+    """The row's candidates under the one rule of `actalign.candidates`."""
     raw = row.get("candidates")
     if raw is None:
         raise BadRow("lacks the field 'candidates'")
-    if not isinstance(raw, list) or len(raw) < 2:
-        raise BadRow("'candidates' must be a list of at least two actions")
-    names = []
-    for c in raw:
-        if not isinstance(c, str) or not clean_candidate(c):
-            raise BadRow(f"every candidate must be non-empty text, got {c!r}")
-        try:
-            names.append(check_text(clean_candidate(c), "a candidate"))
-        except ActAlignError as e:
-            raise BadRow(str(e)) from None
-    seen: set[str] = set()
-    for n in names:
-        if norm(n) in seen:
-            raise BadRow(f"the candidate {n!r} is given twice (up to case); candidates must be distinct")
-        seen.add(norm(n))
-    return tuple(names)
+    if not isinstance(raw, list):
+        raise BadRow("'candidates' must be a list of action names")
+    if any(not isinstance(c, str) or not clean_candidate(c) for c in raw):
+        bad = next(c for c in raw if not isinstance(c, str) or not clean_candidate(c))
+        raise BadRow(f"every candidate must be non-empty text, got {bad!r}")
+    try:
+        return tuple(check_candidates(raw, "the row"))
+    except ActAlignError as e:
+        raise BadRow(str(e).rstrip(".")[0].lower() + str(e).rstrip(".")[1:]) from None
 
 
 def _answer(row: dict, n: int, required: bool) -> int | None:

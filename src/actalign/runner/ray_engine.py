@@ -14,13 +14,13 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
 from actalign.embed import VideoEmbedding
 from actalign.errors import ActAlignError
-from actalign.runner.decode import Cached, Chunk, DecodeOptions, Done, decode_clip
+from actalign.runner.decode import Cached, Chunk, DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
 
 CLIPS_PER_ENCODE = 4  # clips whose frames one actor call packs into full batches
@@ -49,6 +49,7 @@ def decode_row(row: dict, options: DecodeOptions) -> dict:
         for part in decode_clip(clip, options):
             if isinstance(part, Cached):
                 cached, stamps, out["end"] = part.frames, [part.timestamps], part.end
+                out["warnings"] = json.dumps(part.warnings)
             elif isinstance(part, Chunk):
                 frames.append(part.frames)
                 stamps.append(part.timestamps)
@@ -86,8 +87,12 @@ class EncodeActor:
                 emb = embedded[at : at + n]
                 at += n
                 if self.cache is not None and batch["key"][i]:
-                    self.cache.put_frames(
-                        batch["key"][i], emb, batch["timestamps"][i], float(batch["end"][i])
+                    self.cache.put_video(
+                        batch["key"][i],
+                        emb,
+                        batch["timestamps"][i],
+                        float(batch["end"][i]),
+                        json.loads(batch["warnings"][i]),
                     )
             else:
                 emb = batch["cached"][i]
@@ -108,6 +113,13 @@ def _object_array(arrays: list[np.ndarray]) -> np.ndarray:
     for i, a in enumerate(arrays):
         out[i] = a
     return out
+
+
+def _rows(batches) -> Iterator[dict]:
+    """Single rows of single-row numpy batches (each one as soon as Ray has it)."""
+    for batch in batches:
+        for i in range(len(batch["id"])):
+            yield {k: v[i] for k, v in batch.items()}
 
 
 def score_row(row: dict, scorer) -> dict:
@@ -135,13 +147,24 @@ class RayEngine:
     """
 
     def __init__(
-        self, encoder, options: DecodeOptions, workers: int | None = None, address: str | None = None
+        self,
+        encoder,
+        options: DecodeOptions,
+        scorer,
+        workers: int | None = None,
+        address: str | None = None,
+        on_frames: Callable[[int], None] | None = None,
     ):
-        self.encoder, self.options, self.workers, self.address = encoder, options, workers, address
+        self.encoder, self.options, self.scorer = encoder, options, scorer
+        self.workers, self.address, self.on_frames = workers, address, on_frames
 
     def _init(self):
         ray = _import_ray()
         if not ray.is_initialized():
+            if self.address is None:  # a local instance of this run: its processes end with it
+                from actalign.reaper import start_reaper
+
+                self._reaper = start_reaper()
             try:
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             except (ConnectionError, ValueError, RuntimeError) as e:
@@ -156,9 +179,12 @@ class RayEngine:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         return {"compute": ray.data.ActorPoolStrategy(size=self.workers or max(1, cpus // 4)), "num_cpus": 1}
 
-    def run(self, clips: list[Clip], scorer, write: Callable[[dict], None], failed, on_frames=None) -> None:
+    def run(self, clips: list[Clip]) -> Iterator[dict | Failure]:
+        """Rows and failures, streamed as clips finish (decoding is held to a few clips ahead of
+        the encoders, so rows come while the run goes on, not all at its end)."""
         if not clips:
             return
+        scorer = self.scorer
         ray = self._init()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -168,20 +194,27 @@ class RayEngine:
         # decoding runs as tasks over the cluster's CPUs; its memory reservation (a clip's frames)
         # also keeps Ray from fusing it into CPU encoder actors, where one process would decode
         # and encode in turn
-        ds = ds.map(decode_row, fn_kwargs={"options": self.options}, num_cpus=1, memory=DECODE_MEMORY)
+        pool = self._pool(ray)
+        ds = ds.map(
+            decode_row,
+            fn_kwargs={"options": self.options},
+            num_cpus=1,
+            memory=DECODE_MEMORY,
+            compute=ray.data.TaskPoolStrategy(size=max(1, 2 * pool["compute"].max_size)),  # a few clips ahead
+        )
         ds = ds.map_batches(
             EncodeActor,
             fn_constructor_kwargs={"factory": self.encoder.factory(), "cache_dir": self.options.cache_dir},
             batch_size=CLIPS_PER_ENCODE,
             batch_format="numpy",
-            **self._pool(ray),
+            **pool,
         )
         ds = ds.map(score_row, fn_kwargs={"scorer": scorer}, num_cpus=1)
-        for out in ds.iter_rows():
+        for out in _rows(ds.iter_batches(batch_size=1, prefetch_batches=0, batch_format="numpy")):
             clip = by_id[out["id"]]
             if out["error"]:
-                failed(clip, str(out["error"]))
+                yield Failure(clip, str(out["error"]))
                 continue
-            if on_frames is not None:
-                on_frames(int(out["frames"]))
-            write(json.loads(out["row"]))
+            if self.on_frames is not None:
+                self.on_frames(int(out["frames"]))
+            yield json.loads(out["row"])

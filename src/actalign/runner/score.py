@@ -1,4 +1,5 @@
-"""Scoring: from one clip's frame embeddings to its output row, for every method of a run.
+"""Scoring in the runner: from one clip's frame embeddings to its output row, for every method of
+a run, through the one scoring unit (`actalign.score.score`).
 
 `Scorer.prepare` resolves every clip's scripts (failing fast when some are missing) and embeds
 every distinct text of the run once; after that a Scorer is plain data (picklable, so the Ray
@@ -9,39 +10,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from actalign.classify import DEFAULT_TEMPLATE, ActAlign
+from actalign.candidates import norm
 from actalign.embed import VideoEmbedding, embed_text_groups
 from actalign.errors import ActAlignError
-from actalign.exports import candidate_dict
 from actalign.runner.plan import Clip
-from actalign.scripts.parse import norm
+from actalign.score import Calibration, Method, Prediction, score
 
-
-@dataclass(frozen=True)
-class Method:
-    """One way of scoring a clip: the mean-pool baseline, or ActAlign with a step template,
-    smoothing, a script strategy and an alignment mode."""
-
-    name: str
-    method: str = "actalign"  # or "mean-pool"
-    template: str = DEFAULT_TEMPLATE
-    smooth_seconds: float = 1.0
-    strategy: str = "context-rich"
-    alignment: str = "global"
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """What scoring needs of an encoder: the Eq. 9 calibration and how texts were encoded."""
-
-    identity: str
-    scale: float
-    bias: float | None
-    text_encoding: str = "trained"
+__all__ = ["Calibration", "Method", "Scorer", "primary_method"]
 
 
 def primary_method(methods: Sequence[Method]) -> Method:
@@ -64,21 +42,7 @@ class Scorer:
             raise ActAlignError("A run needs at least one method.")
         self.methods = list(methods)
         self.calibration = calibration
-        self.pipes = {
-            m.name: ActAlign(
-                calibration,
-                {},
-                fps=fps,
-                smooth_seconds=m.smooth_seconds,
-                template=m.template,
-                method=m.method,
-                cache=False,
-                alignment=m.alignment,
-            )
-            for m in self.methods
-        }
-        for pipe in self.pipes.values():
-            pipe.scripts = None  # a plain-data Scorer: scripts live in self.scripts
+        self.fps = fps
         self.primary = primary_method(self.methods).name
         self.scripts: dict[tuple[str, str, str], list[str]] = {}  # (strategy, domain, action) -> steps
         self.vectors: dict[str, np.ndarray] = {}
@@ -106,8 +70,8 @@ class Scorer:
         groups: dict[str, list[str]] = {}
         for c in clips:
             for m in self.methods:
-                texts = self._texts(c, m)
-                groups.setdefault(self._group_key(texts), texts)
+                for texts in m.texts(c.domain, self._steps(c, m)):
+                    groups.setdefault(self._group_key(texts), texts)
         keys = list(groups)
         if not keys:
             return
@@ -121,16 +85,13 @@ class Scorer:
         return texts[i]
 
     def _steps(self, clip: Clip, m: Method) -> dict[str, list[str]]:
+        """{action: steps} of a clip's candidates (mean-pool: no steps)."""
+        if m.method == "mean-pool":
+            return {a: [] for a in clip.candidates}
         try:
             return {a: self.scripts[(m.strategy, norm(clip.domain), norm(a))] for a in clip.candidates}
         except KeyError as e:
             raise ActAlignError(f"No scripts prepared for {e.args[0][2]!r} in {clip.domain!r}.") from None
-
-    def _texts(self, clip: Clip, m: Method) -> list[str]:
-        pipe = self.pipes[m.name]
-        if m.method == "mean-pool":
-            return [pipe.mean_pool_template.format(domain=clip.domain, action=a) for a in clip.candidates]
-        return [t for group in pipe.step_texts(self._steps(clip, m), clip.domain) for t in group]
 
     def _group_key(self, texts: list[str]) -> str:
         """Texts are embedded alone ("trained"), or as one group ("authors"): the key says which."""
@@ -138,45 +99,33 @@ class Scorer:
             return json.dumps(texts)
         return "\x1f".join(texts)
 
-    def _embedded_groups(self, clip: Clip, m: Method) -> list[np.ndarray]:
-        pipe = self.pipes[m.name]
-        if m.method == "mean-pool":
-            texts = self._texts(clip, m)
-            return [self._vectors(texts)]
-        groups = pipe.step_texts(self._steps(clip, m), clip.domain)
-        return [self._vectors(g) for g in groups]
-
     def _vectors(self, texts: list[str]) -> np.ndarray:
         key = self._group_key(texts)
         return np.stack([self.vectors[self._vector_key(key, texts, i)] for i in range(len(texts))])
 
     # ------------------------------------------------------------------ scoring
 
+    def predict(self, clip: Clip, emb: VideoEmbedding, m: Method) -> Prediction:
+        """One method's prediction for one clip."""
+        steps = self._steps(clip, m)
+        vectors = m.assign(clip.candidates, [self._vectors(t) for t in m.texts(clip.domain, steps)])
+        return score(str(clip.video), clip.domain, emb, vectors, m, self.calibration, steps)
+
     def row(self, clip: Clip, emb: VideoEmbedding, warnings: Sequence[str] = ()) -> dict:
         """The output row of one clip: per method its scores in the candidates' order (and the
         answer's rank when known), and the primary method's ranked predictions with segments."""
-        from actalign.eval.metrics import rank_of_answer
-
         methods, predictions = {}, []
         candidates = list(clip.candidates)
         for m in self.methods:
-            pipe = self.pipes[m.name]
-            if m.method == "mean-pool":
-                (texts,) = self._embedded_groups(clip, m)
-                pred = pipe.classify_mean_pool(str(clip.video), emb, candidates, clip.domain, texts=texts)
-            else:
-                steps = self._embedded_groups(clip, m)
-                pred = pipe.classify_embedding(str(clip.video), emb, self._steps(clip, m), clip.domain, steps)
-            by_action = {c.action: c.score for c in pred.candidates}
-            scores = [by_action[a] for a in candidates]
-            entry = {"scores": [round(float(s), 9) for s in scores]}
+            pred = self.predict(clip, emb, m)
+            entry = {"scores": [round(float(s), 9) for s in pred.scores_in(candidates)]}
             if clip.answer is not None:
-                entry["rank"] = rank_of_answer(scores, clip.answer)
+                entry["rank"] = pred.rank_of(candidates[clip.answer])
                 if m.method == "actalign":
                     entry["span"] = self._answer_span(pred, candidates[clip.answer], emb)
             methods[m.name] = entry
             if m.name == self.primary:
-                predictions = [candidate_dict(c) for c in pred.candidates]
+                predictions = [c.to_dict() for c in pred.candidates]
         row = {
             "id": clip.id,
             "video": str(clip.video),
@@ -192,8 +141,9 @@ class Scorer:
             row["answer"] = clip.answer
         if clip.span is not None:
             row["span"] = list(clip.span)
+        warnings = list(warnings) or list(emb.warnings)
         if warnings:
-            row["warnings"] = list(warnings)
+            row["warnings"] = warnings
         return row
 
     @staticmethod
@@ -205,16 +155,8 @@ class Scorer:
         return [round(span[0], 3), round(span[1], 3)]
 
     def record(self) -> dict:
-        """What the configuration records of the methods (for mean-pool only what it uses)."""
-        methods = []
-        for m in self.methods:
-            if m.method == "mean-pool":
-                methods.append(
-                    {"name": m.name, "method": m.method, "prompt": self.pipes[m.name].mean_pool_template}
-                )
-            else:
-                methods.append(asdict(m))
-        return {"methods": methods, "primary": self.primary}
+        """What the configuration records of the methods."""
+        return {"methods": [m.record() for m in self.methods], "primary": self.primary}
 
 
 ScoreFn = Callable[[Clip, VideoEmbedding], dict]

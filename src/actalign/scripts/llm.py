@@ -20,8 +20,8 @@ import os
 
 from actalign.errors import ActAlignError
 from actalign.scripts.prompts import Strategy
+from actalign.scripts.repair import as_strategy, write_with_repair
 from actalign.scripts.schema import SCHEMA_NAME, scripts_schema
-from actalign.scripts.writers import as_strategy, write_with_repair
 
 DEFAULT_MODEL = "gpt-4o"
 MODES = ("json_schema", "json_object_schema", "json_object", "prompt")  # structured outputs, best first

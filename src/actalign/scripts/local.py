@@ -17,8 +17,8 @@ from pathlib import Path
 
 from actalign.errors import ActAlignError
 from actalign.scripts.prompts import Strategy
+from actalign.scripts.repair import as_strategy, write_with_repair
 from actalign.scripts.schema import scripts_schema
-from actalign.scripts.writers import as_strategy, write_with_repair
 
 DEFAULT_TIMEOUT = 600.0  # seconds per generation
 TOKENS_PER_ACTION = 400  # default bound on new tokens: a real model needs ~100-150 per action

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 
+from actalign.candidates import norm  # one rule for names
 from actalign.scripts.prompts import Strategy
 
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
@@ -13,11 +14,6 @@ _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
 _NUMBERING = re.compile(
     r"^\s*(?:step\s*\d+\s*[.):-]?\s+|\(\d+\)\s*|\d+[.):](?=\s)\s*|\d+\s+-\s+)", re.IGNORECASE
 )
-
-
-def norm(name: str) -> str:
-    """Case- and space-insensitive form of an action or domain name."""
-    return " ".join(name.lower().split())
 
 
 def unique_names(names: list[str]) -> list[str]:

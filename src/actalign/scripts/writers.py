@@ -1,5 +1,5 @@
-"""What every script writer shares: the repair conversation, and `make_writer`, which turns an
-`--llm` spec (or the environment) into a writer.
+"""`make_writer`, which turns an `--llm` spec (or the environment) into a writer (the repair
+conversation they share is in `scripts.repair`).
 
 A writer has `write(domain, actions, strategy) -> {action: [steps]}`, a `model` (stored with each
 script and part of its key) and a `source` (stored too: the backend and the structured-output mode
@@ -9,45 +9,13 @@ that produced the answer, e.g. `local:/models/qwen|json_schema`, `http://host/v1
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 from actalign.errors import ActAlignError
-from actalign.scripts.parse import InvalidAnswer, parse_scripts
-from actalign.scripts.prompts import STRATEGIES, Strategy
+from actalign.scripts.repair import Ask, as_strategy, write_with_repair
 
-Ask = Callable[[list[dict], Strategy, list[str]], str]
+__all__ = ["LOCAL", "Ask", "as_strategy", "make_writer", "write_with_repair"]
 
 LOCAL = "local:"
-
-
-def as_strategy(strategy: Strategy | str) -> Strategy:
-    return STRATEGIES[strategy] if isinstance(strategy, str) else strategy
-
-
-def write_with_repair(ask: Ask, domain: str, actions: list[str], strategy: Strategy, who: str) -> dict:
-    """Ask once; if the answer is invalid, ask once more listing its problems; else give up."""
-    messages = [{"role": "user", "content": strategy.render(domain, actions)}]
-    answer = ask(messages, strategy, actions)
-    try:
-        return parse_scripts(answer, domain, actions, strategy)
-    except InvalidAnswer as e:
-        messages += [
-            {"role": "assistant", "content": answer},
-            {
-                "role": "user",
-                "content": "That answer is invalid: "
-                + "; ".join(e.problems)
-                + ". Reply again with only the corrected JSON object, covering every action.",
-            },
-        ]
-    answer = ask(messages, strategy, actions)
-    try:
-        return parse_scripts(answer, domain, actions, strategy)
-    except InvalidAnswer as e:
-        raise ActAlignError(
-            f"The LLM ({who}) gave invalid scripts for {domain} twice: {e}. Try another "
-            "model, or write the scripts by hand (--scripts FILE)."
-        ) from None
 
 
 def _float_env(name: str) -> float | None:

@@ -1,0 +1,56 @@
+"""`actalign app`: a web page (Gradio) and an API over the same library calls as the CLI.
+
+The page: pick a sample or upload a video (optionally a start and end in seconds), give the domain
+and the candidates (one per line); the scripts of those candidates appear, one editable box each
+(from --scripts files, then the script store, or written by the configured LLM at a click). A run
+shows the ranking, the winning script's steps as a timeline under the video (a click on a step
+seeks the video there), the Figure 4 heatmaps, and the JSON, CSV and WebVTT downloads.
+
+The API (`gradio_client.Client(url).predict(handle_file(video), domain, candidates,
+api_name="/classify")`) returns exactly what `actalign classify VIDEO --format json` prints for the
+same settings; `/scripts` and `/generate_scripts` look scripts up or write them.
+
+Errors are one sentence in the page (or one `gradio.Error` for API callers), never a traceback:
+the traceback of an unexpected failure goes to the server's log only. The model is loaded once per
+model setting and reused by every request; embeddings are cached as in the CLI.
+
+Gradio is an optional extra (`pip install 'actalign[app]'`) and is imported only by the functions
+that build and launch the page; the rest of this module (the engine and the HTML it renders) does
+not need it.
+"""
+
+from actalign.app.api import GENERIC_ERROR
+from actalign.app.engine import (
+    AppSettings,
+    Engine,
+    Sample,
+    check_domain,
+    load_samples,
+    parse_candidates,
+    parse_scripts_json,
+    steps_from_text,
+)
+from actalign.app.html import ranking_html, status_html, timeline_html
+from actalign.app.page import MAX_EDITORS, build_app, launch, stop
+
+INSTALL_HINT = "The app needs Gradio, an optional extra: pip install 'actalign[app]'."
+
+__all__ = [
+    "GENERIC_ERROR",
+    "INSTALL_HINT",
+    "MAX_EDITORS",
+    "AppSettings",
+    "Engine",
+    "Sample",
+    "build_app",
+    "check_domain",
+    "launch",
+    "load_samples",
+    "parse_candidates",
+    "parse_scripts_json",
+    "ranking_html",
+    "status_html",
+    "steps_from_text",
+    "stop",
+    "timeline_html",
+]

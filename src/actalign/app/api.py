@@ -1,0 +1,109 @@
+"""The API endpoints (/classify, /scripts, /generate_scripts) and the one-sentence errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import typing
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from actalign.app.engine import Engine, check_domain, parse_candidates, parse_scripts_json
+from actalign.errors import ActAlignError
+
+log = logging.getLogger("actalign.app")
+
+GENERIC_ERROR = "Something went wrong on the server; its log has the details."
+
+
+def add_api(engine: Engine) -> None:
+    """The API endpoints: /classify, /scripts and /generate_scripts."""
+    import gradio as gr
+    from gradio.data_classes import FileData
+
+    def classify(
+        video: FileData,
+        domain: str,
+        candidates: str,
+        start: float | None = None,
+        end: float | None = None,
+        fps: float | None = None,
+        smooth: float | None = None,
+        alignment: str | None = None,
+        scripts: str | None = None,
+    ) -> str:
+        """Rank the candidates (one per line) for the video: exactly the JSON of
+        `actalign classify VIDEO --format json`. fps 0: every frame; omitted settings are the
+        app's; scripts: JSON {action: [steps]} that win over the app's scripts."""
+        from actalign.exports import to_json
+
+        path = _path(video)
+        with _api_errors(path):
+            pred = engine.classify(
+                path,
+                domain,
+                parse_candidates(candidates),
+                start,
+                end,
+                fps,
+                smooth,
+                alignment,
+                parse_scripts_json(scripts, domain or ""),
+            )
+            pred.video = _name(video)
+            return to_json([pred])
+
+    def scripts(domain: str, candidates: str) -> str:
+        """The scripts files' and the store's scripts for the candidates (one per line), as a
+        scripts file: {domain: {action: [steps]}}; candidates without a script are left out."""
+        with _api_errors(None):
+            found = engine.lookup(check_domain(domain), parse_candidates(candidates))
+            return json.dumps({domain.strip(): {a: s for a, s in found.items() if s}}, ensure_ascii=False)
+
+    def generate_scripts(domain: str, candidates: str) -> str:
+        """Scripts for every candidate (one per line): looked up, else written by the configured
+        LLM and stored; as a scripts file {domain: {action: [steps]}}."""
+        with _api_errors(None):
+            got = engine.generate(domain, parse_candidates(candidates))
+            return json.dumps({domain.strip(): got}, ensure_ascii=False)
+
+    for fn in (classify, scripts, generate_scripts):  # Gradio reads the types from the hints
+        fn.__annotations__ = typing.get_type_hints(fn, localns={"FileData": FileData})
+    gr.api(classify, api_name="classify", concurrency_id="model")
+    gr.api(scripts, api_name="scripts")
+    gr.api(generate_scripts, api_name="generate_scripts")
+
+
+def _path(video: Any) -> str | None:
+    if isinstance(video, dict):
+        return video.get("path")
+    return getattr(video, "path", None) or (str(video) if video else None)
+
+
+def _name(video: Any) -> str:
+    original = video.get("orig_name") if isinstance(video, dict) else getattr(video, "orig_name", None)
+    return original or Path(_path(video) or "video").name
+
+
+@contextmanager
+def _api_errors(video: str | None):
+    """ActAlignError -> gradio.Error with its sentence; anything else -> one generic sentence."""
+    import gradio as gr
+
+    try:
+        yield
+    except gr.Error:
+        raise
+    except Exception as e:
+        raise gr.Error(message(e, video), print_exception=False) from None
+
+
+def message(error: BaseException, video: str | None) -> str:
+    """The sentence a user sees: an ActAlignError's message with server paths shortened to the
+    file's name; anything else becomes one generic sentence (its traceback goes to the log)."""
+    if isinstance(error, ActAlignError):
+        text = str(error)
+        return text.replace(video, Path(video).name) if video else text
+    log.error("unexpected error in the app", exc_info=error)
+    return GENERIC_ERROR

@@ -1,0 +1,256 @@
+"""The library calls behind the page and the API: settings, samples, scripts, classification.
+
+Needs no Gradio."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from actalign.candidates import candidates_from_text, check_candidates, norm
+from actalign.errors import ActAlignError
+from actalign.score import Prediction
+from actalign.scripts.parse import validate_steps
+from actalign.settings import Settings
+
+log = logging.getLogger("actalign.app")
+MB = 1024 * 1024  # the upload limit's unit, as Gradio counts it
+
+
+@dataclass(frozen=True)
+class AppSettings(Settings):
+    """What `actalign app` was started with: the one `Settings` of the CLI, plus the page's own
+    fields."""
+
+    max_upload_mb: float = 500.0
+    samples: str | None = None  # a manifest (JSONL) whose clips the page offers as samples
+
+
+@dataclass(frozen=True)
+class Sample:
+    """A clip the page offers: its video, domain, candidates and, when known, the answer."""
+
+    id: str
+    video: str
+    domain: str
+    candidates: tuple[str, ...]
+    answer: str | None = None
+    start: float | None = None
+    end: float | None = None
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse_candidates(text: str | None) -> list[str]:
+    """Candidates from the page's box or an API call: one per line, under the one rule of
+    `actalign.candidates` (as the CLI's --candidates-file)."""
+    names = candidates_from_text(text)
+    if not names:
+        raise ActAlignError("No candidate actions given; write them one per line.")
+    return check_candidates(names)
+
+
+def steps_from_text(action: str, text: str) -> list[str]:
+    """The steps in an editor box (one per line), validated like a scripts file."""
+    lines = [line for line in (text or "").splitlines() if line.strip()]
+    steps, problems = validate_steps(action, lines, None)
+    if problems:
+        raise ActAlignError(f"The script of {action!r} has a problem: {problems[0]}.")
+    return steps
+
+
+def parse_scripts_json(text: str | None, domain: str) -> dict[str, list[str]]:
+    """{action: steps} from JSON text: either {action: [steps]} or a scripts file's
+    {domain: {action: [steps]}} (only `domain` is used). Empty text: no scripts."""
+    if not text or not text.strip():
+        return {}
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ActAlignError(f"The scripts are not valid JSON ({e.msg} at line {e.lineno}).") from None
+    if not isinstance(data, dict):
+        raise ActAlignError('The scripts must be a JSON object: {"action": ["step", ...]}.')
+    if data and all(isinstance(v, dict) for v in data.values()):
+        data = next((v for d, v in data.items() if norm(d) == norm(domain)), {})
+    out: dict[str, list[str]] = {}
+    for action, steps in data.items():
+        cleaned, problems = validate_steps(action, steps, None)
+        if problems:
+            raise ActAlignError(f"The scripts have a problem: {problems[0]}.")
+        out[action] = cleaned
+    return out
+
+
+def load_samples(manifest: str | None) -> list[Sample]:
+    """The clips of a manifest as samples; rows that cannot be used are logged and skipped."""
+    if not manifest:
+        return []
+    from actalign.runner.plan import load_manifest
+
+    plan = load_manifest(manifest)
+    for failure in plan.failures:
+        log.warning("sample manifest %s: %s", manifest, failure["reason"])
+    return [
+        Sample(
+            c.id,
+            str(c.video),
+            c.domain,
+            c.candidates,
+            c.candidates[c.answer] if c.answer is not None else None,
+            c.start,
+            c.end,
+        )
+        for c in plan.clips
+        if c.video.is_file()
+    ]
+
+
+# --------------------------------------------------------------------------- engine
+
+
+class Engine:
+    """The library calls behind the page and the API: one encoder per model setting, loaded on
+    first use and reused; scripts from files, the store and the LLM; classification."""
+
+    def __init__(self, settings: AppSettings) -> None:
+        self.settings = settings
+        self._encoders: dict[tuple, Any] = {}
+        self._lock = threading.Lock()
+        self.samples = {s.id: s for s in load_samples(settings.samples)}
+        self._trusted = {str(Path(s.video).resolve()) for s in self.samples.values()}
+
+    def encoder(self, model: str | None = None):
+        """The encoder for `model` (default: the app's), loaded once and kept (at most two)."""
+        key = model or self.settings.model
+        with self._lock:
+            if key not in self._encoders:
+                if len(self._encoders) >= 2:
+                    self._encoders.pop(next(iter(self._encoders)))
+                self._encoders[key] = self.settings.encoder(key)
+            return self._encoders[key]
+
+    def cache(self):
+        """The embedding cache, as the CLI makes it (None with --no-cache)."""
+        return self.settings.cache()
+
+    @contextmanager
+    def source(self, need_writer: bool = False):
+        """The CLI's ScriptSource (files, store, the --llm / $ACTALIGN_LLM writer), for one request:
+        SQLite connections must not cross the server's threads; the writer is made once."""
+        from actalign.scripts import ScriptStore
+
+        store = ScriptStore(self.settings.store)
+        try:
+            yield self.settings.script_source(need_writer, store=store)
+        finally:
+            store.close()
+
+    def lookup(self, domain: str, actions: list[str]) -> dict[str, list[str] | None]:
+        """{action: steps or None} from the scripts files and the store; never calls an LLM."""
+        from actalign.scripts import ScriptSource
+
+        with self.source() as src:
+            offline = ScriptSource((), src.store, None, self.settings.strategy)
+            offline.hand = src.hand
+            found: dict[str, list[str] | None] = {}
+            for action in actions:
+                try:
+                    found[action] = offline.get(domain, [action])[action]
+                except ActAlignError:
+                    found[action] = None
+            return found
+
+    def generate(self, domain: str, actions: list[str]) -> dict[str, list[str]]:
+        """Scripts for `actions`: files and store first, the configured LLM for the rest (stored)."""
+        if not actions:
+            return {}
+        with self.source(need_writer=True) as src:
+            return src.get(check_domain(domain), actions)
+
+    def resolve(self, domain: str, candidates: list[str], given: dict[str, list[str]]) -> dict:
+        """{action: steps} for every candidate: `given` first, then files, store and the LLM."""
+        chosen = {c: steps for c in candidates if (steps := _find(given, c))}
+        missing = [c for c in candidates if c not in chosen]
+        if missing:
+            with self.source() as src:
+                if src.writer is not None:  # as the CLI: stored for this LLM, else generated
+                    chosen.update(src.get(domain, missing))
+                    missing = []
+        if missing:
+            found = self.lookup(domain, missing)
+            absent = [a for a in missing if not found[a]]
+            if absent:
+                raise ActAlignError(
+                    f"No script for {', '.join(repr(a) for a in absent)} in {domain!r}: write "
+                    "its steps (one per line) under Scripts, or configure an LLM to generate it."
+                )
+            chosen.update(found)
+        return {c: chosen[c] for c in candidates}
+
+    def check_video(self, path: str | None) -> None:
+        """One sentence when the input is missing, too large or not a video."""
+        from actalign.video import probe
+
+        if not path:
+            raise ActAlignError("Choose a sample or upload a video first.")
+        size = Path(path).stat().st_size if Path(path).is_file() else 0
+        limit = self.settings.max_upload_mb
+        if size > limit * MB and str(Path(path).resolve()) not in self._trusted:  # samples are the host's
+            raise ActAlignError(
+                f"The video is {size / MB:.1f} MB, over this app's limit of {limit:g} MB "
+                "(actalign app --max-upload-mb)."
+            )
+        probe(path)
+
+    def classify(
+        self,
+        video: str,
+        domain: str,
+        candidates: list[str],
+        start: float | None = None,
+        end: float | None = None,
+        fps: float | None = None,
+        smooth: float | None = None,
+        alignment: str | None = None,
+        scripts: dict[str, list[str]] | None = None,
+        model: str | None = None,
+        on_frames: Callable[[int], None] | None = None,
+        on_total: Callable[[int | None], None] | None = None,
+    ) -> Prediction:
+        """Rank `candidates` for one video as `actalign classify` does; None settings are the
+        app's. `scripts` ({action: steps}) win over the files, the store and the LLM."""
+        s = self.settings
+        domain = check_domain(domain)
+        candidates = check_candidates(candidates)
+        self.check_video(video)
+        steps = self.resolve(domain, candidates, scripts or {})
+        pipeline = s.pipeline(
+            self.encoder(model),
+            {domain: steps},
+            fps=s.fps if fps is None else (fps or None),
+            smooth_seconds=s.smooth if smooth is None else smooth,
+            alignment=alignment or s.alignment,
+            method="actalign",
+        )
+        return pipeline.classify(video, candidates, domain, start, end, on_frames, on_total)
+
+
+def check_domain(domain: str | None) -> str:
+    """The domain, stripped; one sentence when it is empty."""
+    if not domain or not domain.strip():
+        raise ActAlignError("Give a domain, e.g. basketball.")
+    return domain.strip()
+
+
+def _find(scripts: dict[str, list[str]], action: str) -> list[str] | None:
+    return next((steps for a, steps in scripts.items() if norm(a) == norm(action) and steps), None)
+
+
+# --------------------------------------------------------------------------- HTML

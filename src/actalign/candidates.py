@@ -1,0 +1,72 @@
+"""The one rule for candidate action names, used by the CLI, manifests, locate and the app.
+
+    clean_candidate("1. Tip-in ")          -> "Tip-in"   (benchmarks number their choices)
+    candidates_from_text("Tip-in\\n# note\\nSky hook")  -> ["Tip-in", "Sky hook"]
+    check_candidates(["Tip-in", "tip-in"])  -> ActAlignError: given twice
+
+Rules: numbering ("1.", "2)", "(3)", "4:") and surrounding or repeated spaces are removed; in text
+(a file, the app's box) one candidate per line, blank lines and lines starting with '#' skipped;
+names equal up to case and spaces are the same candidate (their scores would tie), so a repeat is
+refused; at least MIN_CANDIDATES are needed (one candidate still gives its steps' timestamps).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from actalign.errors import ActAlignError
+from actalign.files import check_text
+
+MIN_CANDIDATES = 1
+_NUMBERING = re.compile(r"^\s*\(?\d+\s*[.):]\s*")
+
+
+def norm(name: str) -> str:
+    """Case- and space-insensitive form of an action or domain name."""
+    return " ".join(name.lower().split())
+
+
+def clean_candidate(name: str) -> str:
+    """'1. Tip-in ' -> 'Tip-in': lists pasted from a benchmark (ActionAtlas numbers its choices)."""
+    return " ".join(_NUMBERING.sub("", name).split())
+
+
+def candidates_from_text(text: str | None) -> list[str]:
+    """Candidate lines of a text (a --candidates-file, the app's box), not yet checked."""
+    lines = (line.strip() for line in (text or "").splitlines())
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def check_candidates(candidates: Sequence[str] | str, where: str = "") -> list[str]:
+    """Cleaned candidate names, in the given order; one ActAlignError naming the problem.
+
+    where: how the error names the source ("" for the command line, e.g. "the manifest row").
+    """
+    if isinstance(candidates, str):
+        candidates = [candidates]
+    if not isinstance(candidates, (list, tuple)):
+        raise ActAlignError(f"Candidates{_in(where)} must be a list of action names, got {candidates!r}.")
+    names = []
+    for c in candidates:
+        if not isinstance(c, str):
+            raise ActAlignError(f"Every candidate{_in(where)} must be text, got {c!r}.")
+        if clean_candidate(c):
+            names.append(check_text(clean_candidate(c), f"The candidate {c!r}"))
+    if len(names) < MIN_CANDIDATES:
+        raise ActAlignError(
+            f"No candidate actions given{_in(where)}; pass --candidates A B C or --candidates-file F."
+        )
+    seen: set[str] = set()
+    for c in names:
+        if norm(c) in seen:
+            raise ActAlignError(
+                f"The candidate {c!r} is given twice{_in(where)} (up to case); "
+                "each candidate must be distinct."
+            )
+        seen.add(norm(c))
+    return names
+
+
+def _in(where: str) -> str:
+    return f" in {where}" if where else ""

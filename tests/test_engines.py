@@ -1,0 +1,178 @@
+"""The engines behind one interface, as a user runs them: rows stream to predictions.jsonl while a
+Ray run goes on, Ctrl-C keeps them (exit 130, one line, no traceback), the rerun does each clip
+exactly once, and no process of a run outlives it (kill -9 of the parent included)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from media import make_video
+
+pytestmark = pytest.mark.slow
+SLOW = """
+import importlib.abc, importlib.util, os, sys, time
+
+
+class _Slow(importlib.abc.MetaPathFinder):
+    \"\"\"Slows the tiny model's frame encoding to a real model's pace, in every process of a run.\"\"\"
+
+    def find_spec(self, name, path, target=None):
+        if name != "actalign.encoders.hf":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            real = module.TransformersEncoder.encode_images
+
+            def encode_images(self, frames):
+                time.sleep(float(os.environ["AA_SLOW_ENCODE"]))
+                return real(self, frames)
+
+            module.TransformersEncoder.encode_images = encode_images
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+if os.environ.get("AA_SLOW_ENCODE"):
+    sys.meta_path.insert(0, _Slow())
+"""
+SCRIPTS = {"t": {"a": ["red ball", "blue net"], "b": ["blue net", "red ball"], "c": ["player jumps", "net"]}}
+
+
+def manifest(tmp_path: Path, n: int) -> Path:
+    rows = []
+    for i in range(n):
+        colors = [((i * 40 + k * 9) % 255, (k * 30) % 255, (i * 7) % 255) for k in range(30)]
+        video = make_video(tmp_path / f"v{i:02d}.mp4", n=30, fps=10, colors=colors, size=(32, 32))
+        rows.append({"id": f"v{i:02d}", "video": str(video), "domain": "t", "candidates": ["a", "b", "c"]})
+    path = tmp_path / "clips.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "scripts.json").write_text(json.dumps(SCRIPTS))
+    return path
+
+
+def start_batch(tmp_path: Path, siglip_dir: Path, out: Path, engine: str, ray_tmp: str) -> subprocess.Popen:
+    command = [
+        sys.executable, "-m", "actalign", "batch", str(tmp_path / "clips.jsonl"), "--out", str(out),
+        "--engine", engine, "--model", str(siglip_dir), "--scripts", str(tmp_path / "scripts.json"),
+        "--cache-dir", str(tmp_path / "cache"), "--batch-size", "4", "--workers", "1",
+    ]  # fmt: skip
+    (tmp_path / "slow").mkdir(exist_ok=True)
+    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW)
+    path = os.pathsep.join([str(tmp_path / "slow"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "AA_SLOW_ENCODE": "0.3"}
+    env["PYTHONPATH"] = path
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+
+
+def rows(out: Path) -> list[dict]:
+    path = out / "predictions.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def wait_for_rows(out: Path, n: int, proc, timeout: float = 240) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        if len(rows(out)) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.stderr.read()}")
+        time.sleep(0.1)
+    raise AssertionError("no rows appeared while the run went on")
+
+
+def session_processes(sid: int) -> list[str]:
+    """Live processes of a session (the run and everything it started that stayed in it)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            if int(fields[3]) == sid and fields[0] != "Z":
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except (OSError, ValueError):
+            continue
+    return found
+
+
+def processes_mentioning(text: str) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and int(entry.name) != os.getpid():
+            try:
+                line = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in line:
+                found.append(line)
+    return found
+
+
+def gone_within(check, seconds: float = 10.0) -> list[str]:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < seconds:
+        left = check()
+        if not left:
+            return []
+        time.sleep(0.25)
+    return check()
+
+
+@pytest.fixture
+def ray_tmp():
+    pytest.importorskip("ray", reason="Ray (the ray extra) is not installed")
+    path = tempfile.mkdtemp(prefix="aa-ray-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
+    yield path
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_ctrl_c_keeps_the_streamed_rows_and_the_rerun_finishes_each_clip_once(
+    tmp_path, siglip_dir, engine, ray_tmp
+):
+    n = 12
+    manifest(tmp_path, n)
+    out = tmp_path / "run"
+    proc = start_batch(tmp_path, siglip_dir, out, engine, ray_tmp)
+    wait_for_rows(out, 2, proc)  # rows arrive while the run goes on
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    kept = rows(out)
+    assert 2 <= len(kept) < n
+    assert not gone_within(lambda: session_processes(proc.pid)), "a process of the run outlived Ctrl-C"
+    again = start_batch(tmp_path, siglip_dir, out, engine, ray_tmp)
+    _, err = again.communicate(timeout=600)
+    assert again.returncode == 0, err
+    ids = [r["id"] for r in rows(out)]
+    assert sorted(ids) == [f"v{i:02d}" for i in range(n)]  # each clip exactly once
+    assert {r["id"]: r for r in rows(out)}.keys() >= {r["id"] for r in kept}
+
+
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_no_process_outlives_a_killed_run(tmp_path, siglip_dir, engine, ray_tmp):
+    manifest(tmp_path, 12)
+    out = tmp_path / "run"
+    proc = start_batch(tmp_path, siglip_dir, out, engine, ray_tmp)
+    wait_for_rows(out, 1, proc)
+    proc.kill()  # kill -9 of the parent alone
+    proc.wait()
+    left = gone_within(lambda: session_processes(proc.pid) + processes_mentioning(ray_tmp))
+    assert not left, left
