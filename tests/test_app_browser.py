@@ -258,7 +258,7 @@ def test_script_lookups_answer_in_the_order_they_were_asked(page, monkeypatch, s
 
     # leaving the domain asks for scripts before the candidates are typed; when that first answer
     # is the slower one (a busy server), it must not land last and hide the candidates' scripts
-    real, calls = actalign.app._box_texts, []
+    real, calls = actalign.app.page._box_texts, []
 
     def first_one_slow(state, domain, texts):
         calls.append(domain)
@@ -266,7 +266,7 @@ def test_script_lookups_answer_in_the_order_they_were_asked(page, monkeypatch, s
             time.sleep(2.0)
         return real(state, domain, texts)
 
-    monkeypatch.setattr(actalign.app, "_box_texts", first_one_slow)
+    monkeypatch.setattr(actalign.app.page, "_box_texts", first_one_slow)
     row = manifest_row(samples, "tennis.mp4")
     fill(page, row["domain"], row["candidates"])
     time.sleep(3.0)  # long enough for the slow first answer to have landed, wherever it lands

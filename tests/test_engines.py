@@ -64,16 +64,23 @@ def manifest(tmp_path: Path, n: int) -> Path:
     return path
 
 
-def start_batch(tmp_path: Path, siglip_dir: Path, out: Path, engine: str, ray_tmp: str) -> subprocess.Popen:
+def start_batch(
+    tmp_path: Path, siglip_dir: Path, out: Path, engine: str, ray_tmp: str, extra=(), slow: bool = True
+) -> subprocess.Popen:
     command = [
         sys.executable, "-m", "actalign", "batch", str(tmp_path / "clips.jsonl"), "--out", str(out),
         "--engine", engine, "--model", str(siglip_dir), "--scripts", str(tmp_path / "scripts.json"),
-        "--cache-dir", str(tmp_path / "cache"), "--batch-size", "4", "--workers", "1",
+        "--cache-dir", str(tmp_path / "cache"), "--batch-size", "4", "--workers", "1", *extra,
     ]  # fmt: skip
     (tmp_path / "slow").mkdir(exist_ok=True)
     (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW)
     path = os.pathsep.join([str(tmp_path / "slow"), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)
-    env = {**os.environ, "RAY_TMPDIR": ray_tmp, "RAY_AUTH_MODE": "disabled", "AA_SLOW_ENCODE": "0.3"}
+    env = {
+        **os.environ,
+        "RAY_TMPDIR": ray_tmp,
+        "RAY_AUTH_MODE": "disabled",
+        "AA_SLOW_ENCODE": "0.3" if slow else "",
+    }
     env["PYTHONPATH"] = path
     return subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
@@ -176,3 +183,80 @@ def test_no_process_outlives_a_killed_run(tmp_path, siglip_dir, engine, ray_tmp)
     proc.wait()
     left = gone_within(lambda: session_processes(proc.pid) + processes_mentioning(ray_tmp))
     assert not left, left
+
+
+def command_for(which: str, tmp_path: Path, siglip_dir: Path) -> list[str]:
+    clips = str(tmp_path / "clips.jsonl")
+    model = ["--model", str(siglip_dir), "--cache-dir", str(tmp_path / "cache")]
+    scripts = ["--scripts", str(tmp_path / "scripts.json")]
+    if which == "batch":
+        return [
+            "batch",
+            clips,
+            "--out",
+            str(tmp_path / "o"),
+            "--workers",
+            "1",
+            "--batch-size",
+            "4",
+            *model,
+            *scripts,
+        ]
+    if which == "eval":
+        return [
+            "eval",
+            clips,
+            "--out",
+            str(tmp_path / "o"),
+            "--workers",
+            "1",
+            "--batch-size",
+            "4",
+            *model,
+            *scripts,
+        ]
+    if which == "locate":
+        long = make_video(tmp_path / "long.mp4", n=600, fps=10, size=(32, 32))
+        return [
+            "locate",
+            str(long),
+            "--domain",
+            "t",
+            "--candidates",
+            "a",
+            "b",
+            "--fps",
+            "10",
+            *model,
+            *scripts,
+        ]
+    return ["untrimmed", clips, "--out", str(tmp_path / "o"), "--pad", "600"]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("which", ["batch", "eval", "locate", "untrimmed"])
+def test_signals_end_every_command_with_one_line(tmp_path, siglip_dir, which, sig):
+    path = manifest(tmp_path, 12)
+    lines = [json.loads(x) for x in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, "answer": 0}) + "\n" for r in lines))
+    (tmp_path / "slow").mkdir()
+    (tmp_path / "slow" / "sitecustomize.py").write_text(SLOW)
+    env = {**os.environ, "AA_SLOW_ENCODE": "0.3", "PYTHONPATH": str(tmp_path / "slow")}
+    command = [sys.executable, "-m", "actalign", *command_for(which, tmp_path, siglip_dir)]
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    t0 = time.monotonic()  # wait until it is at work: a row written, a file padded, or 5 s of locate
+    while not (
+        rows(tmp_path / "o")
+        or (which == "untrimmed" and any((tmp_path / "o").rglob("*.mp4*")))
+        or (which == "locate" and time.monotonic() - t0 > 5)
+    ):
+        assert proc.poll() is None and time.monotonic() - t0 < 120, proc.communicate()
+        time.sleep(0.05)
+    os.killpg(proc.pid, sig)  # as a terminal's Ctrl-C (or a service manager's stop) reaches the group
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == (130 if sig == signal.SIGINT else 143), err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert err.strip().splitlines()[-1] in ("interrupted", "terminated"), err
+    assert not gone_within(lambda: session_processes(proc.pid)), "a process of the command outlived it"

@@ -222,3 +222,27 @@ def test_cli_token_bound_from_the_environment(lm_dir, tmp_path, capsys, monkeypa
     )
     assert code == 2 and "bound of 30 new tokens" in err and "Traceback" not in err
     assert err.count("\n") == 1
+
+
+def test_the_app_started_with_llm_local_generates_missing_scripts(lm_dir, siglip_dir, tmp_path, monkeypatch):
+    """`actalign app --llm local:DIR` (and $ACTALIGN_LLM) reach the app's engine: "Generate
+    missing with the LLM" writes with the in-process model, which loads once."""
+    from actalign.app import Engine
+    from actalign.cli import build_parser
+    from actalign.cli.app import settings
+
+    args = build_parser().parse_args(
+        ["app", "--model", str(siglip_dir), "--llm", f"local:{lm_dir}", "--store", str(tmp_path / "s.sqlite")]
+    )
+    engine = Engine(settings(args))
+    got = engine.generate("soccer", ["Bicycle kick", "Penalty kick"])
+    assert set(got) == {"Bicycle kick", "Penalty kick"} and all(got.values())
+    with engine.source() as src:
+        assert src.writer is not None and src.writer.source.startswith(f"local:{lm_dir.resolve()}")
+        first = src.writer
+    with engine.source() as src:
+        assert src.writer is first  # one writer (one loaded model) for every request
+    monkeypatch.setenv("ACTALIGN_LLM", f"local:{lm_dir}")
+    from_env = Engine(settings(build_parser().parse_args(["app", "--model", str(siglip_dir)])))
+    with from_env.source() as src:
+        assert src.writer is not None and src.writer.source.startswith("local:")

@@ -9,6 +9,7 @@ agents would stay orphaned after the driver is killed). Linux (/proc); elsewhere
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -66,10 +67,8 @@ def _end(known: dict[int, int], me: int) -> None:
     alive = lambda: {p: s for p, s in known.items() if p != me and (_stat(p) or (0, -1))[1] == s}  # noqa: E731
     for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 0.0)):
         for pid in alive():
-            try:
+            with contextlib.suppress(OSError):
                 os.kill(pid, sig)
-            except OSError:
-                pass
         t0 = time.monotonic()
         while alive() and time.monotonic() - t0 < wait:
             time.sleep(0.1)

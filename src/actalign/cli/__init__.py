@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Sequence
 
@@ -104,9 +106,28 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     return action.choices
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a service manager's or `kill`'s stop), handled as Ctrl-C is: one line, no traceback."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     from actalign import progress
+
+    own = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if own else None
+    try:
+        return _main(args, progress)
+    finally:
+        if own:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args, progress) -> int:
 
     progress.configure(quiet=getattr(args, "quiet", False))
     try:
@@ -119,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ActAlignError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -264,6 +264,12 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
         "--workers", type=positive_int, default=None, help="decode workers (default: one per core)"
     )
     g.add_argument("--limit", type=positive_int, default=None, help="only the first N clips")
+    g.add_argument(
+        "--recorded-scripts",
+        action="store_true",
+        help="on resume, keep using the scripts this run recorded (its scripts.json) even where the "
+        "files or the store now hold other steps (default: such a change refuses the resume)",
+    )
 
 
 def check_out(args) -> None:
@@ -293,18 +299,13 @@ def run_options(args) -> dict:
         "cache": cache(args),
         "record": run_record(args),
         "ray_address": args.ray_address,
+        "recorded_scripts": args.recorded_scripts,
     }
 
 
 def run_record(args) -> dict:
     """What a run's configuration records of its command line beyond the methods and model."""
-    from actalign.runner import file_digest
-
-    return {
-        "model": args.model or "default",
-        "scripts": [file_digest(f) for f in args.scripts],
-        "template": args.template,
-    }
+    return {"model": args.model or "default", "template": args.template}
 
 
 def sources_for(args, methods) -> dict:

@@ -98,6 +98,11 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
         "methods": table,
         "domains": domains,
         "config": result.record,
+        # the scripts that produced these numbers: steps, their short hash (as in each row), origin
+        "scripts": {
+            k: {f: v[f] for f in ("strategy", "domain", "action", "hash", "origin", "steps") if f in v}
+            for k, v in sorted(result.scripts.items())
+        },
     }
 
 

@@ -11,6 +11,7 @@ The run folder's rules (config, resume, exactly-once rows, failures) are in `run
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from actalign.errors import ActAlignError
 from actalign.runner.decode import Failure
 from actalign.runner.output import RunFolder
 from actalign.runner.plan import Clip, Plan, load_manifest, plan_videos
-from actalign.runner.score import Calibration, Method, Scorer
+from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer
 
 ENGINES = ("local", "ray")
 __all__ = ["ENGINES", "Clip", "Method", "Plan", "RunResult", "load_manifest", "plan_videos", "run"]
@@ -35,6 +36,7 @@ class RunResult:
     failures: list[dict] = field(default_factory=list)
     record: dict = field(default_factory=dict)
     planned: int = 0
+    scripts: dict = field(default_factory=dict)  # the run's scripts.json: every script it used
 
 
 def versions() -> dict[str, str]:
@@ -75,11 +77,16 @@ def run(
     on_row: Callable[[dict], None] | None = None,
     progress: bool = True,
     ray_address: str | None = None,
+    recorded_scripts: bool = False,
 ) -> RunResult:
     """Run `methods` on every clip of `plan` not yet in `out`, writing rows as clips finish.
 
     sources: a ScriptSource per script strategy the methods name. record: extra configuration
-    to store and compare on resume (e.g. script file hashes). on_row(row): after each written row.
+    to store and compare on resume. on_row(row): after each written row.
+
+    The scripts a run uses are part of it: recorded in the folder's scripts.json the first time
+    each is used, used again on resume (an LLM is never asked again for one), and a script that
+    now reads differently refuses the resume (recorded_scripts=True keeps the recorded ones).
     """
     from actalign.progress import Progress
     from actalign.video import Sampling
@@ -114,7 +121,11 @@ def run(
             folder.fail(f)
             failures.append(f)
         todo = [c for c in clips if c.id not in done]
-        scorer.prepare(todo, sources, encoder, cache)
+        recorded = folder.read_json(SCRIPTS_FILE) or {}
+        fresh = scorer.prepare(todo, sources, encoder, cache, recorded, recorded_scripts)
+        if fresh:  # before any row that uses them
+            folder.write(SCRIPTS_FILE, json.dumps({**recorded, **fresh}, indent=1, ensure_ascii=False) + "\n")
+        used = {**recorded, **fresh}
 
         bar = Progress("clips", total=len(todo), unit="clip", enabled=progress)
         frames = {"n": 0}
@@ -143,7 +154,7 @@ def run(
                 else:
                     write(item)
         rows = [folder.done[c.id] for c in clips if c.id in folder.done]
-    return RunResult(rows, failures, config, len(clips))
+    return RunResult(rows, failures, config, len(clips), used)
 
 
 def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames):

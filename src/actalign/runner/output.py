@@ -144,6 +144,19 @@ class RunFolder:
             FAILED, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.failed.values())
         )
 
+    def read_json(self, name: str) -> dict | None:
+        """A JSON object file of the run folder, or None when absent; one sentence when damaged."""
+        text = self.files.read(name)
+        if text is None:
+            return None
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = None
+        if not isinstance(value, dict):
+            raise ActAlignError(f"{self.out}/{name} is damaged; restore it or start a new --out folder.")
+        return value
+
     def write(self, name: str, text: str) -> None:
         """Write a whole file of the run folder (atomically where the filesystem allows)."""
         self.files.write(name, text)

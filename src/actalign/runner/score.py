@@ -19,7 +19,21 @@ from actalign.errors import ActAlignError
 from actalign.runner.plan import Clip
 from actalign.score import Calibration, Method, Prediction, score
 
-__all__ = ["Calibration", "Method", "Scorer", "primary_method"]
+__all__ = ["SCRIPTS_FILE", "Calibration", "Method", "Scorer", "primary_method", "script_hash", "script_key"]
+
+SCRIPTS_FILE = "scripts.json"  # the scripts a run used, in its folder
+
+
+def script_hash(steps: Sequence[str]) -> str:
+    """A short hash naming one version of a script (its steps, in order)."""
+    import hashlib
+
+    return hashlib.blake2b(json.dumps(list(steps), ensure_ascii=False).encode(), digest_size=5).hexdigest()
+
+
+def script_key(strategy: str, domain: str, action: str) -> str:
+    """How a run's scripts.json names a script: strategy|domain|action (names compared as norm)."""
+    return f"{strategy}|{norm(domain)}|{norm(action)}"
 
 
 def primary_method(methods: Sequence[Method]) -> Method:
@@ -46,15 +60,29 @@ class Scorer:
         self.primary = primary_method(self.methods).name
         self.scripts: dict[tuple[str, str, str], list[str]] = {}  # (strategy, domain, action) -> steps
         self.vectors: dict[str, np.ndarray] = {}
+        self.hashes: dict[tuple[str, str, str], str] = {}  # (strategy, domain, action) -> script hash
 
     # ------------------------------------------------------------------ preparation
 
-    def prepare(self, clips: Sequence[Clip], sources: dict, encoder, cache=None) -> None:
+    def prepare(
+        self,
+        clips: Sequence[Clip],
+        sources: dict,
+        encoder,
+        cache=None,
+        recorded: dict | None = None,
+        keep_recorded: bool = False,
+    ) -> dict:
         """Resolve the scripts of every clip and embed every text the run needs, once.
 
         sources: a ScriptSource per strategy named by the methods. Missing scripts raise here,
-        before any video is decoded.
+        before any video is decoded. recorded: the scripts this run used before (from its folder,
+        `script_key` -> {"steps", "hash", "origin"}): they are used again, never asked of the LLM
+        again, and one that now reads differently from the files or the store refuses the run
+        (unless keep_recorded). Returns the records of the scripts first used now.
         """
+        recorded = recorded or {}
+        fresh: dict[str, dict] = {}
         wanted: dict[tuple[str, str], list[str]] = {}
         for m in self.methods:
             if m.method != "actalign":
@@ -65,19 +93,46 @@ class Scorer:
                 actions = wanted.setdefault((m.strategy, c.domain), [])
                 actions += [a for a in c.candidates if a not in actions]
         for (strategy, domain), actions in wanted.items():
-            for action, steps in sources[strategy].get(domain, actions).items():
-                self.scripts[(strategy, norm(domain), norm(action))] = list(steps)
+            source = sources[strategy]
+            new = []
+            for action in actions:
+                old = recorded.get(script_key(strategy, domain, action))
+                if old is None:
+                    new.append(action)
+                    continue
+                now = None if keep_recorded else source.offline(domain, action)
+                if now is not None and list(now[0]) != list(old["steps"]):
+                    raise ActAlignError(
+                        f"The script of {action!r} in {domain!r} ({strategy}) is not the one this run "
+                        f"used (recorded in its folder's {SCRIPTS_FILE}): put the recorded steps back, "
+                        "pass --recorded-scripts to keep using them, or start a new --out."
+                    )
+                self._use(strategy, domain, action, list(old["steps"]))
+            for action, (steps, origin) in (source.get_with_origin(domain, new) if new else {}).items():
+                fresh[script_key(strategy, domain, action)] = {
+                    "strategy": strategy,
+                    "domain": domain,
+                    "action": action,
+                    "steps": list(steps),
+                    "hash": script_hash(steps),
+                    "origin": origin,
+                }
+                self._use(strategy, domain, action, list(steps))
         groups: dict[str, list[str]] = {}
         for c in clips:
             for m in self.methods:
                 for texts in m.texts(c.domain, self._steps(c, m)):
                     groups.setdefault(self._group_key(texts), texts)
         keys = list(groups)
-        if not keys:
-            return
-        for key, vecs in zip(keys, embed_text_groups(encoder, [groups[k] for k in keys], cache)):
-            for i, v in enumerate(vecs):
-                self.vectors[self._vector_key(key, groups[key], i)] = v
+        if keys:
+            for key, vecs in zip(keys, embed_text_groups(encoder, [groups[k] for k in keys], cache)):
+                for i, v in enumerate(vecs):
+                    self.vectors[self._vector_key(key, groups[key], i)] = v
+        return fresh
+
+    def _use(self, strategy: str, domain: str, action: str, steps: list[str]) -> None:
+        self.scripts[(strategy, norm(domain), norm(action))] = steps
+        self.hashes[(strategy, norm(domain), norm(action))] = script_hash(steps)
 
     def _vector_key(self, group_key: str, texts: list[str], i: int) -> str:
         if self.calibration.text_encoding == "authors":
@@ -119,6 +174,10 @@ class Scorer:
         for m in self.methods:
             pred = self.predict(clip, emb, m)
             entry = {"scores": [round(float(s), 9) for s in pred.scores_in(candidates)]}
+            if m.method == "actalign":  # which version of each script produced these scores
+                entry["scripts"] = {
+                    a: self.hashes[(m.strategy, norm(clip.domain), norm(a))] for a in candidates
+                }
             if clip.answer is not None:
                 entry["rank"] = pred.rank_of(candidates[clip.answer])
                 if m.method == "actalign":

@@ -59,14 +59,26 @@ class ScriptSource:
         found = self.store.get(domain, action, strategy=self.strategy.name, **exact)
         return list(found.steps) if found else None
 
+    def offline(self, domain: str, action: str) -> tuple[list[str], str] | None:
+        """(steps, where they come from: "file" or "store") without asking the LLM, or None."""
+        steps = next((s for f in self.hand if (s := lookup(f, domain, action))), None)
+        if steps:
+            return list(steps), "file"
+        stored = self._stored(domain, action)
+        return (stored, "store") if stored else None
+
     def get(self, domain: str, actions: Sequence[str]) -> dict[str, list[str]]:
         """{action: steps} for every action; generates the missing ones or says how to add them."""
-        found: dict[str, list[str]] = {}
+        return {a: steps for a, (steps, _) in self.get_with_origin(domain, actions).items()}
+
+    def get_with_origin(self, domain: str, actions: Sequence[str]) -> dict[str, tuple[list[str], str]]:
+        """{action: (steps, origin)}: origin "file", "store", or "llm:<writer source>" for a script
+        written now; generates the missing ones or says how to add them."""
+        found: dict[str, tuple[list[str], str]] = {}
         for action in actions:
-            steps = next((s for f in self.hand if (s := lookup(f, domain, action))), None)
-            steps = steps or self._stored(domain, action)
-            if steps:
-                found[action] = steps
+            hit = self.offline(domain, action)
+            if hit:
+                found[action] = hit
         missing = [a for a in actions if a not in found]
         if missing and self.writer is None:
             listed = ", ".join(repr(a) for a in missing)
@@ -81,7 +93,8 @@ class ScriptSource:
             fresh = self.writer.write(domain, missing, self.strategy)
             if self.store is not None:
                 self.store.put_many([self._generated(domain, a, s) for a, s in fresh.items()])
-            found.update(fresh)
+            origin = f"llm:{getattr(self.writer, 'source', None) or self.writer.model}"
+            found.update({a: (list(s), origin) for a, s in fresh.items()})
         return {a: found[a] for a in actions}
 
     def _suggest(self, domain: str, missing: Sequence[str]) -> str:
