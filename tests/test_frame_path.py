@@ -316,7 +316,7 @@ def test_no_import_circles_between_modules():
 
     def visit(m: str) -> None:
         if m in stack:
-            cycles.append([*stack[stack.index(m):], m])
+            cycles.append([*stack[stack.index(m) :], m])
             return
         if m in seen:
             return
