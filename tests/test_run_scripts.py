@@ -23,12 +23,9 @@ def write(path: Path, scripts: dict) -> Path:
 
 
 def batch(tmp_path, siglip_dir, *extra: str) -> int:
-    return main(
-        [
-            "batch", str(tmp_path / "clips.jsonl"), "--out", str(tmp_path / "run"), "--model", str(siglip_dir),
-            "--cache-dir", str(tmp_path / "cache"), "--workers", "1", "-q", *extra,
-        ]
-    )  # fmt: skip
+    clips, out = str(tmp_path / "clips.jsonl"), str(tmp_path / "run")
+    model = ["--model", str(siglip_dir), "--cache-dir", str(tmp_path / "cache")]
+    return main(["batch", clips, "--out", out, *model, "--workers", "1", "-q", *extra])
 
 
 def hashes(out: Path) -> dict[str, set[str]]:
