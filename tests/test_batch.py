@@ -293,7 +293,8 @@ def test_a_pyarrow_uri_as_the_run_folder(tmp_path):
     again = run(Plan(clips), ColourEncoder(), source(scripts), uri, METHODS, progress=False)
     assert len(first.rows) == 3 and len(again.rows) == len(clips)
     remote = tmp_path / "remote"
-    assert sorted(p.name for p in remote.iterdir()) == ["config.json", "failed.jsonl", "predictions.jsonl"]
+    names = sorted(p.name for p in remote.iterdir())
+    assert names == ["config.json", "failed.jsonl", "predictions.jsonl", "scripts.json"]
     assert len(rows_by_id(remote / "predictions.jsonl")) == len(clips)
 
 

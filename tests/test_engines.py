@@ -260,3 +260,38 @@ def test_signals_end_every_command_with_one_line(tmp_path, siglip_dir, which, si
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
     assert err.strip().splitlines()[-1] in ("interrupted", "terminated"), err
     assert not gone_within(lambda: session_processes(proc.pid)), "a process of the command outlived it"
+
+
+def decode_workers(run_pid: int) -> list[int]:
+    """The decode worker processes of a local run (children of its forkserver)."""
+    parents = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry.name)] = int(stat[stat.rindex(")") + 2 :].split()[1])
+    servers = [p for p, parent in parents.items() if parent == run_pid]
+    return [p for p, parent in parents.items() if parent in servers]
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSTOP"])
+def test_a_dead_or_stopped_decode_worker_does_not_stop_the_run(tmp_path, siglip_dir, how, monkeypatch):
+    n = 10
+    manifest(tmp_path, n)
+    out = tmp_path / "run"
+    monkeypatch.setenv("ACTALIGN_DECODE_STALL", "3")
+    proc = start_batch(tmp_path, siglip_dir, out, "local", str(tmp_path), ["--workers", "2"])
+    wait_for_rows(out, 1, proc)
+    t0 = time.monotonic()
+    while len(decode_workers(proc.pid)) < 2 and time.monotonic() - t0 < 30:
+        time.sleep(0.1)
+    victim = decode_workers(proc.pid)[0]
+    os.kill(victim, getattr(signal, how))
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    done = rows(out)
+    failed = [json.loads(x) for x in (out / "failed.jsonl").read_text().splitlines() if x.strip()]
+    assert len(done) + len(failed) == n and len(done) >= n - 1  # its clip retried once (or listed)
+    assert not Path(f"/proc/{victim}").exists() or "Z" in Path(f"/proc/{victim}/stat").read_text().split()[2]

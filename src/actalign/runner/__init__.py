@@ -167,7 +167,24 @@ def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_fra
     from actalign.runner.local import LocalEngine
 
     options = _decode_options(encoder, fps, cache, threads=1 if workers != 0 else 0)
-    return LocalEngine(encoder, options, scorer, workers, cache, on_frames)
+    stall = _seconds_env("ACTALIGN_DECODE_STALL")
+    extra = {"stall_seconds": stall} if stall else {}
+    return LocalEngine(encoder, options, scorer, workers, cache, on_frames, **extra)
+
+
+def _seconds_env(name: str) -> float | None:
+    import os
+
+    value = os.environ.get(name)
+    if not value:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e7:
+        raise ActAlignError(f"{name} must be a positive number of seconds, not {value!r}.")
+    return seconds
 
 
 def _decode_options(encoder, fps, cache, threads: int = 0):

@@ -1,12 +1,15 @@
 """The local engine: decoding in worker processes, encoding in this process, frames of several
-clips packed into full batches, clips scored and written as soon as their last frame is encoded.
+clips packed into full batches, clips scored as soon as their last frame is encoded.
 
-    workers (one per core)          this process
-    decode clip -> chunks --queue--> pack frames of any clips into full batches -> encode
-                                      -> a clip's frames all encoded -> score -> write
+    workers (one per core)           this process
+    decode clip -> chunks --pipe-->  pack frames of any clips into full batches -> encode
+                                     -> a clip's frames all encoded -> score -> yield its row
 
-The queue is bounded, so memory holds a few chunks per worker, never whole videos. A worker that
-dies (killed, crashed decoder) is replaced and its clip decoded again (once; then it is a failure).
+Each worker has its own pipe (no lock shared between workers, so a worker killed in the middle of
+a message cannot block the others) and is given one clip at a time. A worker that dies (killed,
+crashed decoder) or falls silent (stopped: no message for `stall_seconds` while this process waits
+for it) is replaced and its clip decoded again once; then the clip is a failure and the run goes
+on. A pipe holds about one chunk, so memory holds a few chunks per worker, never whole videos.
 
 Workers are processes started by forkserver (clean: no copy of the model, no inherited threads).
 Like every Python multiprocessing user, a script that calls the runner must keep its top-level
@@ -19,12 +22,12 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
-import queue
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from multiprocessing.connection import wait as wait_for
 
 import numpy as np
 
@@ -38,6 +41,9 @@ MAX_WAIT = 1.0  # seconds decoded frames may wait for a full batch while more ar
 WORKER_NICENESS = 10
 
 
+STALL_SECONDS = 300.0  # a worker silent this long (while we wait for it) is stopped and replaced
+
+
 def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
@@ -45,31 +51,6 @@ def default_workers() -> int:
 def _context():
     """Worker processes that start clean (no copy of the model, no inherited threads or locks)."""
     return mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
-
-
-class _Threads:
-    """The multiprocessing context's interface, with threads (workers=0)."""
-
-    Queue = staticmethod(lambda maxsize=0: _ThreadQueue(maxsize))
-    Event = threading.Event
-
-    class Process(threading.Thread):
-        def __init__(self, target, args, daemon=True) -> None:
-            super().__init__(target=target, args=args, daemon=daemon, name="actalign-decode")
-            self.exitcode = None
-
-        pid = None
-
-        def terminate(self) -> None:
-            pass
-
-
-class _ThreadQueue(queue.Queue):
-    def cancel_join_thread(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
 
 
 WORKERS_CANNOT_START = (
@@ -92,51 +73,55 @@ def _watch(run_pid: int) -> None:
             pass
 
 
-def _worker(tasks, results, stop, options: DecodeOptions, run_pid: int | None = None) -> None:
-    """Decode clips from `tasks` until `stop` is set; every message is (clip id, kind, payload).
-    A worker whose run was killed (its parent gone) exits instead of waiting forever; Ctrl-C is
-    the run's to handle (the worker ignores it: no traceback from each worker)."""
+def _worker(conn, options: DecodeOptions, run_pid: int | None = None) -> None:
+    """Decode the clips this worker is sent, one at a time, until its pipe closes; every message
+    is (clip id, kind, payload). Ctrl-C is the run's to handle (no traceback from each worker)."""
     import signal
     import warnings
 
-    parent = mp.parent_process()
-    if parent is not None:
+    if run_pid is not None:  # a process of its own (not the in-process thread)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if run_pid is not None:
-            threading.Thread(target=_watch, args=(run_pid,), daemon=True, name="actalign-watch").start()
+        threading.Thread(target=_watch, args=(run_pid,), daemon=True, name="actalign-watch").start()
         warnings.simplefilter("ignore")  # in a worker process: warnings travel in Done messages
         # where decoders and the encoder share cores, the encoder (the usual bottleneck) goes
         # first; decoders still get every cycle it leaves
         with contextlib.suppress(OSError, AttributeError):
             os.nice(WORKER_NICENESS)
-
-    def gone() -> bool:
-        return stop.is_set() or (parent is not None and not parent.is_alive())
-
-    def send(item) -> None:
+    try:
         while True:
+            task = conn.recv()
+            if task is None:
+                return
+            clip, attempt = task
+            conn.send((clip.id, "start", attempt))
             try:
-                results.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                if gone():
-                    raise SystemExit(0) from None
+                for part in decode_clip(clip, options):
+                    conn.send((clip.id, type(part).__name__.lower(), part))
+            except ActAlignError as e:
+                conn.send((clip.id, "error", str(e)))
+            except Exception as e:  # a decoder bug must not take the run down
+                conn.send((clip.id, "error", f"could not be decoded ({type(e).__name__}: {e})"))
+    except (EOFError, OSError):  # the run closed the pipe (finished, or gone)
+        return
 
-    while True:
-        try:
-            clip, attempt = tasks.get(timeout=0.2)
-        except queue.Empty:
-            if gone():
-                return
-            continue
-        send((clip.id, "start", (os.getpid(), attempt)))
-        try:
-            for part in decode_clip(clip, options):
-                send((clip.id, type(part).__name__.lower(), part))
-        except ActAlignError as e:
-            send((clip.id, "error", str(e)))
-        except Exception as e:  # a decoder bug must not take the run down
-            send((clip.id, "error", f"could not be decoded ({type(e).__name__}: {e})"))
+
+class _Thread(threading.Thread):
+    """A decode worker as a thread of this process (workers=0), with a process's interface."""
+
+    pid = None
+    exitcode = None
+
+    def kill(self) -> None:
+        pass
+
+
+@dataclass
+class _Worker:
+    proc: object
+    conn: object  # this side of its pipe
+    clip: str | None = None  # the clip it is decoding
+    seen: float = field(default_factory=time.monotonic)  # its last message (or our last busy spell)
+    started: bool = False  # it has sent a message
 
 
 @dataclass
@@ -147,7 +132,6 @@ class _ClipState:
     waiting: int = 0  # frames queued for the encoder
     done: Done | None = None  # all frames decoded
     finished: bool = False  # written or failed
-    worker: int | None = None
     attempt: int = 0
 
 
@@ -156,6 +140,7 @@ class LocalEngine:
     clip's output row (a dict, from `scorer.row`) or its `Failure` as soon as it is known.
 
     workers: decode worker processes (default: one per core; 0: a thread of this process).
+    stall_seconds: how long a worker may stay silent while this process waits for it.
     on_frames(n) is called after each encoded batch (for progress).
     """
 
@@ -167,79 +152,138 @@ class LocalEngine:
         workers: int | None = None,
         cache=None,
         on_frames: Callable[[int], None] | None = None,
+        stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.encoder, self.options, self.cache, self.scorer = encoder, options, cache, scorer
         self.workers = default_workers() if workers is None else workers
-        self.on_frames = on_frames
+        self.on_frames, self.stall_seconds = on_frames, stall_seconds
         if self.workers < 0:
             raise ActAlignError(f"The number of workers must be 0 or more, got {self.workers}.")
 
     def run(self, clips: list[Clip]) -> Iterator[dict | Failure]:
         """Rows and failures, in the order clips finish."""
         out: deque = deque()
-
-        def on_row(clip: Clip, emb: VideoEmbedding, warns: list[str]) -> None:
-            out.append(self.scorer.row(clip, emb, warns))
-
-        yield from self._run(clips, on_row, lambda clip, reason: out.append(Failure(clip, reason)), out)
-
-    def _run(self, clips, on_row, on_error, out: deque) -> Iterator[dict | Failure]:
+        self.on_row = lambda clip, emb, warns: out.append(self.scorer.row(clip, emb, warns))
+        self.on_error = lambda clip, reason: out.append(Failure(clip, reason))
         if not clips:
             return
-        ctx = _context() if self.workers else _Threads()
-        n = max(1, self.workers)
-        self.tasks, self.results, self.stop = ctx.Queue(), ctx.Queue(maxsize=4 * n), ctx.Event()
-        self.started: set[int] = set()  # workers that took a clip
-        self.stillborn = 0
         self.states = {c.id: _ClipState(c) for c in clips}
+        self.todo: deque = deque((c, 0) for c in clips)
         self.pending: deque = deque()  # (clip id, frames (B, H, W, 3)) waiting for the encoder
         self.ready: set[str] = set()  # clips decoded to the end, perhaps still being encoded
         self.waiting_since = 0.0  # when the oldest frame waiting for the encoder arrived
         self.undecoded = len(clips)  # clips not yet decoded to their end (nor failed)
         self.left = len(clips)
-        self.on_row, self.on_error = on_row, on_error
-        for c in clips:
-            self.tasks.put((c, 0))
-        procs = [self._spawn(ctx) for _ in range(min(n, len(clips)))]
+        self.stillborn, self.any_started = 0, False
+        self.ctx = _context() if self.workers else None
+        self.pool = [self._spawn() for _ in range(min(max(1, self.workers), len(clips)))]
         try:
             while self.left:
-                try:
-                    cid, kind, payload = self.results.get(timeout=_POLL)
-                except queue.Empty:
-                    if self.pending and self._partial_batch_due():
-                        self._encode()
-                        self._finish_ready()
-                    procs = self._check_workers(ctx, procs)
-                    while out:
-                        yield out.popleft()
-                    continue
-                self._handle(cid, kind, payload)
+                self._dispatch()
+                ready = wait_for([w.conn for w in self.pool], timeout=_POLL)
+                for w in [w for w in self.pool if w.conn in ready]:
+                    self._receive(w)
                 if self.pending and self._partial_batch_due():
                     self._encode()
                     self._finish_ready()
+                self._check_workers()
                 while out:
                     yield out.popleft()
             while out:
                 yield out.popleft()
         finally:
-            self.stop.set()
-            for p in procs:
-                p.join(timeout=1)
-                if p.is_alive():
-                    p.terminate()
-                    p.join(timeout=5)
-            for q in (self.tasks, self.results):
-                q.cancel_join_thread()
-                q.close()
+            self._close()
+
+    # ------------------------------------------------------------------ workers
+
+    def _spawn(self) -> _Worker:
+        mine, theirs = mp.Pipe(duplex=True)
+        if self.ctx is None:
+            proc = _Thread(target=_worker, args=(theirs, self.options), daemon=True, name="actalign-decode")
+        else:
+            proc = self.ctx.Process(target=_worker, args=(theirs, self.options, os.getpid()), daemon=True)
+        proc.start()
+        if self.ctx is not None:
+            theirs.close()  # the worker holds its end: its death closes the pipe
+        return _Worker(proc, mine)
+
+    def _dispatch(self) -> None:
+        """Give each idle worker the next clip."""
+        for w in self.pool:
+            if w.clip is None and self.todo:
+                clip, attempt = self.todo.popleft()
+                try:
+                    w.conn.send((clip, attempt))
+                except (OSError, EOFError):  # died meanwhile: found by _check_workers
+                    self.todo.appendleft((clip, attempt))
+                    continue
+                w.clip, w.seen = clip.id, time.monotonic()
+                self.states[clip.id].attempt = attempt
+
+    def _receive(self, w: _Worker) -> None:
+        """Every message the worker has sent so far."""
+        try:
+            while w.conn.poll():
+                cid, kind, payload = w.conn.recv()
+                w.seen, w.started = time.monotonic(), True
+                self.any_started = True
+                if kind in ("done", "error", "cached"):
+                    w.clip = None
+                self._handle(cid, kind, payload)
+        except (EOFError, OSError):
+            pass  # a dead worker: _check_workers replaces it
+
+    def _check_workers(self) -> None:
+        """Replace dead or silent workers; their clip is decoded again once, then it fails."""
+        now = time.monotonic()
+        for i, w in enumerate(self.pool):
+            alive = w.proc.is_alive()
+            silent = alive and w.clip is not None and now - w.seen > self.stall_seconds
+            if alive and not silent:
+                continue
+            if silent:
+                w.proc.kill()
+                w.proc.join(timeout=5)
+            reason = (
+                f"the decoder process was silent for {self.stall_seconds:g} s on this video"
+                if silent
+                else f"the decoder process died on this video (exit code {w.proc.exitcode})"
+            )
+            with contextlib.suppress(OSError):
+                w.conn.close()
+            if not w.started and not silent:
+                self.stillborn += 1
+                if self.stillborn >= 3 and not self.any_started:
+                    raise ActAlignError(WORKERS_CANNOT_START)
+            if w.clip is not None:
+                state = self.states[w.clip]
+                if not state.finished and state.done is None:
+                    self._drop(w.clip)
+                    if state.attempt >= 1:
+                        self._fail(state, reason + ", twice")
+                    else:
+                        self.todo.appendleft((state.clip, state.attempt + 1))
+            self.pool[i] = self._spawn() if (self.todo or self.left) else w
+
+    def _close(self) -> None:
+        for w in self.pool:
+            with contextlib.suppress(OSError, EOFError, ValueError):
+                w.conn.send(None)
+        for w in self.pool:
+            w.proc.join(timeout=1)
+            if w.proc.is_alive():
+                w.proc.kill()
+                w.proc.join(timeout=5)
+            with contextlib.suppress(OSError):
+                w.conn.close()
+
+    # ------------------------------------------------------------------ messages
 
     def _handle(self, cid: str, kind: str, payload) -> None:
         state = self.states[cid]
-        if state.finished:
+        if state.finished or kind == "start":
             return
-        if kind == "start":
-            state.worker, state.attempt = payload
-            self.started.add(payload[0])
-        elif kind == "cached":
+        if kind == "cached":
             state.chunks, state.stamps = [payload.frames], [payload.timestamps]
             state.done = Done(payload.end, payload.warnings, None)
             self.ready.add(cid)
@@ -277,38 +321,6 @@ class LocalEngine:
         self.left -= 1
         self.on_error(state.clip, reason)
 
-    # ------------------------------------------------------------------ workers
-
-    def _spawn(self, ctx):
-        args = (self.tasks, self.results, self.stop, self.options, os.getpid())
-        p = ctx.Process(target=_worker, args=args, daemon=True)
-        p.start()
-        return p
-
-    def _check_workers(self, ctx, procs):
-        """Replace dead workers; their clip is decoded again once, then it is a failure."""
-        alive = []
-        for p in procs:
-            if p.is_alive():
-                alive.append(p)
-                continue
-            if p.pid not in self.started:
-                self.stillborn += 1
-                if self.stillborn >= 3 and not self.started:
-                    raise ActAlignError(WORKERS_CANNOT_START)
-            for state in self.states.values():
-                if state.worker == p.pid and not state.finished and state.done is None:
-                    state.worker = None
-                    if state.attempt >= 1:
-                        self._fail(
-                            state, f"the decoder process died twice on this video (exit code {p.exitcode})"
-                        )
-                    else:
-                        self._drop(state.clip.id)
-                        self.tasks.put((state.clip, state.attempt + 1))
-            alive.append(self._spawn(ctx))
-        return alive
-
     def _drop(self, cid: str) -> None:
         kept = [p for p in self.pending if p[0] != cid]
         self.pending.clear()
@@ -341,6 +353,8 @@ class LocalEngine:
         batch = take[0] if len(take) == 1 else np.concatenate(take)
         embedded = self.encoder.encode_images(batch)
         self.waiting_since = time.monotonic()
+        for w in self.pool:  # while we encoded, nobody listened: that is not the workers' silence
+            w.seen = max(w.seen, self.waiting_since)
         at = 0
         for cid, k in owners:
             state = self.states[cid]
