@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,10 +99,32 @@ def remove_stale_temps(folder: str | os.PathLike) -> int:
 # --------------------------------------------------------------------------- reading
 
 
-def read_text(path: str | os.PathLike, what: str) -> str:
-    """A UTF-8 text file (a leading byte-order mark is dropped), or one clear error."""
+MAX_TEXT_BYTES = 512 * 2**20  # no manifest, scripts or candidates file is larger
+
+
+def check_regular_file(path: str | os.PathLike, what: str) -> Path:
+    """A path that names a regular file (not a pipe, a device or a socket, which can hang a read
+    or never end), or one clear error. Missing files and folders are left to the caller."""
     p = Path(path).expanduser()
     try:
+        mode = p.stat().st_mode
+    except OSError:
+        return p
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = "a pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise ActAlignError(f"The {what} {p} is {kind}, not a file; give a regular file.")
+    return p
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A UTF-8 text file (a leading byte-order mark is dropped), or one clear error."""
+    p = check_regular_file(path, what)
+    try:
+        if p.is_file() and p.stat().st_size > MAX_TEXT_BYTES:
+            raise ActAlignError(
+                f"The {what} {p} is {p.stat().st_size / 2**20:.0f} MiB, larger than any {what} "
+                f"should be ({MAX_TEXT_BYTES // 2**20} MiB at most); check the path."
+            )
         data = p.read_bytes()
     except FileNotFoundError:
         raise ActAlignError(f"No such {what}: {p}. Check the path.") from None
@@ -144,11 +167,11 @@ def read_jsonl(path: str | os.PathLike) -> tuple[list[dict], int]:
     A line that is not a complete JSON object (a torn last line from a crash, cut anywhere, even
     inside a multi-byte character) is counted and left out.
     """
-    p = Path(path)
+    p = check_regular_file(path, "JSON Lines file")
     if not p.exists():
         return [], 0
     rows, bad = [], 0
-    for raw in p.read_bytes().splitlines():
+    for raw in p.read_bytes().split(b"\n"):  # JSON strings may hold U+2028/U+2029 and \r
         if not raw.strip():
             continue
         try:

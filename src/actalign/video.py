@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from actalign.errors import ActAlignError
+from actalign.files import check_regular_file
 
 _EPS = 1e-6  # seconds: tolerance when comparing a frame time with a grid time
 MIN_DECODED_SHARE = 0.25  # refuse a video when fewer of its packets than this decode to frames
@@ -76,6 +77,9 @@ class VideoInfo:
         return (self.height, self.width) if self.rotation % 180 else (self.width, self.height)
 
 
+MAX_FPS = 10_000.0  # above any camera's rate; bounds every frame count made from it
+
+
 @dataclass(frozen=True)
 class Sampling:
     """Which frames to take: `fps` (None: all frames) or `num_frames` spread evenly, within
@@ -87,8 +91,11 @@ class Sampling:
     end: float | None = None
 
     def __post_init__(self) -> None:
-        if self.fps is not None and not (_is_number(self.fps) and self.fps > 0 and math.isfinite(self.fps)):
-            raise ActAlignError(f"The sampling rate must be a positive number of fps, got {self.fps}.")
+        if self.fps is not None and not (_is_number(self.fps) and 0 < self.fps <= MAX_FPS):
+            raise ActAlignError(
+                f"The sampling rate must be a positive number of fps up to {MAX_FPS:g} (no camera "
+                f"records faster), got {self.fps}."
+            )
         if self.num_frames is not None and (not isinstance(self.num_frames, int) or self.num_frames < 1):
             raise ActAlignError(f"The number of frames must be at least 1, got {self.num_frames}.")
         if self.fps is not None and self.num_frames is not None:
@@ -190,6 +197,7 @@ def _open(path: str | os.PathLike):
         raise ActAlignError(f"No such video file: {p}. Check the path.")
     if p.is_dir():
         raise ActAlignError(f"{p} is a folder, not a video file.")
+    check_regular_file(p, "video")
     try:
         # tags with bytes that are not UTF-8 (e.g. Latin-1 encoder names) must not stop decoding
         container = av.open(str(p), metadata_errors="replace")
@@ -291,7 +299,7 @@ def fingerprint(path: str | os.PathLike | ArrayVideo, chunk: int = 1 << 22) -> s
         h.update(np.ascontiguousarray(path.frames).data)
         return h.hexdigest()
     try:
-        with open(Path(path).expanduser(), "rb") as f:
+        with open(check_regular_file(path, "video"), "rb") as f:
             while block := f.read(chunk):
                 h.update(block)
     except FileNotFoundError:

@@ -27,6 +27,38 @@ def _number(text: str) -> float:
     return value
 
 
+def fps(text: str) -> float:
+    """A sampling rate: positive, at most 10,000 (no camera records faster)."""
+    value = positive_float(text)
+    if value > 10_000:
+        raise argparse.ArgumentTypeError(f"{text} fps is more than 10000 (no camera records faster)")
+    return value
+
+
+def seed(text: str) -> int:
+    """A random seed, 0 to 2**32 - 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"{text} is not a seed from 0 to 4294967295")
+    return value
+
+
+def bounded(parse, most: float, what: str):
+    """An argparse type: `parse`, then at most `most` (`what` says why it is enough)."""
+
+    def check(text: str):
+        value = parse(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"{text} is more than {most:g} ({what})")
+        return value
+
+    check.__name__ = parse.__name__
+    return check
+
+
 def positive_float(text: str) -> float:
     value = _number(text)
     if value <= 0:
@@ -124,9 +156,7 @@ def add_script_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampling_options(p: argparse.ArgumentParser, start_end: bool = True) -> None:
-    p.add_argument(
-        "--fps", type=positive_float, default=None, help="frames sampled per second (default: every frame)"
-    )
+    p.add_argument("--fps", type=fps, default=None, help="frames sampled per second (default: every frame)")
     if start_end:
         p.add_argument("--start", type=seconds, default=None, help="start time in seconds")
         p.add_argument("--end", type=positive_float, default=None, help="end time in seconds")
@@ -174,14 +204,13 @@ def add_classify_options(p: argparse.ArgumentParser, baseline: bool = True) -> N
 
 def candidates(args) -> list[str]:
     """--candidates plus the lines of --candidates-file ('#' lines are comments), checked."""
+    from actalign.candidates import candidates_from_text, check_candidates
+    from actalign.files import read_text
+
     names = list(args.candidates)
     if args.candidates_file:
-        from actalign.files import read_text
-
         text = read_text(args.candidates_file, "candidates file")
-        names += [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
-    from actalign.classify import check_candidates
-
+        names += candidates_from_text(text)
     return check_candidates(names)
 
 

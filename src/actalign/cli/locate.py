@@ -13,9 +13,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("locate", help="find every occurrence of candidate actions in a long video")
     p.add_argument("video", metavar="VIDEO")
     common.add_candidate_options(p)
-    p.add_argument(
-        "--fps", type=common.positive_float, default=2.0, help="frames sampled per second (default 2)"
-    )
+    p.add_argument("--fps", type=common.fps, default=2.0, help="frames sampled per second (default 2)")
     p.add_argument("--start", type=common.seconds, default=None, help="start time in seconds")
     p.add_argument("--end", type=common.positive_float, default=None, help="end time in seconds")
     p.add_argument("--smooth", type=common.window_seconds, default=1.0, help="smoothing window in seconds")

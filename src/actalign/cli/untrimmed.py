@@ -10,8 +10,15 @@ def add_parser(sub) -> None:
     p = sub.add_parser("untrimmed", help="pad every clip of a manifest with other clips' footage")
     p.add_argument("manifest", help="a JSONL manifest")
     p.add_argument("--out", required=True, help="folder for the padded clips and their manifest.jsonl")
-    p.add_argument("--pad", type=common.seconds, default=10.0, help="seconds of footage before and after")
-    p.add_argument("--seed", type=int, default=0, help="which footage pads which clip")
+    p.add_argument(
+        "--pad",
+        type=common.bounded(common.seconds, 3600, "an hour of padding on each side"),
+        default=10.0,
+        help="seconds of footage before and after each clip, at most 3600 (default: 10)",
+    )
+    p.add_argument(
+        "--seed", type=common.seed, default=0, help="which footage pads which clip, 0 to 2**32-1 (default: 0)"
+    )
     common.add_quiet(p)
 
 

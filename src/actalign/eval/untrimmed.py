@@ -9,8 +9,9 @@ alignment (`--ladder` has a "+ local alignment" rung) and how well spans are fou
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -21,6 +22,8 @@ from actalign.errors import ActAlignError
 from actalign.runner.plan import Clip, Plan, write_manifest
 from actalign.video import Sampling, iter_frames, probe
 
+MAX_PAD = 3600.0  # seconds on each side
+
 
 def _frames(clip: Clip, size: tuple[int, int], fps: float):
     """Frames of a clip's span (uint8 (H, W, 3)) at `fps`, resized to `size` (width, height)."""
@@ -28,24 +31,23 @@ def _frames(clip: Clip, size: tuple[int, int], fps: float):
         yield from batch.frames
 
 
-def _padding(others: list[Clip], n: int, size, fps, rng) -> list[np.ndarray]:
-    """n frames of other clips' footage, a random clip after another."""
-    out: list[np.ndarray] = []
-    while len(out) < n:
+def _padding(others: list[Clip], n: int, size, fps, rng) -> Iterator[np.ndarray]:
+    """n frames of other clips' footage, a random clip after another, as a stream (memory holds a
+    batch of frames, whatever the padding)."""
+    given = 0
+    while given < n:
         donor = others[int(rng.integers(len(others)))]
         for frame in _frames(donor, size, fps):
-            out.append(frame)
-            if len(out) == n:
-                break
-    return out
+            yield frame
+            given += 1
+            if given == n:
+                return
 
 
 def _write(path: Path, frames, fps: Fraction, size: tuple[int, int]) -> int:
     import av
 
-    from actalign.files import atomic_write_bytes
-
-    tmp = path.with_name(f".{path.name}.partial.mp4")
+    tmp = path.with_name(f".{path.name}.partial.mp4")  # this command's own temporary name
     n = 0
     with av.open(str(tmp), "w") as out:
         stream = out.add_stream("libx264", rate=fps)
@@ -55,8 +57,7 @@ def _write(path: Path, frames, fps: Fraction, size: tuple[int, int]) -> int:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
             n += 1
         out.mux(stream.encode())
-    atomic_write_bytes(path, tmp.read_bytes())
-    tmp.unlink()
+    os.replace(tmp, path)  # same folder: atomic, and never the whole file in memory
     return n
 
 
@@ -75,8 +76,10 @@ def make_untrimmed(
     kept, and a folder made with another --pad or --seed is refused (its spans would be wrong).
     A clip that cannot be read is listed and left out; it pads no other clip.
     """
-    if not (pad >= 0):
-        raise ActAlignError(f"--pad must be a number of seconds >= 0, got {pad}.")
+    if not (0 <= pad <= MAX_PAD):
+        raise ActAlignError(f"--pad must be a number of seconds from 0 to {MAX_PAD:g}, got {pad}.")
+    if not (isinstance(seed, int) and 0 <= seed < 2**32):
+        raise ActAlignError(f"--seed must be a whole number from 0 to 4294967295, got {seed!r}.")
     usable, failures = _usable(plan)
     if not usable:
         raise ActAlignError(f"No clip of the manifest can be read (the first: {failures[0]['reason']}).")
@@ -156,16 +159,14 @@ def _pad_clip(clip: Clip, info, others: list[Clip], out: Path, pad: float, rng) 
     size = (max(2, w // 2 * 2), max(2, h // 2 * 2))
     before, after = round(pad * float(fps)), round(pad * float(fps))
     target = out / "clips" / f"{_safe(clip.id)}.mp4"
-    # drawn even when the clip exists, so that a resumed run pads the next clips as a whole run would
-    pads = (
+    # streamed in order (before, the clip, after); the padding is drawn even when the clip exists,
+    # so that a resumed run pads the next clips as a whole run would
+    frames = itertools.chain(
         _padding(others, before, size, float(fps), rng),
+        _frames(clip, size, float(fps)),
         _padding(others, after, size, float(fps), rng),
     )
-    own = list(_frames(clip, size, float(fps))) if not target.exists() else None
-    if own is not None:
-        n = _write(target, [*pads[0], *own, *pads[1]], fps, size)
-    else:
-        n = before + after + len(list(_frames(clip, size, float(fps))))
+    n = _write(target, frames, fps, size) if not target.exists() else sum(1 for _ in frames)
     start, end = before / float(fps), (n - after) / float(fps)
     span = {"span": [round(start, 6), round(end, 6)], "source": str(Path(clip.video).resolve())}
     return replace(clip, video=target, start=None, end=None), span

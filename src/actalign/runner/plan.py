@@ -186,7 +186,7 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
     clips: list[Clip] = []
     failures: list[dict] = []
     ids: dict[str, int] = {}
-    for n, line in enumerate(text.splitlines(), 1):
+    for n, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 is valid inside JSON
         if not line.strip():
             continue
         try:
