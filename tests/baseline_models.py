@@ -170,12 +170,21 @@ def _qwen2vl_image_processor(**kwargs):
     return cls(**kwargs)
 
 
-def qwen2vl_config(tokenizer, hidden: int = 48, layers: int = 2, patch: int = 4):
+def qwen2vl_config(
+    tokenizer,
+    hidden: int = 48,
+    layers: int = 2,
+    patch: int = 4,
+    text: dict | None = None,
+    vision: dict | None = None,
+):
+    """A Qwen2-VL config around `tokenizer`'s special tokens: tiny by default; `text` and `vision`
+    override any setting (the benchmark gives Qwen2-VL-2B's)."""
     from transformers import Qwen2VLConfig
 
     ids = tokenizer.convert_tokens_to_ids
     half = hidden // 4 // 2  # half a head
-    text = dict(
+    text_config = dict(
         vocab_size=len(tokenizer),
         hidden_size=hidden,
         intermediate_size=2 * hidden,
@@ -190,7 +199,8 @@ def qwen2vl_config(tokenizer, hidden: int = 48, layers: int = 2, patch: int = 4)
         eos_token_id=ids("<|im_end|>"),
         pad_token_id=ids("<|endoftext|>"),
     )
-    vision = dict(
+    text_config.update(text or {})
+    vision_config = dict(
         depth=1,
         embed_dim=32,
         hidden_size=hidden,
@@ -201,6 +211,7 @@ def qwen2vl_config(tokenizer, hidden: int = 48, layers: int = 2, patch: int = 4)
         temporal_patch_size=2,
         in_channels=3,
     )
+    vision_config.update(vision or {})
     specials = dict(
         image_token_id=ids("<|image_pad|>"),
         video_token_id=ids("<|video_pad|>"),
@@ -208,21 +219,31 @@ def qwen2vl_config(tokenizer, hidden: int = 48, layers: int = 2, patch: int = 4)
         vision_end_token_id=ids("<|vision_end|>"),
     )
     try:  # transformers 5: the text settings live in text_config
-        return Qwen2VLConfig(text_config=text, vision_config=vision, **specials)
+        return Qwen2VLConfig(text_config=text_config, vision_config=vision_config, **specials)
     except TypeError:
-        return Qwen2VLConfig(**text, vision_config=vision, **specials)
+        return Qwen2VLConfig(**text_config, vision_config=vision_config, **specials)
 
 
-def build_qwen2vl(directory: Path, seed: int = 0, patch: int = 4, image_pixels: int = 32 * 32) -> Path:
-    """A tiny random Qwen2-VL (1 vision block, 2 text layers, 48 wide) with its tokenizer, chat
-    template and image processor (images of at most `image_pixels` pixels, `patch`-pixel patches)."""
+def build_qwen2vl(
+    directory: Path,
+    seed: int = 0,
+    patch: int = 4,
+    image_pixels: int = 32 * 32,
+    config=None,
+    dtype: torch.dtype | None = None,
+) -> Path:
+    """A tiny random Qwen2-VL (1 vision block, 2 text layers, 48 wide; or `config`) with its
+    tokenizer, chat template and image processor (images of at most `image_pixels` pixels,
+    `patch`-pixel patches), saved in `dtype` (default float32)."""
     from transformers import Qwen2VLForConditionalGeneration
 
     directory.mkdir(parents=True, exist_ok=True)
     tokenizer = qwen2vl_tokenizer()
-    config = qwen2vl_config(tokenizer, patch=patch)
+    config = config(tokenizer) if callable(config) else qwen2vl_config(tokenizer, patch=patch)
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config).eval()
+    if dtype is not None:
+        model = model.to(dtype)
     unit = patch * 2  # patch x merge size
     image_processor = _qwen2vl_image_processor(
         patch_size=patch,

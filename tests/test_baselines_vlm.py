@@ -152,7 +152,9 @@ def test_loglik_equals_a_direct_computation(vlm):
             logp = torch.log_softmax(vlm.model(**full).logits[0].double(), dim=-1)
         expected = sum(float(logp[start - 1 + j, t]) for j, t in enumerate(answer))
         assert result.loglik[i] == pytest.approx(expected, abs=1e-4)
-    assert result.ranking == sorted(range(len(CANDIDATES)), key=lambda i: -result.loglik[i])
+    by_loglik = sorted(range(len(CANDIDATES)), key=lambda i: -result.loglik[i])
+    assert result.loglik_ranking == by_loglik
+    assert result.ranking == [result.answer] + [i for i in by_loglik if i != result.answer]
 
 
 CANDIDATE_SETS = [
@@ -173,6 +175,16 @@ def test_the_constrained_answer_is_always_a_candidate(tmp_path, seed):
         assert result.answer_text.strip() == cands[result.answer]
         assert result.mode == "llguidance"
     assert np.all(np.isfinite(result.loglik))
+
+
+def test_half_precision_ranks_close_to_float32(vlm, qwen_dir):
+    half = LocalVLM(str(qwen_dir), image_size=32, dtype="bfloat16")
+    assert half.identity.endswith("|bfloat16") and half.model.dtype == torch.bfloat16
+    frames = _frames(2)
+    result = half.rank(frames, QUESTION, CANDIDATES, "basketball")
+    assert result.answer in range(len(CANDIDATES))
+    reference = vlm.rank(frames, QUESTION, CANDIDATES, "basketball").loglik
+    np.testing.assert_allclose(result.loglik, reference, rtol=0.05, atol=0.5)
 
 
 def test_frames_and_image_size_are_recorded_and_used(qwen_dir):

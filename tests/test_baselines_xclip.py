@@ -103,6 +103,13 @@ def test_scores_every_candidate_with_the_models_logits(xclip, xclip_dir):
     np.testing.assert_allclose(xclip.score(frames, [TEXTS[i] for i in order]), scores[order], atol=1e-5)
 
 
+def test_half_precision_loads_and_scores_close_to_float32(xclip, xclip_dir):
+    half = XClip(str(xclip_dir), dtype="bfloat16")
+    assert half.identity.endswith("|bfloat16") and half.model.dtype == torch.bfloat16
+    frames = _frames(4)
+    np.testing.assert_allclose(half.score(frames, TEXTS), xclip.score(frames, TEXTS), atol=0.1)
+
+
 def test_the_frames_change_the_scores(xclip):
     a = xclip.score(_frames(4, seed=1), TEXTS)
     b = xclip.score(_frames(4, seed=2), TEXTS)

@@ -84,6 +84,14 @@ def resolve_dtype(dtype: str | None, device: str):
     return _resolve_dtype(dtype, device)
 
 
+def dtype_kwargs(dtype) -> dict:
+    """from_pretrained's argument for loading straight into `dtype` (no float32 copy of a bfloat16
+    checkpoint beside it): `dtype` in transformers 5, `torch_dtype` in 4."""
+    import transformers
+
+    return {"dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype": dtype}
+
+
 def parameter_count(model) -> int:
     return int(sum(p.numel() for p in model.parameters()))
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import inspect
 import io
 import json
@@ -46,6 +47,7 @@ from typing import ClassVar
 import numpy as np
 
 from actalign.baselines._load import (
+    dtype_kwargs,
     first_line,
     load_checkpoint,
     parameter_count,
@@ -84,11 +86,18 @@ class VLMResult:
     prompt: str = field(default="", repr=False)
 
     @property
+    def loglik_ranking(self) -> list[int]:
+        """Candidates by log-likelihood, best first (empty on a server)."""
+        if self.loglik is None:
+            return []
+        return [int(i) for i in np.argsort(-self.loglik, kind="stable")]
+
+    @property
     def ranking(self) -> list[int]:
-        """Candidates best first: by log-likelihood in process; on a server, the answer alone."""
-        if self.loglik is not None:
-            return [int(i) for i in np.argsort(-self.loglik, kind="stable")]
-        return [] if self.answer is None else [self.answer]
+        """Candidates best first: the answer (the paper's top-1), then the others by log-likelihood,
+        so top-1 is always inside top-2 and top-3. On a server: the answer alone (empty on a miss)."""
+        head = [] if self.answer is None else [self.answer]
+        return head + [i for i in self.loglik_ranking if i != self.answer]
 
 
 # ---------------------------------------------------------------------- spec, prompt, parsing
@@ -258,7 +267,8 @@ class LocalVLM(_Frames):
         self.name_or_path = str(name_or_path)
         self.device = select_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
-        (self.model, self.processor), source = load_checkpoint(self.name_or_path, _load_vlm, "VLM")
+        load = functools.partial(_load_vlm, dtype=self.dtype)
+        (self.model, self.processor), source = load_checkpoint(self.name_or_path, load, "VLM")
         self.model.to(device=self.device, dtype=self.dtype).eval()
         self.tokenizer = self.processor.tokenizer
         self.identity = f"local:{source}|{str(self.dtype).removeprefix('torch.')}"
@@ -448,13 +458,15 @@ def _cache_of(out):
     return cache if cache is not None else out.past_key_values
 
 
-def _load_vlm(where: str, local_files_only: bool):
+def _load_vlm(where: str, local_files_only: bool, dtype=None):
     import transformers
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
     try:
-        model = AutoModelForImageTextToText.from_pretrained(where, local_files_only=local_files_only)
+        model = AutoModelForImageTextToText.from_pretrained(
+            where, local_files_only=local_files_only, **dtype_kwargs(dtype)
+        )
     except ValueError as e:
         if "Unrecognized configuration class" in str(e) or "AutoModelForImageTextToText" in str(e):
             raise ActAlignError(

@@ -15,11 +15,13 @@ the text embedding after X-CLIP's video-conditioned prompt, times the learned lo
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
 
 from actalign.baselines._load import (
+    dtype_kwargs,
     load_checkpoint,
     parameter_count,
     resolve_dtype,
@@ -44,7 +46,7 @@ class XClip:
         self.device = select_device(device)
         self.dtype = resolve_dtype(dtype, self.device)
         (self.model, self.tokenizer, image_processor), source = load_checkpoint(
-            self.name_or_path, _load_xclip, "X-CLIP model"
+            self.name_or_path, functools.partial(_load_xclip, dtype=self.dtype), "X-CLIP model"
         )
         self.model.to(device=self.device, dtype=self.dtype).eval()
         vision = self.model.config.vision_config
@@ -116,7 +118,7 @@ class XClip:
 # ---------------------------------------------------------------------- loading
 
 
-def _load_xclip(where: str, local_files_only: bool):
+def _load_xclip(where: str, local_files_only: bool, dtype=None):
     from transformers import AutoConfig, AutoImageProcessor, AutoTokenizer, XCLIPModel
 
     config = AutoConfig.from_pretrained(where, local_files_only=local_files_only)
@@ -125,7 +127,7 @@ def _load_xclip(where: str, local_files_only: bool):
             f"{where} is a '{config.model_type}' model; the X-CLIP baseline needs an X-CLIP checkpoint "
             "such as microsoft/xclip-large-patch14-16-frames."
         )
-    model = XCLIPModel.from_pretrained(where, local_files_only=local_files_only)
+    model = XCLIPModel.from_pretrained(where, local_files_only=local_files_only, **dtype_kwargs(dtype))
     tokenizer = AutoTokenizer.from_pretrained(where, local_files_only=local_files_only)
     image_processor = AutoImageProcessor.from_pretrained(where, local_files_only=local_files_only)
     return model, tokenizer, image_processor
