@@ -63,14 +63,16 @@ def run(args) -> int:
 
     candidates = common.candidates(args)
     common.check_template(args)
-    if args.method == "mean-pool" and args.alignment != "global":
+    if args.method != "actalign" and args.alignment != "global":
         raise ActAlignError(
-            "--alignment applies to actalign; the mean-pool baseline aligns nothing. Drop one of them."
+            f"--alignment applies to actalign; the {args.method} baseline aligns nothing. Drop one of them."
         )
     if args.plot and args.method != "actalign":
         raise ActAlignError(
-            "--plot draws alignments; the mean-pool baseline has none. Use --method actalign."
+            f"--plot draws alignments; the {args.method} baseline has none. Use --method actalign."
         )
+    if args.save_arrays and args.method in ("xclip", "vlm"):
+        raise ActAlignError(f"--save-arrays saves alignments; the {args.method} baseline has none.")
     videos = find_videos(args.videos)
     if not videos:
         raise ActAlignError("No videos found in the given folders or patterns.")
@@ -98,19 +100,25 @@ def run(args) -> int:
 
     names = file_names(videos)  # one output file per video, never two videos on one name
     writer = PredictionWriter(args.format, args.output, args.top_k, several=several, names=names)
-    model = common.pipeline(args, scripts) if good else None
+    baseline = None
+    if args.method in ("xclip", "vlm"):
+        baseline = common.baseline_for(args, args.method, args.model if args.method == "xclip" else args.vlm)
+    model = common.pipeline(args, scripts) if good and baseline is None else None
     for video in good:
         try:
-            with Progress(Path(video).name, unit="frame") as bar:
-                pred = model.classify(
-                    video,
-                    candidates,
-                    args.domain,
-                    args.start,
-                    args.end,
-                    on_frames=bar.update,
-                    on_total=bar.set_total,
-                )
+            if baseline is not None:
+                pred = baseline.predict(video, candidates, args.domain, args.start, args.end)
+            else:
+                with Progress(Path(video).name, unit="frame") as bar:
+                    pred = model.classify(
+                        video,
+                        candidates,
+                        args.domain,
+                        args.start,
+                        args.end,
+                        on_frames=bar.update,
+                        on_total=bar.set_total,
+                    )
         except ActAlignError as e:
             if not several:
                 raise

@@ -179,6 +179,43 @@ def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> 
     p.add_argument("--candidates-file", default=None, help="candidates, one per line")
 
 
+def add_baseline_options(p: argparse.ArgumentParser) -> None:
+    """The video LLM's settings (the paper's Table 2 peers)."""
+    g = p.add_argument_group("video LLM (--method vlm, eval --vlm)")
+    g.add_argument(
+        "--vlm",
+        default=None,
+        metavar="SPEC",
+        help="local:ID_OR_DIR (in-process, transformers) or a model name on the OpenAI-compatible "
+        "server at $OPENAI_BASE_URL (default: none)",
+    )
+    g.add_argument(
+        "--vlm-frames", type=positive_int, default=8, help="frames the video LLM sees per clip (default: 8)"
+    )
+    g.add_argument(
+        "--vlm-image-size",
+        type=positive_int,
+        default=448,
+        help="longest side of each frame given to the video LLM, in pixels (default: 448)",
+    )
+
+
+def baseline_for(args, kind: str, spec: str | None):
+    """The X-CLIP or video-LLM baseline the command line names."""
+    from actalign.baselines.predict import Baseline
+
+    if kind == "xclip":
+        from actalign.baselines.xclip import DEFAULT_XCLIP
+
+        return Baseline.xclip(spec or DEFAULT_XCLIP, device=args.device, dtype=args.dtype)
+    if not spec:
+        raise ActAlignError("--method vlm needs --vlm local:ID_OR_DIR or --vlm MODEL_ON_A_SERVER.")
+    settings = {"frames": args.vlm_frames, "image_size": args.vlm_image_size}
+    if spec.lower().startswith("local:"):
+        settings.update(device=args.device, dtype=args.dtype)
+    return Baseline.vlm(spec, **settings)
+
+
 def add_classify_options(p: argparse.ArgumentParser, baseline: bool = True) -> None:
     """The options of a classification; `baseline=False` for commands that need alignments."""
     add_candidate_options(p)
@@ -187,11 +224,14 @@ def add_classify_options(p: argparse.ArgumentParser, baseline: bool = True) -> N
     if baseline:
         p.add_argument(
             "--method",
-            choices=["actalign", "mean-pool"],
+            choices=["actalign", "mean-pool", "xclip", "vlm"],
             default="actalign",
-            help="actalign, or the mean-pool baseline (mean frame embedding against one text per "
-            "candidate; no alignment, so --smooth, --template and --alignment do not apply)",
+            help="actalign (default); mean-pool: the mean frame embedding against one text per "
+            "candidate; xclip: X-CLIP's video-text logits (--model: an X-CLIP checkpoint, default "
+            "microsoft/xclip-large-patch14-16-frames); vlm: a video LLM answers the multiple-choice "
+            "question (--vlm). Only actalign aligns: --smooth, --template and --alignment apply to it",
         )
+        add_baseline_options(p)
     else:
         p.set_defaults(method="actalign")
     add_model_options(p)

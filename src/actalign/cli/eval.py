@@ -3,6 +3,7 @@ plus top-1/2/3 (paper Tables 2-4)."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -28,6 +29,20 @@ def add_parser(sub) -> None:
         metavar="S",
         help="compare script strategies (Table 4): context-rich context-rich-t1 short-fixed",
     )
+    p.add_argument(
+        "--xclip",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="also the X-CLIP baseline with this checkpoint (default: none; with --table2: "
+        "microsoft/xclip-large-patch14-16-frames)",
+    )
+    p.add_argument(
+        "--table2",
+        action="store_true",
+        help="the rows of the paper's Table 2 a manifest can have, from the same clips: random, X-CLIP, "
+        "mean-pool, + DTW, ActAlign, and the video LLM when --vlm is given (default: off)",
+    )
+    common.add_baseline_options(p)
     common.add_sampling_options(p, start_end=False)
     common.add_method_options(p)
     common.add_run_options(p)
@@ -40,7 +55,11 @@ def methods(args):
     from actalign.eval.evaluate import ladder
     from actalign.runner.score import Method
 
-    if args.ladder:
+    if args.table2:
+        rungs = {m.name: m for m in ladder(args.strategy, local=False)}
+        full = dataclasses.replace(rungs["+ smoothing (ActAlign)"], name="ActAlign")
+        chosen = [rungs["mean-pool"], rungs["+ DTW (bare steps)"], full]
+    elif args.ladder:
         chosen = ladder(args.strategy)
     else:
         chosen = [Method("mean-pool", method="mean-pool")]
@@ -102,12 +121,18 @@ def run(args) -> int:
     chosen = methods(args)
     sources = common.sources_for(args, chosen)
     common.check_scripts(plan, sources, chosen, args.limit)
+    baselines = []
+    if args.xclip or args.table2:
+        baselines.append(common.baseline_for(args, "xclip", args.xclip))
+    if args.vlm:
+        baselines.append(common.baseline_for(args, "vlm", args.vlm))
     summary = evaluate(
         plan,
         common.encoder(args),
         sources,
         args.out,
         chosen,
+        baselines=baselines,
         **common.run_options(args),
     )
     print(summary_markdown(summary), end="")

@@ -7,6 +7,7 @@ summary.json and summary.md (top-1/2/3 per method, and the exact expected random
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -56,8 +57,10 @@ def evaluate(
     missing = [c.id for c in plan.clips if c.answer is None]
     if missing:
         raise ActAlignError(f"Evaluation needs an 'answer' for every clip; {missing[0]!r} has none.")
+    baselines = list(run_options.get("baselines") or ())
     result = run(plan, encoder, sources, out, methods, **run_options)
-    summary = summarise(result, methods)
+    summary = summarise(result, [*methods, *baselines])
+    summary["cost"] = cost(result, methods, baselines, encoder)
     from actalign.runner.output import RunFolder
 
     folder = RunFolder(out)
@@ -76,10 +79,15 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
     }
     located = [r for r in rows if r.get("span")]
     for m in methods:
-        ranks = [r["methods"][m.name]["rank"] for r in rows]
-        table[m.name] = {f"top{k}": topk(ranks, k) for k in KS}
+        entries = [r["methods"][m.name] for r in rows]
+        ranks = [e["rank"] if e.get("rank") is not None else math.inf for e in entries]
+        top1_only = any(e.get("top1_only") for e in entries)
+        table[m.name] = {f"top{k}": (None if top1_only and k > 1 else topk(ranks, k)) for k in KS}
         table[m.name]["top1_ci95"] = wilson_interval(sum(r == 1 for r in ranks), len(ranks))
-        if located and m.method == "actalign":
+        misses = sum(1 for e in entries if e.get("miss"))
+        if misses:
+            table[m.name]["misses"] = misses
+        if located and getattr(m, "method", None) == "actalign":
             table[m.name]["span_iou"] = float(
                 np.mean([span_iou(r["methods"][m.name]["span"], r["span"]) for r in located])
             )
@@ -88,7 +96,8 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
         mine = [r for r in rows if r["domain"] == domain]
         domains[domain] = {"clips": len(mine)}
         for m in methods:
-            domains[domain][m.name] = topk([r["methods"][m.name]["rank"] for r in mine], 1)
+            ranks = [r["methods"][m.name].get("rank") for r in mine]
+            domains[domain][m.name] = topk([math.inf if x is None else x for x in ranks], 1)
     rejected = sum(1 for f in result.failures if f.get("rejected"))
     return {
         "clips": len(rows),
@@ -106,6 +115,26 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
     }
 
 
+def cost(result: RunResult, methods: Sequence[Method], baselines: Sequence, encoder) -> dict:
+    """Per row of the table, the model's parameters and the clips/s measured in this run (the
+    embedding methods share one decode and encode: their clips/s is that of the whole path)."""
+    timing = result.timing or {}
+    clips = timing.get("clips") or 0
+    shared = timing.get("embedding_seconds") or 0.0
+    params = getattr(encoder, "parameters", None)
+    if params is None and hasattr(encoder, "model"):
+        params = sum(p.numel() for p in encoder.model.parameters())
+    out = {
+        m.name: {"parameters": params, "clips_per_s": clips / shared if clips and shared else None}
+        for m in methods
+    }
+    for b in baselines:
+        spent = timing.get("baselines", {}).get(b.name, {})
+        rate = spent.get("clips") / spent["seconds"] if spent.get("clips") and spent.get("seconds") else None
+        out[b.name] = {"parameters": b.parameters if b._model is not None else None, "clips_per_s": rate}
+    return out
+
+
 def span_iou(a, b) -> float:
     """Temporal intersection over union of two [start, end] spans."""
     inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
@@ -113,13 +142,14 @@ def span_iou(a, b) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def _pct(x: float | None) -> str:
+def _pct(x: float | None) -> str:  # None: not measured (a server VLM gives top-1 only)
     return "n/a" if x is None else f"{100 * x:.2f}"
 
 
 def summary_markdown(summary: dict) -> str:
     """The summary as Markdown tables (summary.md, and what `eval` prints)."""
     with_iou = any("span_iou" in m for m in summary["methods"].values())
+    costs = summary.get("cost") or {}
     skipped = []
     if summary.get("failed"):
         skipped.append(f"{summary['failed']} failed")
@@ -130,8 +160,10 @@ def summary_markdown(summary: dict) -> str:
         + (f" ({', '.join(skipped)}; see failed.jsonl)" if skipped else "")
         + f" (model {_model_named(summary.get('config', {}))}).",
         "",
-        "| method | top-1 (%) | top-1 95% CI | top-2 (%) | top-3 (%) |" + (" span IoU |" if with_iou else ""),
-        "|---|---|---|---|---|" + ("---|" if with_iou else ""),
+        "| method | top-1 (%) | top-1 95% CI | top-2 (%) | top-3 (%) |"
+        + (" span IoU |" if with_iou else "")
+        + (" parameters | clips/s |" if costs else ""),
+        "|---|---|---|---|---|" + ("---|" if with_iou else "") + ("---|---|" if costs else ""),
     ]
     for name, m in summary["methods"].items():
         ci = m.get("top1_ci95")
@@ -143,6 +175,10 @@ def summary_markdown(summary: dict) -> str:
         ]
         if with_iou:
             cells.append(f"{m['span_iou']:.3f}" if "span_iou" in m else "")
+        if costs:
+            c = costs.get(name, {})
+            cells.append(f"{c['parameters'] / 1e9:.2f} B" if c.get("parameters") else "")
+            cells.append(f"{c['clips_per_s']:.3g}" if c.get("clips_per_s") else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     domains = summary.get("domains") or {}
     if len(domains) > 1:

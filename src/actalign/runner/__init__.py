@@ -37,6 +37,7 @@ class RunResult:
     record: dict = field(default_factory=dict)
     planned: int = 0
     scripts: dict = field(default_factory=dict)  # the run's scripts.json: every script it used
+    timing: dict = field(default_factory=dict)  # this session's clips and seconds, per stage
 
 
 def versions() -> dict[str, str]:
@@ -78,6 +79,7 @@ def run(
     progress: bool = True,
     ray_address: str | None = None,
     recorded_scripts: bool = False,
+    baselines: Sequence = (),
 ) -> RunResult:
     """Run `methods` on every clip of `plan` not yet in `out`, writing rows as clips finish.
 
@@ -87,6 +89,8 @@ def run(
     The scripts a run uses are part of it: recorded in the folder's scripts.json the first time
     each is used, used again on resume (an LLM is never asked again for one), and a script that
     now reads differently refuses the resume (recorded_scripts=True keeps the recorded ones).
+    baselines: the paper's peers (`actalign.baselines.predict.Baseline`), each adding its entry to
+    every row (its own frames of the clip, its model) before the row is written.
     """
     from actalign.progress import Progress
     from actalign.video import Sampling
@@ -111,6 +115,7 @@ def run(
         if isinstance(encoder.decode_size, tuple)
         else encoder.decode_size,
         **scorer.record(),
+        **({"baselines": [b.record() for b in baselines]} if baselines else {}),
         **(record or {}),
     }
     folder = RunFolder(out)
@@ -133,7 +138,15 @@ def run(
         def on_frames(n: int) -> None:
             frames["n"] += n
 
+        by_id = {c.id: c for c in todo}
+
         def write(row: dict) -> None:
+            try:
+                for b in baselines:
+                    row["methods"][b.name] = b.entry(by_id[row["id"]])
+            except ActAlignError as e:
+                failed(by_id[row["id"]], str(e))
+                return
             if folder.append(row) and on_row is not None:
                 on_row(row)
             elapsed = max(1e-9, _now() - bar.start)
@@ -145,6 +158,7 @@ def run(
             failures.append(entry)
             bar.update(1)
 
+        began = _now()
         with bar:
             for item in _engine(engine, encoder, fps, cache, scorer, workers, ray_address, on_frames).run(
                 todo
@@ -154,7 +168,12 @@ def run(
                 else:
                     write(item)
         rows = [folder.done[c.id] for c in clips if c.id in folder.done]
-    return RunResult(rows, failures, config, len(clips), used)
+    elapsed = _now() - began
+    spent = sum(b.seconds for b in baselines)
+    timing = {"clips": len(todo) - len([f for f in failures if not f.get("rejected")]), "seconds": elapsed}
+    timing["embedding_seconds"] = max(0.0, elapsed - spent)
+    timing["baselines"] = {b.name: {"seconds": b.seconds, "clips": b.clips} for b in baselines}
+    return RunResult(rows, failures, config, len(clips), used, timing)
 
 
 def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames):
