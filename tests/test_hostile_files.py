@@ -152,7 +152,18 @@ sys.exit(code)
 
 def peak_mb(tmp_path: Path, pad: str) -> int:
     result = subprocess.run(
-        [sys.executable, "-c", PEAK, "untrimmed", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / f"o{pad}"), "--pad", pad, "-q"],
+        [
+            sys.executable,
+            "-c",
+            PEAK,
+            "untrimmed",
+            str(tmp_path / "m.jsonl"),
+            "--out",
+            str(tmp_path / f"o{pad}"),
+            "--pad",
+            pad,
+            "-q",
+        ],
         capture_output=True,
         text=True,
         timeout=600,

@@ -54,9 +54,8 @@ def check_candidates(candidates: Sequence[str] | str, where: str = "") -> list[s
         if clean_candidate(c):
             names.append(check_text(clean_candidate(c), f"The candidate {c!r}"))
     if len(names) < MIN_CANDIDATES:
-        raise ActAlignError(
-            f"No candidate actions given{_in(where)}; pass --candidates A B C or --candidates-file F."
-        )
+        how = "list at least one action" if where else "pass --candidates A B C or --candidates-file F"
+        raise ActAlignError(f"No candidate actions given{_in(where)}; {how}.")
     seen: set[str] = set()
     for c in names:
         if norm(c) in seen:

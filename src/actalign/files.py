@@ -10,7 +10,7 @@ import json
 import os
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,12 +87,19 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def remove_stale_temps(folder: str | os.PathLike) -> int:
-    """Delete temporary files a killed writer left in `folder`; returns how many."""
+def remove_stale_temps(folder: str | os.PathLike, names: Iterable[str]) -> int:
+    """Delete the temporary files a killed writer of ours left in `folder` for the files `names`
+    (`.NAME.XXXXXXXX.tmp`, as `atomic_write_bytes` makes them, and our write probes); returns how
+    many. Any other file, a user's `.notes.tmp` included, is left alone."""
+    import re
+
+    ours = "|".join(re.escape(n) for n in names)
+    pattern = re.compile(rf"^\.(?:(?:{ours})\.|actalign-probe-)[a-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}$")
     n = 0
     for tmp in Path(folder).glob(f".*{TMP_SUFFIX}"):
-        tmp.unlink(missing_ok=True)
-        n += 1
+        if pattern.match(tmp.name):
+            tmp.unlink(missing_ok=True)
+            n += 1
     return n
 
 

@@ -344,8 +344,10 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
 def check_out(args) -> None:
     """A local run folder that cannot be used fails here, before any model is loaded (and nothing
     is created yet: a command that fails later leaves no empty folder behind)."""
+    from actalign.runner.output import check_out as usable
     from actalign.runner.output import is_uri
 
+    usable(args.out)
     if is_uri(args.out):
         return
     p = Path(args.out).expanduser()

@@ -125,6 +125,17 @@ def run(
         for f in plan.failures:
             folder.fail(f)
             failures.append(f)
+        changed = {c.id for c in clips if c.id in done and not _same_clip(done[c.id], c)}
+        if changed:  # a row edited in the manifest (new candidates, answer, span): run again
+            import warnings
+
+            folder.forget(changed)
+            warnings.warn(
+                f"{len(changed)} manifest row(s) changed since they were run (e.g. {sorted(changed)[0]!r}); "
+                "they are run again.",
+                stacklevel=2,
+            )
+            done = folder.done
         todo = [c for c in clips if c.id not in done]
         recorded = folder.read_json(SCRIPTS_FILE) or {}
         fresh = scorer.prepare(todo, sources, encoder, cache, recorded, recorded_scripts)
@@ -174,6 +185,20 @@ def run(
     timing["embedding_seconds"] = max(0.0, elapsed - spent)
     timing["baselines"] = {b.name: {"seconds": b.seconds, "clips": b.clips} for b in baselines}
     return RunResult(rows, failures, config, len(clips), used, timing)
+
+
+def _same_clip(row: dict, clip: Clip) -> bool:
+    """Whether a finished row was made from this clip as the manifest now gives it."""
+    now = {
+        "video": str(clip.video),
+        "domain": clip.domain,
+        "candidates": list(clip.candidates),
+        "start": clip.start,
+        "end": clip.end,
+        "answer": clip.answer,
+        "span": list(clip.span) if clip.span is not None else None,
+    }
+    return all(row.get(k) == v for k, v in now.items())
 
 
 def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames):

@@ -37,6 +37,14 @@ from actalign.files import (
 PREDICTIONS = "predictions.jsonl"
 FAILED = "failed.jsonl"
 CONFIG = "config.json"
+RUN_FILES = (
+    PREDICTIONS,
+    FAILED,
+    CONFIG,
+    "scripts.json",
+    "summary.json",
+    "summary.md",
+)  # ours, in a run folder
 
 
 def is_uri(out: str) -> bool:
@@ -85,11 +93,28 @@ def _around(a: object, b: object, width: int = 60) -> str:
     return f"{cut(x)} -> {cut(y)}"
 
 
+KEEPS_NOTHING = ("mock", "memory")  # pyarrow filesystems that live and die with the process
+
+
+def check_out(out: str) -> str:
+    """A run folder a run can be kept in, or one sentence: not empty, not an in-memory filesystem."""
+    out = str(out)
+    if not out.strip():
+        raise ActAlignError("The run folder (--out) is empty; name a folder, e.g. --out runs/first.")
+    scheme = out.split("://", 1)[0].lower() if is_uri(out) else ""
+    if scheme in KEEPS_NOTHING:
+        raise ActAlignError(
+            f"--out {out} is an in-memory filesystem: the run would be lost when it ends; give a folder "
+            "or a storage URI (s3://, gs://, file://)."
+        )
+    return out
+
+
 class RunFolder:
     """Where a run's rows go; see the module docstring."""
 
     def __init__(self, out: str) -> None:
-        self.out = str(out)
+        self.out = check_out(out)
         self.files = _ArrowFiles(self.out) if is_uri(self.out) else _LocalFiles(self.out)
         self.done: dict[str, dict] = {}
         self.failed: dict[str, dict] = {}
@@ -120,6 +145,12 @@ class RunFolder:
         self.files.rewrite_rows(list(self.done.values()))
         self.files.write(FAILED, "")
         return self.done
+
+    def forget(self, ids: set[str]) -> None:
+        """Drop finished rows (their clips changed in the manifest: they are run again)."""
+        if ids:
+            self.done = {k: v for k, v in self.done.items() if k not in ids}
+            self.files.rewrite_rows(list(self.done.values()))
 
     def append(self, row: dict) -> bool:
         """Write a finished row; False (and nothing written) when its id is already done."""
@@ -181,7 +212,7 @@ class _LocalFiles:
     def lock(self) -> None:
         prepare_folder(self.root)
         self._lock = FolderLock(self.root).acquire()
-        remove_stale_temps(self.root)  # left by a writer killed mid-write
+        remove_stale_temps(self.root, RUN_FILES)  # left by a writer of ours killed mid-write
 
     def unlock(self) -> None:
         if self._lock is not None:
