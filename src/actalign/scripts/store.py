@@ -103,7 +103,7 @@ class ScriptStore:
     """Scripts in SQLite, keyed by domain, action, kind, strategy, model, temperature and
     prompt version (see the module docstring).
 
-    Reading never writes: it uses a read-only connection and checks the schema without creating
+    Reading never writes: it uses a query-only connection and checks the schema without creating
     or migrating anything (a missing store reads as empty, and no file is made). Only writing
     creates the file, migrates an older store (after a backup) and turns on WAL. A store on a
     read-only place is read, and says so once (a warning); writing to it raises StoreReadOnly."""
@@ -118,7 +118,7 @@ class ScriptStore:
                 f"The script store {self.path} cannot be made: {blocker} is a file, not a folder."
             )
         self._db: sqlite3.Connection | None = None  # for writing, opened on first write
-        self._reader: sqlite3.Connection | None = None  # read-only, opened on first read
+        self._reader: sqlite3.Connection | None = None  # query-only, opened on first read
         self._said_read_only = False
 
     @property
