@@ -495,7 +495,7 @@ def test_a_corrupt_script_store_is_refused_and_kept(tmp_path, capsys):
 
 
 def test_an_old_store_is_backed_up_before_its_migration(tmp_path):
-    from actalign.scripts.store import _SCHEMA, ScriptStore
+    from actalign.scripts.store import _SCHEMA, Script, ScriptStore
 
     path = tmp_path / "old.sqlite"
     db = sqlite3.connect(path)
@@ -503,14 +503,18 @@ def test_an_old_store_is_backed_up_before_its_migration(tmp_path):
     db.execute("INSERT INTO scripts VALUES ('d','a','hand','','',-1,'','d','a','[\"x y\", \"z w\"]','f',0)")
     db.commit()
     db.close()
+    before = path.read_bytes()
     store = ScriptStore(path)
-    assert not list(tmp_path.glob("old.sqlite.bak-*"))  # opened on first use only
     assert store.get("d", "a").steps == ("x y", "z w")
+    assert path.read_bytes() == before  # reading never migrates
+    assert not list(tmp_path.glob("old.sqlite.bak-*"))
+    store.put(Script("d", "b", ("p q", "r s"), "hand"))  # the first write migrates, after a backup
     (backup,) = list(tmp_path.glob("old.sqlite.bak-*"))
     assert sqlite3.connect(backup).execute("SELECT count(*) FROM scripts").fetchone()[0] == 1
     store.close()
     again = ScriptStore(path)
     assert again.get("d", "a").steps == ("x y", "z w")
+    again.put(Script("d", "c", ("p q", "r s"), "hand"))
     again.close()
     assert len(list(tmp_path.glob("old.sqlite.bak-*"))) == 1  # migrated once
 

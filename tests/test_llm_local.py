@@ -173,7 +173,8 @@ def test_cli_generate_show_and_classify(lm_dir, siglip_dir, tmp_path, capsys):
         assert_schema_valid({s.action: list(s.steps)}, [s.action], SHORT_FIXED)
         assert all(step in out for step in s.steps)
 
-    code, out, _ = run_cli(["scripts", "show", "--store", store, "--domain", "basketball"], capsys)
+    show = ["scripts", "show", "--store", store, "--domain", "basketball", "--strategy", "short-fixed"]
+    code, out, _ = run_cli(show, capsys)
     assert code == 0
     for s in stored.values():
         assert f"[basketball] {s.action}  (short-fixed, {lm_dir.resolve()}, T=1.0)" in out

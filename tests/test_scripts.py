@@ -331,11 +331,13 @@ def test_import_authors_format(tmp_path):
     ]
     path = tmp_path / "generated_subactions.json"
     path.write_text(json.dumps(authors))
-    assert read_scripts_file(path) == {
-        "basketball": {"tip-in": ["jump", "tap the ball"], "putback dunk": ["catch rebound", "slam"]}
-    }
+    with pytest.warns(UserWarning, match=r"skipped 1 of 2 samples whose scripts could not be parsed\.$"):
+        assert read_scripts_file(path) == {
+            "basketball": {"tip-in": ["jump", "tap the ball"], "putback dunk": ["catch rebound", "slam"]}
+        }
     store = ScriptStore(tmp_path / "s.sqlite")
-    assert store.import_file(path) == 2
+    with pytest.warns(UserWarning, match="skipped 1 of 2 samples"):
+        assert store.import_file(path) == 2
     assert store.get("Basketball", "Putback Dunk").steps == ("catch rebound", "slam")
 
 
@@ -428,3 +430,162 @@ def test_example_scripts_cover_the_shared_samples():
         row = json.loads(line)
         for c in row["candidates"]:
             assert lookup(scripts, row["domain"], c), (row["domain"], c)
+
+
+def test_unparsed_and_invalid_samples_of_the_authors_file_are_counted_in_one_warning(tmp_path, capsys):
+    from actalign.cli import main
+
+    authors = [
+        {"domain": "basketball", "subactions": {"tip-in in basketball": ["jump", "tap the ball"]}},
+        {"domain": "basketball", "subactions": {"dunk in basketball": [], "": ["x y"]}},
+        {"domain": "tennis", "subactions": "1. Toss the ball ... (unparsed LLM text)"},
+        {"domain": "tennis", "subactions": None},
+    ]
+    path = tmp_path / "generated_subactions.json"
+    path.write_text(json.dumps(authors))
+    store = tmp_path / "s.sqlite"
+    assert main(["scripts", "import", str(path), "--store", str(store)]) == 0
+    err = capsys.readouterr().err.splitlines()
+    said = "skipped 2 of 4 samples whose scripts could not be parsed and 2 invalid scripts."
+    assert err == [f"warning: {path}: {said}"]
+    clean = tmp_path / "clean.json"
+    clean.write_text(json.dumps(authors[:1]))
+    assert main(["scripts", "import", str(clean), "--store", str(store)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+# --------------------------------------------------------------------------- scripts by strategy
+
+TEN = tuple(f"step {w} now" for w in "abcdefghij")
+
+
+def _two_strategies(path) -> ScriptStore:
+    """Context-rich scripts for two actions, then short-fixed ones for one of them (newer)."""
+    store = ScriptStore(path)
+    store.put_many(
+        [
+            Script("basketball", a, tuple(GOOD[a]), "generated", "context-rich", "m", 0.2, "context-rich/1")
+            for a in ACTIONS
+        ]
+    )
+    store.put(Script("basketball", "Tip-in", TEN, "generated", "short-fixed", "m", 1.0, "short-fixed/1"))
+    return store
+
+
+def test_export_stats_and_show_keep_strategies_apart(tmp_path, capsys):
+    from actalign.cli import main
+
+    store = tmp_path / "s.sqlite"
+    _two_strategies(store).close()
+    out = tmp_path / "out.json"
+    assert main(["scripts", "export", str(out), "--store", str(store)]) == 0
+    assert json.loads(out.read_text()) == {"basketball": GOOD}  # the default strategy only
+    assert "exported 2 context-rich scripts" in capsys.readouterr().out
+    assert main(["scripts", "export", str(out), "--store", str(store), "--strategy", "short-fixed"]) == 0
+    assert json.loads(out.read_text()) == {"basketball": {"Tip-in": list(TEN)}}
+    capsys.readouterr()
+
+    assert main(["scripts", "stats", "--store", str(store)]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("basketball", "2", "3.00"), ("all", "2", "3.00")]
+    assert main(["scripts", "stats", "--store", str(store), "--strategy", "short-fixed"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("basketball", "1", "10.00"), ("all", "1", "10.00")]
+
+    assert main(["scripts", "show", "--store", str(store)]) == 0
+    shown = capsys.readouterr().out
+    assert GOOD["Putback dunk"][0] in shown and "step a now" not in shown and "short-fixed" not in shown
+    assert main(["scripts", "show", "--store", str(store), "--strategy", "short-fixed"]) == 0
+    shown = capsys.readouterr().out
+    assert "step j now" in shown and GOOD["Tip-in"][0] not in shown and "Putback dunk" not in shown
+    assert main(["scripts", "show", "--store", str(store), "--strategy", "context-rich-t1"]) == 0
+    assert "--strategy context-rich, --strategy short-fixed" in capsys.readouterr().err
+
+
+def test_the_export_edit_import_loop_keeps_strategies_apart(tmp_path, capsys):
+    from actalign.cli import main
+
+    store = tmp_path / "s.sqlite"
+    _two_strategies(store).close()
+    out = tmp_path / "short.json"
+    assert main(["scripts", "export", str(out), "--store", str(store), "--strategy", "short-fixed"]) == 0
+    edited = {"basketball": {"Tip-in": ["edited " + s for s in TEN]}}
+    out.write_text(json.dumps(edited))
+    assert main(["scripts", "import", str(out), "--store", str(store), "--strategy", "short-fixed"]) == 0
+    assert "as hand-written short-fixed scripts" in capsys.readouterr().out
+    s = ScriptStore(store)
+    mine_short = tuple(edited["basketball"]["Tip-in"])
+    assert s.get("basketball", "Tip-in", strategy="short-fixed").steps == mine_short
+    assert s.get("basketball", "Tip-in", strategy="context-rich").steps == tuple(GOOD["Tip-in"])
+    assert s.get("basketball", "Tip-in", strategy="short-fixed").strategy == "short-fixed"
+    assert ScriptSource([], s, None, "context-rich").get("basketball", ACTIONS) == GOOD
+    got = ScriptSource([], s, None, "short-fixed").get("basketball", ["Tip-in"])
+    assert got == edited["basketball"]
+    assert s.effective("context-rich") == {"basketball": GOOD}
+
+    # a hand-written import for the default strategy wins there, and only there
+    mine = tmp_path / "mine.json"
+    mine.write_text(json.dumps({"basketball": {"tip-in": ["my first step", "my second step"]}}))
+    assert main(["scripts", "import", str(mine), "--store", str(store)]) == 0
+    assert s.get("basketball", "Tip-in", strategy="context-rich").steps == ("my first step", "my second step")
+    assert s.get("basketball", "Tip-in", strategy="short-fixed").steps == mine_short
+    assert s.get("basketball", "Tip-in", strategy="context-rich-t1") is None
+
+
+def test_hand_written_scripts_from_before_strategies_serve_every_strategy(tmp_path):
+    store = _two_strategies(tmp_path / "s.sqlite")
+    store.put(Script("basketball", "Tip-in", ("old hand a", "old hand b"), HAND))  # no strategy
+    store.put(Script("basketball", "Tip-in", ("new hand a", "new hand b"), HAND, "short-fixed"))
+    assert store.get("basketball", "Tip-in", strategy="context-rich").steps == ("old hand a", "old hand b")
+    assert store.get("basketball", "Tip-in", strategy="short-fixed").steps == ("new hand a", "new hand b")
+    assert store.effective("short-fixed") == {"basketball": {"Tip-in": ["new hand a", "new hand b"]}}
+    with pytest.raises(ActAlignError, match="Unknown script strategy"):
+        store.effective("poetic")
+
+
+# --------------------------------------------------------------------------- the scripts command
+
+
+def _scripts_parsers():
+    import argparse
+
+    from actalign.cli import build_parser
+
+    def sub(parser):
+        return next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+
+    return sub(sub(build_parser())["scripts"])
+
+
+# generate's LLM options come from cli.common (shared with classify, batch and eval)
+SHARED = {"--scripts", "--store", "--strategy", "--llm", "--llm-model", "--llm-base-url"}
+
+
+def test_every_scripts_option_states_its_default_in_one_style():
+    from actalign.cli import HelpFormatter
+
+    formatter = HelpFormatter("actalign")
+    for name, parser in _scripts_parsers().items():
+        assert parser.description, name
+        for action in parser._actions:
+            flags = action.option_strings
+            if "-h" in flags or (name == "generate" and SHARED & set(flags)):
+                continue
+            text = formatter._get_help_string(action) if flags else action.help
+            assert text, (name, action.dest)
+            if flags:
+                assert "(default: " in text and "(default " not in text, (name, flags, text)
+        for action in parser._actions:
+            if action.option_strings == ["--strategy"]:
+                assert action.default == "context-rich", name
+
+
+def test_generate_without_an_llm_says_what_applies_and_leaves_no_store(tmp_path, capsys):
+    from actalign.cli import main
+
+    code = main(["scripts", "generate", "--domain", "basketball", "--candidates", "Tip-in"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "--llm local:" in err and "OPENAI_API_KEY" in err and "actalign scripts import" in err
+    assert "--scripts FILE" not in err  # it does not apply to generate
+    assert not (tmp_path / "home").exists()

@@ -4,20 +4,25 @@ embeddings per (text, encoder).
 Frames live in one .npz per entry, written to a temporary file and renamed into place (atomic,
 so two processes never see half an entry); texts live in one SQLite table (safe for concurrent
 processes). Every entry stores a checksum: a corrupt or truncated entry is detected, deleted and
-recomputed, never returned.
+recomputed, never returned. A frames entry may keep the warnings its decoding gave (a damaged
+video's lost frames), so that a cache hit can repeat them.
+
+A cache on a read-only place is read (what can be read) and never written: new entries are not
+kept, damaged ones are not deleted, and the first write that is skipped says so (one warning).
 
 Location: `cache_dir` argument > ACTALIGN_CACHE_DIR > the user cache dir (platformdirs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import sqlite3
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -76,6 +81,21 @@ def _checksum(*arrays: np.ndarray) -> str:
     return h.hexdigest()
 
 
+@dataclass
+class FramesEntry:
+    """A cached frames entry: embeddings (T, d), timestamps (T,), the span's end in s, and the
+    warnings its decoding gave."""
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    end: float
+    warnings: list[str] = field(default_factory=list)
+
+
+def _warn(message: str, stacklevel: int) -> None:
+    warnings.warn(message, stacklevel=stacklevel + 1)
+
+
 class EmbeddingCache:
     """Frame embeddings per (video content, encoder, sampling) and text embeddings per (text,
     encoder), on disk; see the module docstring. A damaged entry is recomputed, never returned;
@@ -92,14 +112,28 @@ class EmbeddingCache:
                 f"Cannot create the cache folder {self.root} ({e.strerror}); choose another --cache-dir "
                 "or pass --no-cache."
             ) from None
-        if not os.access(self.root, os.W_OK | os.X_OK):
+        if not os.access(self.root, os.R_OK | os.X_OK):
             raise ActAlignError(
-                f"Cannot write to the cache folder {self.root}: permission denied; choose another "
+                f"Cannot read the cache folder {self.root}: permission denied; choose another "
                 "--cache-dir or pass --no-cache."
             )
+        # a read-only place (a read-only mount, another user's cache): read it, write nothing
+        self.read_only = not os.access(self.root, os.W_OK | os.X_OK)
+        self._said_read_only = False
         self.frames_dir = self.root / "frames"
         self.db_path = self.root / "texts.sqlite"
         self._db: sqlite3.Connection | None = None
+        self._no_db = False  # a read-only cache whose text database cannot be read
+
+    def _skip_write(self) -> bool:
+        """Whether writes are skipped (a read-only cache); the first skipped write says so."""
+        if self.read_only and not self._said_read_only:
+            self._said_read_only = True
+            _warn(
+                f"The cache {self.root} is read-only: cached embeddings are read, and new ones are not kept.",
+                stacklevel=3,
+            )
+        return self.read_only
 
     # ------------------------------------------------------------------ frames
 
@@ -109,52 +143,59 @@ class EmbeddingCache:
     def get_frames(self, key: str) -> tuple[np.ndarray, np.ndarray, float] | None:
         """(frames (T, d), timestamps (T,), end of the span in s) or None when absent or damaged
         (a damaged entry is removed)."""
-        hit = self._read(key)
-        return None if hit is None else hit[:3]
+        entry = self.get_frames_entry(key)
+        return None if entry is None else (entry.frames, entry.timestamps, entry.end)
 
     def _read(self, key: str) -> tuple[np.ndarray, np.ndarray, float, list[str]] | None:
+        entry = self.get_frames_entry(key)
+        return None if entry is None else (entry.frames, entry.timestamps, entry.end, entry.warnings)
+
+    def get_frames_entry(self, key: str) -> FramesEntry | None:
+        """The entry with its decoding warnings, or None when absent or damaged (a damaged entry
+        is removed)."""
         path = self._frames_path(key)
         if not path.exists():
             return None
         try:
             with np.load(path, allow_pickle=False) as z:
                 frames, stamps, end = z["frames"], z["timestamps"], z["end"]
+                notes = z["warnings"] if "warnings" in z.files else None
                 check = str(z["checksum"])
-                notes = z["warnings"] if "warnings" in z.files else np.array([], dtype=str)
-            parts = (frames, stamps, end) + ((notes,) if len(notes) else ())
-            if _checksum(*parts) == check:
-                return frames, stamps, float(end), [str(w) for w in notes]
+            arrays = (frames, stamps, end) if notes is None else (frames, stamps, end, notes)
+            if _checksum(*arrays) == check:
+                told = [] if notes is None else [str(x) for x in notes.tolist()]
+                return FramesEntry(frames, stamps, float(end), told)
         except Exception:
             pass
-        path.unlink(missing_ok=True)
+        if not self.read_only:
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
         return None
 
     def put_frames(
-        self, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()
+        self,
+        key: str,
+        frames: np.ndarray,
+        timestamps: np.ndarray,
+        end: float,
+        warnings: list[str] | None = None,
     ) -> None:
-        """Store frame embeddings (T, d), timestamps (T,), the span's end and the decoder's
-        warnings (atomic; a full disk only warns)."""
+        """Store frame embeddings (T, d), timestamps (T,), the span's end and the warnings their
+        decoding gave (atomic; a full disk only warns, a read-only cache keeps nothing)."""
         import io
 
+        if self._skip_write():
+            return
         end_arr = np.array(float(end))
-        notes = np.array([str(w) for w in warnings_], dtype=str)
-        parts = (frames, timestamps, end_arr) + ((notes,) if len(notes) else ())
+        arrays = {"frames": frames, "timestamps": timestamps, "end": end_arr}
+        if warnings:
+            arrays["warnings"] = np.array([str(w) for w in warnings], dtype=str)
         buf = io.BytesIO()
-        np.savez(
-            buf,
-            frames=frames,
-            timestamps=timestamps,
-            end=end_arr,
-            warnings=notes,
-            checksum=np.array(_checksum(*parts)),
-        )
+        np.savez(buf, **arrays, checksum=np.array(_checksum(*arrays.values())))
         try:
             atomic_write_bytes(self._frames_path(key), buf.getvalue())
         except OSError as e:
-            warnings.warn(
-                f"Could not write to the cache {self.root} ({e.strerror}); continuing without it.",
-                stacklevel=2,
-            )
+            _warn(f"Could not write to the cache {self.root} ({e.strerror}); continuing without it.", 2)
 
     # ------------------------------------------------------------------ videos (blocks)
     #
@@ -169,7 +210,7 @@ class EmbeddingCache:
 
     def put_index(self, key: str, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()) -> None:
         """The index of a video entry whose blocks are all written."""
-        self.put_frames(key, np.zeros((0, 0), np.float32), timestamps, end, warnings_)
+        self.put_frames(key, np.zeros((0, 0), np.float32), timestamps, end, list(warnings_))
 
     def get_index(self, key: str) -> VideoIndex | None:
         """timestamps (T,), end, warnings of a whole entry, or None."""
@@ -208,7 +249,13 @@ class EmbeddingCache:
 
     # ------------------------------------------------------------------ texts
 
-    def _conn(self) -> sqlite3.Connection:
+    def _conn(self) -> sqlite3.Connection | None:
+        """The text database; None for a read-only cache without a readable one."""
+        if self.read_only:
+            if self._db is None and not self._no_db:
+                self._db = self._open_read_only()
+                self._no_db = self._db is None
+            return self._db
         if self._db is None:
             self.root.mkdir(parents=True, exist_ok=True)
             try:
@@ -217,6 +264,25 @@ class EmbeddingCache:
                 self._move_aside()
                 self._db = self._open_db()
         return self._db
+
+    def _open_read_only(self) -> sqlite3.Connection | None:
+        """The text database opened without writing anything: `mode=ro`, else (where SQLite cannot
+        make the WAL index beside it) as an immutable file; None when absent or unreadable."""
+        if not self.db_path.is_file():
+            return None
+        for mode in ("mode=ro", "mode=ro&immutable=1"):
+            try:
+                db = sqlite3.connect(
+                    f"{self.db_path.resolve().as_uri()}?{mode}", uri=True, timeout=60, isolation_level=None
+                )
+            except sqlite3.Error:
+                continue
+            try:
+                db.execute("SELECT count(*) FROM texts").fetchone()
+                return db
+            except sqlite3.DatabaseError:
+                db.close()
+        return None
 
     def _move_aside(self) -> None:
         """The text cache is only a cache: an unreadable one is set aside and rebuilt."""
@@ -245,11 +311,17 @@ class EmbeddingCache:
         try:
             return self._get_texts(keys)
         except sqlite3.DatabaseError:
+            if self.read_only:
+                self.close()
+                self._no_db = True
+                return {}
             self._move_aside()
             return {}
 
     def put_texts(self, items: dict[str, np.ndarray]) -> None:
-        """Store text embeddings by key (one transaction)."""
+        """Store text embeddings by key (one transaction); a read-only cache keeps nothing."""
+        if self._skip_write():
+            return
         try:
             self._put_texts(items)
         except sqlite3.DatabaseError:
@@ -259,6 +331,8 @@ class EmbeddingCache:
     def _get_texts(self, keys: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}
         db = self._conn()
+        if db is None:
+            return found
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             marks = ",".join("?" * len(chunk))
@@ -269,7 +343,7 @@ class EmbeddingCache:
                 vec = np.frombuffer(blob, dtype=np.float32)
                 if _checksum(vec) == check:
                     found[key] = vec
-                else:
+                elif not self.read_only:
                     db.execute("DELETE FROM texts WHERE key = ?", (key,))
         return found
 

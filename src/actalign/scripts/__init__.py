@@ -13,7 +13,14 @@ from collections.abc import Sequence
 from actalign.errors import ActAlignError
 from actalign.scripts.prompts import DEFAULT_STRATEGY, STRATEGIES, Strategy
 from actalign.scripts.schema import scripts_schema
-from actalign.scripts.store import GENERATED, Script, ScriptStore, lookup, read_scripts_file
+from actalign.scripts.store import (
+    GENERATED,
+    Script,
+    ScriptStore,
+    StoreReadOnly,
+    lookup,
+    read_scripts_file,
+)
 from actalign.scripts.writers import make_writer
 
 __all__ = [
@@ -92,7 +99,10 @@ class ScriptSource:
         if missing:
             fresh = self.writer.write(domain, missing, self.strategy)
             if self.store is not None:
-                self.store.put_many([self._generated(domain, a, s) for a, s in fresh.items()])
+                try:
+                    self.store.put_many([self._generated(domain, a, s) for a, s in fresh.items()])
+                except StoreReadOnly:
+                    self.store.say_read_only()  # the scripts are used all the same
             origin = f"llm:{getattr(self.writer, 'source', None) or self.writer.model}"
             found.update({a: (list(s), origin) for a, s in fresh.items()})
         return {a: found[a] for a in actions}

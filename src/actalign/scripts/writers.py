@@ -38,11 +38,15 @@ def make_writer(
     $ACTALIGN_LLM), else the OpenAI-compatible settings; None when nothing is configured and the
     writer is not `required`.
 
-    The local writer's bounds come from $ACTALIGN_LLM_MAX_NEW_TOKENS and $ACTALIGN_LLM_TIMEOUT.
+    The local writer's bounds come from $ACTALIGN_LLM_MAX_NEW_TOKENS and $ACTALIGN_LLM_TIMEOUT; a
+    server writer's total time per answer (retries included) from $ACTALIGN_LLM_TIMEOUT too.
     """
     from actalign.scripts.llm import LLMWriter, llm_configured
 
     spec = (spec or os.environ.get("ACTALIGN_LLM") or "").strip() or None
+    timeout = _float_env("ACTALIGN_LLM_TIMEOUT")
+    if timeout is not None and not 0 < timeout < float("inf"):
+        raise ActAlignError(f"ACTALIGN_LLM_TIMEOUT must be a positive number of seconds, not {timeout}.")
     if spec and spec.startswith(LOCAL):
         if base_url or model:
             raise ActAlignError(
@@ -51,7 +55,6 @@ def make_writer(
         from actalign.scripts.local import LocalWriter
 
         tokens = _float_env("ACTALIGN_LLM_MAX_NEW_TOKENS")
-        timeout = _float_env("ACTALIGN_LLM_TIMEOUT")
         return LocalWriter(
             spec[len(LOCAL) :],
             max_new_tokens=int(tokens) if tokens else None,
@@ -60,11 +63,11 @@ def make_writer(
     if spec and spec.startswith(("http://", "https://")):
         if base_url and base_url != spec:
             raise ActAlignError(f"Give the endpoint once: --llm {spec} or --llm-base-url {base_url}.")
-        return LLMWriter(model=model, base_url=spec)
+        return LLMWriter(model=model, base_url=spec, timeout=timeout)
     if spec and spec != "openai":
         raise ActAlignError(
             f"Unknown LLM {spec!r}: use local:MODEL_ID_OR_DIR, an http(s)://.../v1 endpoint, or openai."
         )
     if spec or base_url or model or llm_configured() or required:
-        return LLMWriter(model=model, base_url=base_url)
+        return LLMWriter(model=model, base_url=base_url, timeout=timeout)
     return None
