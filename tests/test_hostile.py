@@ -534,10 +534,11 @@ def test_torn_lines_rows_without_ids_and_temp_files_do_not_block_a_resume(setup)
     with open(out / "predictions.jsonl", "ab") as f:
         f.write(json.dumps({"v": 1}).encode() + b"\n")  # no id
         f.write('{"id": "y", "v": "é'.encode()[:-1])  # torn inside a two-byte character
-    (out / ".predictions.jsonl.abc.tmp").write_text("left by a kill")
+    (out / ".predictions.jsonl.k3x_9qaz.tmp").write_text("left by a kill")  # as mkstemp names ours
+    (out / ".my-notes.tmp").write_text("the user's")  # not ours: kept
     folder = RunFolder(str(out))
     done = folder.open({"a": 1})
-    assert set(done) == {"x"} and not list(out.glob(".*.tmp"))
+    assert set(done) == {"x"} and [p.name for p in out.glob(".*.tmp")] == [".my-notes.tmp"]
     folder.close()
     assert [json.loads(x)["id"] for x in (out / "predictions.jsonl").read_text().splitlines()] == ["x"]
 
