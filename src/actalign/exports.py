@@ -11,6 +11,8 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from actalign.text import printable
+
 FORMATS = ("table", "json", "jsonl", "csv", "vtt", "srt")
 CUE_FORMATS = ("vtt", "srt")
 CSV_FIELDS = ["video", "domain", "method", "alignment", "rank", "action", "score", "span_start", "span_end"]
@@ -110,11 +112,11 @@ def to_table(predictions: Sequence, top_k: int | None = None) -> str:
         out.append(f"  {'rank':>4}  {'score':>7}  " + (f"{'span':<18}  " if local else "") + "action")
         for c in p.candidates[:top_k]:
             span = f"{c.span[0]:7.2f} - {c.span[1]:6.2f} s  " if local and c.span is not None else ""
-            out.append(f"  {c.rank:>4}  {c.score:7.4f}  {span}{c.action}")
-        if p.top.segments:
-            out.append(f"  steps of {p.top.action!r}:")
+            out.append(f"  {c.rank:>4}  {c.score:7.4f}  {span}{printable(c.action)}")
+        if p.top.segments:  # steps may be an LLM's text: shown, never obeyed by the terminal
+            out.append(f"  steps of {printable(repr(p.top.action))}:")
             for s in p.top.segments:
-                out.append(f"    {s.start:7.2f} - {s.end:6.2f} s  {s.step}")
+                out.append(f"    {s.start:7.2f} - {s.end:6.2f} s  {printable(s.step)}")
         out.append("")
     return "\n".join(out) + ("\n" if out else "")
 
