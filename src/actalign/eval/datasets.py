@@ -77,8 +77,8 @@ def _cached_rows(split: str, why: str) -> list[dict]:
         return [dict(r) for r in datasets.load_dataset(DATASET_ID, split=split)]
     except Exception:
         raise ActAlignError(
-            f"ActionAtlas ({DATASET_ID}) is not in the local datasets cache and {why}: load it once "
-            "with the internet (then it is cached), or evaluate a manifest of your own."
+            f"ActionAtlas ({DATASET_ID}) is not in the local datasets cache and {why}: it needs the "
+            "internet once (then it is cached), or evaluate a manifest of your own."
         ) from None
     finally:
         datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = before
