@@ -372,3 +372,123 @@ def test_the_command_serves_on_loopback_and_cleans_up_when_stopped(siglip_dir, t
         out, err = server.communicate(timeout=60)
     assert server.returncode == 0, err
     assert not list(scratch.glob("actalign-app-*"))
+
+
+def test_only_the_sample_videos_are_served_not_the_files_beside_them(tmp_path):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from app_server import serve
+
+    folder = tmp_path / "samples"
+    folder.mkdir()
+    video = make_video(folder / "clip.mp4", n=8)
+    row = {"video": "clip.mp4", "domain": "basketball", "candidates": CANDIDATES, "answer": 0}
+    manifest = folder / "manifest.jsonl"
+    manifest.write_text(json.dumps(row) + "\n")
+    (folder / "secret.txt").write_text("api key: hunter2\n")
+    (folder / "notes").mkdir()
+    (folder / "notes" / "todo.txt").write_text("private\n")
+    make_video(folder / "unlisted.mp4", n=8)  # a video, but not a sample
+
+    def status(url: str, path: Path) -> int:
+        try:
+            address = url + "gradio_api/file=" + urllib.parse.quote(str(path))
+            with urllib.request.urlopen(address, timeout=30) as r:
+                r.read()
+                return r.status
+        except urllib.error.HTTPError as e:
+            return e.code
+
+    settings = AppSettings(samples=str(manifest), store=str(tmp_path / "s.sqlite"))
+    with serve(settings) as (url, _):
+        assert status(url, video) == 200
+        for path in (folder / "secret.txt", manifest, folder / "notes" / "todo.txt", folder / "unlisted.mp4"):
+            assert status(url, path) in (403, 404), path
+
+
+@pytest.mark.parametrize(
+    ("host", "local", "remote"),
+    [
+        ("127.0.0.1", "127.0.0.1", None),
+        ("127.0.0.2", "127.0.0.2", None),
+        ("localhost", "localhost", None),
+        ("::1", "[::1]", None),
+        ("[::1]", "[::1]", None),
+        ("0", "127.0.0.1", "every"),
+        ("0.0.0.0", "127.0.0.1", "every"),
+        ("::", "[::1]", "every"),
+        ("192.168.1.5", "192.168.1.5", "192.168.1.5"),
+        ("fd00::5", "[fd00::5]", "[fd00::5]"),
+    ],
+)
+def test_the_listening_address_says_who_can_reach_the_page(host, local, remote):
+    from actalign.app import listen_on
+
+    where = listen_on(host)
+    assert where.local == local
+    if remote == "every":
+        assert where.everywhere and where.remote  # this machine's name, for the others
+    else:
+        assert not where.everywhere and where.remote == remote
+    with pytest.raises(ActAlignError, match="Cannot listen on 'no such host!'"):
+        listen_on("no such host!")
+
+
+def _serve_command(host: str, tmp_path, siglip_dir) -> tuple[list[str], str, int]:
+    """The banner lines of `actalign app --host HOST` until 'Ctrl-C stops it.', and the status of
+    its page fetched at the first URL it printed; stopped with SIGTERM."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import urllib.request
+
+    from app_server import free_port
+
+    port = free_port()
+    args = ["app", "--host", host, "--model", str(siglip_dir), "--port", str(port)]
+    args += ["--store", str(tmp_path / "s.sqlite")]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, "text": True}
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    server = subprocess.Popen([sys.executable, "-m", "actalign", *args], env=env, **pipes)
+    try:
+        lines = []
+        while not lines or lines[-1] != "Ctrl-C stops it.":
+            line = server.stdout.readline()
+            assert line, "".join(lines) + server.stderr.read()
+            lines.append(line.rstrip("\n"))
+        url = re.search(r"http://\S+/", lines[0]).group(0)
+        with urllib.request.urlopen(url, timeout=30) as page:
+            status = page.status
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=60)
+    assert server.returncode == 0
+    return lines, url, status
+
+
+def test_the_command_says_plainly_when_other_machines_can_reach_the_page(siglip_dir, tmp_path):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    lines, url, status = _serve_command("0", tmp_path, siglip_dir)
+    assert status == 200 and url.startswith("http://127.0.0.1:")
+    text = " ".join(lines)
+    assert "other machines" in text and "every network interface" in text, text
+    assert "--host 127.0.0.1" in text  # how to keep it on this machine
+    assert "http://0:" not in text
+
+
+def test_an_ipv6_loopback_host_serves_the_page(siglip_dir, tmp_path):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+    except OSError:
+        pytest.skip("this machine has no IPv6 loopback")
+    lines, url, status = _serve_command("::1", tmp_path, siglip_dir)
+    assert status == 200 and url.startswith("http://[::1]:")
+    assert "other machines" not in " ".join(lines)

@@ -24,9 +24,12 @@ from actalign.scripts.schema import step_pattern
 # found, not imported: importing llama_cpp here would leave its /dev/null handle open in this process
 NEEDED = ("llama_cpp", "uvicorn", "fastapi", "gguf", "openai")
 MISSING = [m for m in NEEDED if importlib.util.find_spec(m) is None]
-pytestmark = pytest.mark.skipif(
-    bool(MISSING), reason=f"the llama-server extra (llama-cpp-python[server], gguf) is absent: {MISSING}"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        bool(MISSING), reason=f"the llama-server extra (llama-cpp-python[server], gguf) is absent: {MISSING}"
+    ),
+]
 
 ACTIONS = ["Tip-in", "Putback dunk"]
 STARTUP_SECONDS = 90

@@ -31,7 +31,7 @@ from actalign.app.engine import (
     steps_from_text,
 )
 from actalign.app.html import ranking_html, status_html, timeline_html
-from actalign.app.page import MAX_EDITORS, build_app, launch, stop
+from actalign.app.page import MAX_EDITORS, Listening, build_app, launch, listen_on, stop
 
 INSTALL_HINT = "The app needs Gradio, an optional extra: pip install 'actalign[app]'."
 
@@ -41,10 +41,12 @@ __all__ = [
     "MAX_EDITORS",
     "AppSettings",
     "Engine",
+    "Listening",
     "Sample",
     "build_app",
     "check_domain",
     "launch",
+    "listen_on",
     "load_samples",
     "parse_candidates",
     "parse_scripts_json",

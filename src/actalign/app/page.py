@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import json
 import logging
 import shutil
+import socket
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from actalign.app.api import add_api, message
@@ -431,15 +434,58 @@ def _box_texts(state: str | dict, domain: str | None, texts: tuple) -> dict[str,
     return {a: t for a, t in zip(state.get("actions", []), texts) if t and t.strip()}
 
 
+@dataclass(frozen=True)
+class Listening:
+    """Where the app listens and who can reach it: `server` as Gradio takes it (an IPv6 address
+    in brackets), `local` the host of a URL that works on this machine, `remote` the host of one
+    for other machines (None: only this machine can reach the page), `everywhere` when it listens
+    on every network interface (0, 0.0.0.0, ::)."""
+
+    server: str
+    local: str
+    remote: str | None
+    everywhere: bool = False
+
+
+def listen_on(host: str) -> Listening:
+    """Who can reach the page served on `host` (an address or a name of this machine); one
+    sentence when it is neither."""
+    bare = host.strip()
+    if bare.startswith("[") and bare.endswith("]"):
+        bare = bare[1:-1]
+    try:
+        found = socket.getaddrinfo(bare, None, type=socket.SOCK_STREAM)
+        addresses = {ipaddress.ip_address(info[4][0].split("%")[0]) for info in found}
+    except (OSError, UnicodeError, ValueError):
+        addresses = set()
+    if not bare or not addresses:
+        raise ActAlignError(
+            f"Cannot listen on {host!r}: it is not an address or a name of this machine; "
+            "choose another --host (127.0.0.1: this machine only)."
+        )
+    url_host = f"[{bare.replace('%', '%25')}]" if ":" in bare else bare
+    server = f"[{bare}]" if ":" in bare else bare
+    if any(a.is_unspecified for a in addresses):
+        local = "[::1]" if all(a.version == 6 for a in addresses) else "127.0.0.1"
+        return Listening(server, local, socket.gethostname() or local, everywhere=True)
+    if all(a.is_loopback for a in addresses):
+        return Listening(server, url_host, None)
+    return Listening(server, url_host, url_host)
+
+
 def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, share: bool = False):
     """Build the page and serve it on host:port in a background thread (loopback by default; a
     public gradio.live link only with share=True). Returns the Blocks; `stop` ends it."""
+    where = listen_on(host)
     demo = build_app(settings)
-    allowed = sorted({str(Path(s.video).resolve().parent) for s in demo.actalign_samples})
+    # exactly the sample videos (Gradio allows a listed file itself, a listed folder everything
+    # under it): never the manifest or anything else beside them; the result files are served
+    # from Gradio's own cache, as uploads are
+    allowed = sorted({str(Path(s.video).resolve()) for s in demo.actalign_samples})
     demo.queue(default_concurrency_limit=1)
     try:
         demo.launch(
-            server_name=host,
+            server_name=where.server,
             server_port=port,
             share=share,
             prevent_thread_lock=True,
@@ -452,8 +498,8 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
     except OSError:
         demo.actalign_results.close()
         raise ActAlignError(
-            f"Cannot listen on {host}:{port}: the port is in use or the address is not this machine's; "
-            "choose another --port or --host."
+            f"Cannot listen on {where.server}:{port}: the port is in use or the address is not this "
+            "machine's; choose another --port or --host."
         ) from None
     return demo
 

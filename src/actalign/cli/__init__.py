@@ -45,12 +45,20 @@ def _module(name: str):
 
 
 class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows a flag's default only when it is a real value the help does not already state."""
+    """Every option's help ends alike: "(default: X)" with the parser's own value, "(default: off)"
+    for a switch, "(required)"; a help that states its default in words (what happens without the
+    option) keeps it."""
 
     def _get_help_string(self, action) -> str:
         text = action.help or ""
-        if "default" in text or action.default in (None, False, [], argparse.SUPPRESS):
+        if not action.option_strings or "(default: " in text or action.default is argparse.SUPPRESS:
             return text
+        if action.required:
+            return f"{text} (required)"
+        if isinstance(action, argparse._StoreTrueAction):
+            return f"{text} (default: off)"
+        if action.default in (None, []):
+            return text  # the help must say what happens without it (tests/test_help.py)
         return super()._get_help_string(action)
 
 

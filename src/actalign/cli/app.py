@@ -33,14 +33,22 @@ def add_parser(sub) -> None:
         description="Serve a page to classify a sample or an uploaded video, edit the scripts, and "
         "see the ranking, the step timeline and the heatmaps; /classify is the same run as an API.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=port, default=7860, help="port to listen on (default 7860)")
-    p.add_argument("--share", action="store_true", help="also make a public gradio.live link (default: off)")
     p.add_argument(
-        "--max-upload-mb", type=common.positive_float, default=500.0, help="largest video accepted (MB)"
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on: 127.0.0.1 or ::1 for this machine only, 0.0.0.0 or :: for every "
+        "network interface (other machines can then use the page)",
+    )
+    p.add_argument("--port", type=port, default=7860, help="port to listen on")
+    p.add_argument("--share", action="store_true", help="also make a public gradio.live link")
+    p.add_argument(
+        "--max-upload-mb", type=common.positive_float, default=500.0, help="largest upload accepted, in MB"
     )
     p.add_argument(
-        "--samples", default=None, metavar="MANIFEST", help="a JSONL manifest whose clips the page offers"
+        "--samples",
+        default=None,
+        metavar="MANIFEST",
+        help="a JSONL manifest whose clips the page offers (default: none, uploads only)",
     )
     common.add_sampling_options(p, start_end=False)
     common.add_method_options(p)
@@ -56,14 +64,36 @@ def settings(args):
     return AppSettings.from_args(args)
 
 
+def banner(where, host: str, port: int, share_url: str | None = None) -> list[str]:
+    """The lines that say where the page is, and plainly whether other machines can reach it."""
+    urls = f"http://{where.local}:{port}/"
+    if where.everywhere:
+        urls += f" (this machine) and http://{where.remote}:{port}/ (other machines)"
+    lines = [f"actalign app on {urls}" + (f" and {share_url}" if share_url else "")]
+    if where.everywhere:
+        lines.append(
+            f"Other machines can reach this page: it listens on every network interface (--host {host}); "
+            "--host 127.0.0.1 keeps it to this machine."
+        )
+    elif where.remote:
+        lines.append(
+            f"Other machines can reach this page: it listens on {host}, an address of this machine on "
+            "a network; --host 127.0.0.1 keeps it to this machine."
+        )
+    if share_url:
+        lines.append(f"Anyone with the public link can use this page ({share_url}).")
+    return lines
+
+
 def run(args) -> int:
-    from actalign.app import INSTALL_HINT, launch, load_samples, stop
+    from actalign.app import INSTALL_HINT, launch, listen_on, load_samples, stop
 
     try:
         import gradio  # noqa: F401
     except ImportError:
         raise ActAlignError(INSTALL_HINT) from None
 
+    listen_on(args.host)  # neither an address nor a name: one sentence before anything loads
     common.check_template(args)
     common.script_source(args)  # unreadable scripts files or store: one sentence now, not per request
     if args.samples:
@@ -71,7 +101,8 @@ def run(args) -> int:
     for noise in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning):
         warnings.filterwarnings("ignore", category=noise)  # the web stack's, not the user's to fix
     demo = launch(settings(args), host=args.host, port=args.port, share=args.share)
-    print(f"actalign app on {demo.local_url}" + (f" and {demo.share_url}" if demo.share_url else ""))
+    for line in banner(listen_on(args.host), args.host, args.port, demo.share_url):
+        print(line)
     print("Ctrl-C stops it.", flush=True)
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: as Ctrl-C
     try:

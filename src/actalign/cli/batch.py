@@ -9,8 +9,18 @@ from actalign.errors import ActAlignError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("batch", help="classify many clips (a manifest or videos) into a run folder")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="a manifest .jsonl, or videos, folders, globs")
+    p = sub.add_parser(
+        "batch",
+        help="classify many clips (a manifest or videos) into a run folder",
+        description="Classify many clips into a run folder (predictions.jsonl, failed.jsonl, "
+        "summary.json): either one JSONL manifest (a video, domain and candidates per row) or "
+        "videos, folders and globs with --domain and --candidates. Decoding runs in worker "
+        "processes (or on a Ray cluster); an interrupted run resumes where it stopped when run again "
+        "with the same --out.",
+    )
+    p.add_argument(
+        "inputs", nargs="+", metavar="INPUT", help="a manifest .jsonl, or videos, folders and globs"
+    )
     common.add_candidate_options(p, required=False)
     common.add_sampling_options(p)
     common.add_method_options(p)

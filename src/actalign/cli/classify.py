@@ -14,23 +14,42 @@ from actalign.errors import ActAlignError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("classify", help="rank candidate actions for videos")
+    p = sub.add_parser(
+        "classify",
+        help="rank candidate actions for videos",
+        description="Rank the candidate actions of each video: every candidate's script of visible "
+        "steps (from --scripts files, the script store, or the LLM) is aligned to the video's frames "
+        "by dynamic time warping, and the best-aligned script wins. Videos may be files, folders or "
+        "glob patterns; a video that cannot be read gets one error line and the others go on.",
+    )
     p.add_argument("videos", nargs="+", metavar="VIDEO", help="video files, folders or glob patterns")
     common.add_classify_options(p)
-    p.add_argument("--top-k", type=common.positive_int, default=None, help="show the K best candidates")
-    p.add_argument("--format", choices=["table", "json", "jsonl", "csv", "vtt", "srt"], default="table")
+    p.add_argument(
+        "--top-k", type=common.positive_int, default=None, help="show the K best candidates (default: all)"
+    )
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "jsonl", "csv", "vtt", "srt"],
+        default="table",
+        help="a table, JSON, JSON lines, CSV, or WebVTT/SRT cues of the winning script's steps",
+    )
     p.add_argument(
         "--output",
         "-o",
         default=None,
-        help="write results here instead of stdout (a folder for vtt/srt of several videos)",
+        help="write results to this file (a folder for vtt/srt of several videos) (default: stdout)",
     )
-    p.add_argument("--plot", default=None, metavar="DIR", help="also save a plot per video in DIR")
+    p.add_argument(
+        "--plot",
+        default=None,
+        metavar="DIR",
+        help="also save each video's alignment heatmaps as DIR/<video>.png (default: none)",
+    )
     p.add_argument(
         "--save-arrays",
         default=None,
         metavar="DIR",
-        help="also save each video's affinity matrices and DTW paths as DIR/<video>.npz",
+        help="also save each video's affinity matrices and DTW paths as DIR/<video>.npz (default: none)",
     )
 
 

@@ -96,7 +96,7 @@ def positive_int(text: str) -> int:
 
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress lines")
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -105,21 +105,32 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         help="encoder: short name (actalign models), hub id or local directory "
-        "(default google/siglip-so400m-patch14-384)",
+        "(default: google/siglip-so400m-patch14-384)",
     )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: half on GPU)")
-    g.add_argument("--batch-size", type=positive_int, default=None, help="frames per forward pass")
+    g.add_argument(
+        "--dtype",
+        default=None,
+        help="float32, float16 or bfloat16 (default: half on a GPU, float32 on the CPU)",
+    )
+    g.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help="frames per forward pass (default: 64 on a GPU, 16 on the CPU)",
+    )
     g.add_argument(
         "--text-encoding",
         choices=["trained", "authors"],
         default="trained",
-        help="trained: SigLIP texts padded to 64 tokens without a mask, as the model was trained "
-        "(default); authors: the original scripts' dynamic padding with a mask, to match their numbers",
+        help="trained: SigLIP texts padded to 64 tokens without a mask, as the model was trained; "
+        "authors: the original scripts' dynamic padding with a mask, to match their numbers",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the vision tower (GPU runs)")
     g.add_argument(
-        "--cache-dir", default=None, help="embedding cache (default: $ACTALIGN_CACHE_DIR or user cache)"
+        "--cache-dir",
+        default=None,
+        help="embedding cache folder (default: $ACTALIGN_CACHE_DIR, else the user cache folder)",
     )
     g.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
 
@@ -131,7 +142,8 @@ def add_script_options(p: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="FILE",
-        help="hand-written scripts JSON (repeatable); these win over stored ones",
+        help="hand-written scripts JSON (repeatable); these win over stored ones (default: none, "
+        "only the store)",
     )
     g.add_argument("--store", default=None, help="script store (default: $ACTALIGN_HOME/scripts.sqlite)")
     g.add_argument(
@@ -145,26 +157,38 @@ def add_script_options(p: argparse.ArgumentParser) -> None:
         "--llm",
         default=None,
         metavar="SPEC",
-        help="LLM for missing scripts: local:ID_OR_DIR (in-process) or an endpoint (default $ACTALIGN_LLM)",
+        help="LLM for missing scripts: local:ID_OR_DIR (in-process) or an endpoint (default: "
+        "$ACTALIGN_LLM, else the OpenAI settings when set; none: a missing script is an error)",
     )
     g.add_argument(
-        "--llm-model", default=None, help="LLM for missing scripts (default $OPENAI_MODEL or gpt-4o)"
+        "--llm-model",
+        default=None,
+        help="model name at the LLM endpoint (default: $ACTALIGN_LLM_MODEL, $OPENAI_MODEL or gpt-4o)",
     )
     g.add_argument(
-        "--llm-base-url", default=None, help="OpenAI-compatible endpoint (default $OPENAI_BASE_URL)"
+        "--llm-base-url",
+        default=None,
+        help="OpenAI-compatible endpoint (default: $ACTALIGN_LLM_BASE_URL or $OPENAI_BASE_URL, "
+        "else OpenAI's)",
     )
 
 
 def add_sampling_options(p: argparse.ArgumentParser, start_end: bool = True) -> None:
     p.add_argument("--fps", type=fps, default=None, help="frames sampled per second (default: every frame)")
     if start_end:
-        p.add_argument("--start", type=seconds, default=None, help="start time in seconds")
-        p.add_argument("--end", type=positive_float, default=None, help="end time in seconds")
+        p.add_argument(
+            "--start", type=seconds, default=None, help="start time in seconds (default: the beginning)"
+        )
+        p.add_argument(
+            "--end", type=positive_float, default=None, help="end time in seconds (default: the end)"
+        )
 
 
 def add_method_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--smooth", type=window_seconds, default=1.0, help="smoothing window in seconds (0: none)")
-    p.add_argument("--template", default="{step} in {domain}", help="step text template")
+    p.add_argument(
+        "--template", default="{step} in {domain}", help="text of a step for the encoder ({step}, {domain})"
+    )
     p.add_argument(
         "--alignment",
         choices=["global", "subsequence"],
@@ -174,9 +198,25 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> None:
-    p.add_argument("--domain", required=required, help="sport or domain, e.g. basketball")
-    p.add_argument("--candidates", nargs="+", default=[], metavar="ACTION", help="candidate actions")
-    p.add_argument("--candidates-file", default=None, help="candidates, one per line")
+    p.add_argument(
+        "--domain",
+        required=required,
+        help="sport or domain, e.g. basketball"
+        + ("" if required else " (default: a manifest's rows name theirs; required with videos)"),
+    )
+    p.add_argument(
+        "--candidates",
+        nargs="+",
+        default=[],
+        metavar="ACTION",
+        help="candidate actions (default: none; give them here, in --candidates-file or both)",
+    )
+    p.add_argument(
+        "--candidates-file",
+        default=None,
+        metavar="FILE",
+        help="candidates, one per line, '#' lines are comments (default: none)",
+    )
 
 
 def add_baseline_options(p: argparse.ArgumentParser) -> None:
@@ -327,17 +367,24 @@ def write_output(text: str, output: str | None) -> None:
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (resumable): a path or a pyarrow URI (s3://...)")
-    g.add_argument("--engine", choices=["local", "ray"], default="local", help="local processes or Ray Data")
+    g.add_argument(
+        "--engine",
+        choices=["local", "ray"],
+        default="local",
+        help="local: processes on this machine; ray: Ray Data",
+    )
     g.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
     g.add_argument(
         "--workers", type=positive_int, default=None, help="decode workers (default: one per core)"
     )
-    g.add_argument("--limit", type=positive_int, default=None, help="only the first N clips")
+    g.add_argument(
+        "--limit", type=positive_int, default=None, help="only the first N clips (default: every clip)"
+    )
     g.add_argument(
         "--recorded-scripts",
         action="store_true",
         help="on resume, keep using the scripts this run recorded (its scripts.json) even where the "
-        "files or the store now hold other steps (default: such a change refuses the resume)",
+        "files or the store now hold other steps; without it, such a change refuses the resume",
     )
 
 

@@ -12,14 +12,21 @@ from actalign.errors import ActAlignError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("eval", help="top-1/2/3 on a manifest or ActionAtlas (paper Tables 2-4)")
-    p.add_argument("dataset", help="a JSONL manifest with answers, or 'actionatlas'")
-    p.add_argument("--data", default="actionatlas-data", help="where ActionAtlas clips are prepared")
+    p = sub.add_parser(
+        "eval",
+        help="top-1/2/3 on a manifest or ActionAtlas (paper Tables 2-4)",
+        description="Measure top-1/2/3 accuracy on a JSONL manifest whose rows name their answer, or "
+        "on ActionAtlas (its clips are downloaded and prepared in --data first): the mean-pool "
+        "baseline and ActAlign, or the ablation ladder of Table 3, or script strategies side by side "
+        "(Table 4). A run folder as in batch, resumable; the summary is printed as a Markdown table.",
+    )
+    p.add_argument("dataset", metavar="DATASET", help="a JSONL manifest with answers, or 'actionatlas'")
+    p.add_argument("--data", default="actionatlas-data", help="the folder ActionAtlas clips are prepared in")
     p.add_argument("--ladder", action="store_true", help="the ablation of Table 3 from the same embeddings")
     p.add_argument(
         "--local",
         action="store_true",
-        help="also run ActAlign with subsequence alignment (in --ladder always)",
+        help="also run ActAlign with subsequence alignment (always in --ladder)",
     )
     p.add_argument(
         "--strategies",
@@ -27,7 +34,8 @@ def add_parser(sub) -> None:
         default=None,
         choices=common.STRATEGY_NAMES,
         metavar="S",
-        help="compare script strategies (Table 4): context-rich context-rich-t1 short-fixed",
+        help="compare script strategies (Table 4): context-rich context-rich-t1 short-fixed "
+        "(default: none, ActAlign with --strategy only)",
     )
     p.add_argument(
         "--xclip",

@@ -10,17 +10,40 @@ from actalign.errors import ActAlignError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("locate", help="find every occurrence of candidate actions in a long video")
-    p.add_argument("video", metavar="VIDEO")
+    p = sub.add_parser(
+        "locate",
+        help="find every occurrence of candidate actions in a long video",
+        description="Find every occurrence of each candidate action in a long video: each script is "
+        "aligned by subsequence DTW over windows of frames, overlapping finds are reduced by "
+        "non-maximum suppression, and each occurrence gets its span, score and steps, as a table, "
+        "JSON or WebVTT/SRT cues. Memory holds one window of frames, however long the video.",
+    )
+    p.add_argument("video", metavar="VIDEO", help="the video to search")
     common.add_candidate_options(p)
-    p.add_argument("--fps", type=common.fps, default=2.0, help="frames sampled per second (default 2)")
-    p.add_argument("--start", type=common.seconds, default=None, help="start time in seconds")
-    p.add_argument("--end", type=common.positive_float, default=None, help="end time in seconds")
-    p.add_argument("--smooth", type=common.window_seconds, default=1.0, help="smoothing window in seconds")
-    p.add_argument("--template", default="{step} in {domain}", help="step text template")
-    p.add_argument("--min-score", type=float, default=None, help="keep occurrences scoring at least this")
+    p.add_argument("--fps", type=common.fps, default=2.0, help="frames sampled per second")
     p.add_argument(
-        "--top", type=common.positive_int, default=None, help="keep the N best occurrences per action"
+        "--start", type=common.seconds, default=None, help="start time in seconds (default: the beginning)"
+    )
+    p.add_argument(
+        "--end", type=common.positive_float, default=None, help="end time in seconds (default: the end)"
+    )
+    p.add_argument(
+        "--smooth", type=common.window_seconds, default=1.0, help="smoothing window in seconds (0: none)"
+    )
+    p.add_argument(
+        "--template", default="{step} in {domain}", help="text of a step for the encoder ({step}, {domain})"
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help="keep occurrences scoring at least this, 0 to 1 (default: none, every occurrence)",
+    )
+    p.add_argument(
+        "--top",
+        type=common.positive_int,
+        default=None,
+        help="keep the N best occurrences per action (default: all)",
     )
     p.add_argument(
         "--nms", type=float, default=0.3, help="overlap (IoU) above which the weaker occurrence goes"
@@ -29,10 +52,15 @@ def add_parser(sub) -> None:
         "--window",
         type=common.positive_float,
         default=300.0,
-        help="seconds of frames held at once (default 300)",
+        help="seconds of frames held at once",
     )
-    p.add_argument("--format", choices=["table", "json", "vtt", "srt"], default="table")
-    p.add_argument("--output", "-o", default=None, help="write here instead of stdout")
+    p.add_argument(
+        "--format",
+        choices=["table", "json", "vtt", "srt"],
+        default="table",
+        help="a table, JSON, or WebVTT/SRT cues (one per occurrence)",
+    )
+    p.add_argument("--output", "-o", default=None, help="write to this file (default: stdout)")
     common.add_model_options(p)
     common.add_script_options(p)
     common.add_quiet(p)

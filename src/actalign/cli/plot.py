@@ -7,12 +7,20 @@ from actalign.errors import ActAlignError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("plot", help="draw the alignment heatmaps of one video (paper Figure 4)")
-    p.add_argument("video", metavar="VIDEO")
+    p = sub.add_parser(
+        "plot",
+        help="draw the alignment heatmaps of one video (paper Figure 4)",
+        description="Draw the alignment heatmaps of one video, as the paper's Figure 4: for each "
+        "candidate, its steps' affinity to every frame with the DTW path over it and the score; "
+        "--answer marks the correct candidate.",
+    )
+    p.add_argument("video", metavar="VIDEO", help="the video to draw")
     common.add_classify_options(p, baseline=False)
     p.add_argument("--out", required=True, help="output .png, .svg or .pdf")
-    p.add_argument("--answer", default=None, help="the correct candidate, to mark it")
-    p.add_argument("--top-k", type=common.positive_int, default=None, help="draw the K best candidates")
+    p.add_argument("--answer", default=None, help="the correct candidate, to mark it (default: none marked)")
+    p.add_argument(
+        "--top-k", type=common.positive_int, default=None, help="draw the K best candidates (default: all)"
+    )
 
 
 def run(args) -> int:

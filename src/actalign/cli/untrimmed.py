@@ -7,17 +7,23 @@ from actalign.cli import common
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("untrimmed", help="pad every clip of a manifest with other clips' footage")
-    p.add_argument("manifest", help="a JSONL manifest")
+    p = sub.add_parser(
+        "untrimmed",
+        help="pad every clip of a manifest with other clips' footage",
+        description="Make untrimmed copies of every clip of a manifest: each is padded before and "
+        "after with footage of the other clips, and the new manifest.jsonl records the action's true "
+        "span in each row, so that eval can measure local (subsequence) against global alignment.",
+    )
+    p.add_argument("manifest", metavar="MANIFEST", help="a JSONL manifest")
     p.add_argument("--out", required=True, help="folder for the padded clips and their manifest.jsonl")
     p.add_argument(
         "--pad",
         type=common.bounded(common.seconds, 3600, "an hour of padding on each side"),
         default=10.0,
-        help="seconds of footage before and after each clip, at most 3600 (default: 10)",
+        help="seconds of footage before and after each clip, at most 3600",
     )
     p.add_argument(
-        "--seed", type=common.seed, default=0, help="which footage pads which clip, 0 to 2**32-1 (default: 0)"
+        "--seed", type=common.seed, default=0, help="which footage pads which clip, 0 to 2**32-1"
     )
     common.add_quiet(p)
 

@@ -29,18 +29,59 @@ __all__ = ["DATASET_ID", "Clip", "clean_candidate", "load_manifest", "prepare_ac
 
 
 def load_actionatlas_rows(split: str = "test") -> list[dict]:
-    """The benchmark's rows through `datasets` (downloads once, then reads its cache)."""
+    """The benchmark's rows through `datasets` (downloads once, then reads its cache). Offline
+    (HF_DATASETS_OFFLINE / HF_HUB_OFFLINE, or the hub unreachable) only the cache is read, and a
+    dataset that is not there is one sentence in seconds, not minutes of retries."""
     try:
-        from datasets import load_dataset
+        import datasets
     except ImportError:
         raise ActAlignError("ActionAtlas needs the datasets package: pip install 'actalign[eval]'.") from None
+    if datasets.config.HF_HUB_OFFLINE:
+        return _cached_rows(split, "HF_DATASETS_OFFLINE (or HF_HUB_OFFLINE) is set")
+    unreachable = _hub_unreachable()
+    if unreachable:
+        return _cached_rows(split, unreachable)
     try:
-        return [dict(r) for r in load_dataset(DATASET_ID, split=split)]
+        return [dict(r) for r in datasets.load_dataset(DATASET_ID, split=split)]
     except Exception as e:
         raise ActAlignError(
             f"Could not load {DATASET_ID} ({type(e).__name__}: {str(e)[:150]}); it needs the internet "
             "once, then it is cached."
         ) from None
+
+
+def _hub_unreachable(timeout: float = 3.0) -> str | None:
+    """Why the hub cannot be reached (one quick connection to its host), or None when it can."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    url = urlparse(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=timeout).close()
+    except (OSError, UnicodeError) as e:
+        return f"{url.hostname} cannot be reached ({getattr(e, 'strerror', None) or e})"
+    return None
+
+
+def _cached_rows(split: str, why: str) -> list[dict]:
+    """The rows from the local `datasets` cache only (offline mode for this one call)."""
+    import datasets
+    from huggingface_hub import constants
+
+    before = datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE
+    datasets.config.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE = True
+    try:
+        return [dict(r) for r in datasets.load_dataset(DATASET_ID, split=split)]
+    except Exception:
+        raise ActAlignError(
+            f"ActionAtlas ({DATASET_ID}) is not in the local datasets cache and {why}: it needs the "
+            "internet once (then it is cached), or evaluate a manifest of your own."
+        ) from None
+    finally:
+        datasets.config.HF_HUB_OFFLINE, constants.HF_HUB_OFFLINE = before
 
 
 def atlas_clip(row: dict, video: Path) -> Clip:
