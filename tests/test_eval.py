@@ -71,7 +71,10 @@ def test_shared_manifest_loads_as_is():
     ("content", "match"),
     [
         ('{"video": "a.mp4"}', "lacks the field 'domain'"),
-        ('{"video": "a.mp4", "domain": "d", "candidates": [], "answer": 0}', "no candidate actions given in the row; list at least one"),
+        (
+            '{"video": "a.mp4", "domain": "d", "candidates": [], "answer": 0}',
+            "no candidate actions given in the row; list at least one",
+        ),
         ('{"video": "a.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 2}', "0-based index"),
         ("not json", "not valid JSON"),
         ('{"video": "a.mp4", "domain": "d", "candidates": ["x", "y"], "answer": 0}\n' * 2, "already appears"),

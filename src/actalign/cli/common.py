@@ -229,14 +229,12 @@ def add_baseline_options(p: argparse.ArgumentParser) -> None:
         help="local:ID_OR_DIR (in-process, transformers) or a model name on the OpenAI-compatible "
         "server at $OPENAI_BASE_URL (default: none)",
     )
-    g.add_argument(
-        "--vlm-frames", type=positive_int, default=8, help="frames the video LLM sees per clip (default: 8)"
-    )
+    g.add_argument("--vlm-frames", type=positive_int, default=8, help="frames the video LLM sees per clip")
     g.add_argument(
         "--vlm-image-size",
         type=positive_int,
         default=448,
-        help="longest side of each frame given to the video LLM, in pixels (default: 448)",
+        help="longest side of each frame given to the video LLM, in pixels",
     )
 
 
@@ -266,8 +264,8 @@ def add_classify_options(p: argparse.ArgumentParser, baseline: bool = True) -> N
             "--method",
             choices=["actalign", "mean-pool", "xclip", "vlm"],
             default="actalign",
-            help="actalign (default); mean-pool: the mean frame embedding against one text per "
-            "candidate; xclip: X-CLIP's video-text logits (--model: an X-CLIP checkpoint, default "
+            help="actalign; mean-pool: the mean frame embedding against one text per candidate; xclip: "
+            "X-CLIP's video-text logits (--model names an X-CLIP checkpoint, else "
             "microsoft/xclip-large-patch14-16-frames); vlm: a video LLM answers the multiple-choice "
             "question (--vlm). Only actalign aligns: --smooth, --template and --alignment apply to it",
         )

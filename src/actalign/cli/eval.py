@@ -41,14 +41,14 @@ def add_parser(sub) -> None:
         "--xclip",
         default=None,
         metavar="ID_OR_DIR",
-        help="also the X-CLIP baseline with this checkpoint (default: none; with --table2: "
-        "microsoft/xclip-large-patch14-16-frames)",
+        help="also the X-CLIP baseline with this checkpoint "
+        "(default: none; with --table2, microsoft/xclip-large-patch14-16-frames)",
     )
     p.add_argument(
         "--table2",
         action="store_true",
         help="the rows of the paper's Table 2 a manifest can have, from the same clips: random, X-CLIP, "
-        "mean-pool, + DTW, ActAlign, and the video LLM when --vlm is given (default: off)",
+        "mean-pool, + DTW, ActAlign, and the video LLM when --vlm is given",
     )
     common.add_baseline_options(p)
     common.add_sampling_options(p, start_end=False)

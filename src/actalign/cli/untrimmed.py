@@ -22,9 +22,7 @@ def add_parser(sub) -> None:
         default=10.0,
         help="seconds of footage before and after each clip, at most 3600",
     )
-    p.add_argument(
-        "--seed", type=common.seed, default=0, help="which footage pads which clip, 0 to 2**32-1"
-    )
+    p.add_argument("--seed", type=common.seed, default=0, help="which footage pads which clip, 0 to 2**32-1")
     common.add_quiet(p)
 
 
