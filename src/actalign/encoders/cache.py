@@ -55,6 +55,15 @@ class VideoEntry:
     warnings: list[str]
 
 
+def _no_room(e: BaseException) -> bool:
+    """A write refused for want of space (a full disk or quota), by the OS or by SQLite."""
+    import errno
+
+    if isinstance(e, OSError):
+        return e.errno in (errno.ENOSPC, errno.EDQUOT)
+    return "full" in str(e).lower()
+
+
 def block_key(key: str, i: int) -> str:
     return make_key(key, "block", FRAME_BLOCK, i)
 
@@ -323,10 +332,17 @@ class EmbeddingCache:
         if self._skip_write():
             return
         try:
-            self._put_texts(items)
-        except sqlite3.DatabaseError:
-            self._move_aside()
-            self._put_texts(items)
+            try:
+                self._put_texts(items)
+            except sqlite3.DatabaseError as e:
+                if _no_room(e):
+                    raise
+                self._move_aside()
+                self._put_texts(items)
+        except (sqlite3.DatabaseError, OSError) as e:
+            if not _no_room(e):
+                raise
+            _warn(f"Could not write to the cache {self.root} (the disk is full); continuing without it.", 2)
 
     def _get_texts(self, keys: list[str]) -> dict[str, np.ndarray]:
         found: dict[str, np.ndarray] = {}

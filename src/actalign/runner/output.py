@@ -18,6 +18,8 @@ back on resume if it did not). The lock is for local folders only.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import time
 import uuid
@@ -121,6 +123,10 @@ class RunFolder:
 
     def open(self, record: dict, meta: dict | None = None) -> dict[str, dict]:
         """Lock the folder, check or write the configuration, and read the finished rows."""
+        with self._room():
+            return self._open(record, meta)
+
+    def _open(self, record: dict, meta: dict | None) -> dict[str, dict]:
         self.files.lock()
         previous = self.files.read(CONFIG)
         if previous is not None:
@@ -156,7 +162,8 @@ class RunFolder:
         """Write a finished row; False (and nothing written) when its id is already done."""
         if row["id"] in self.done:
             return False
-        self.files.append_row(row)
+        with self._room():
+            self.files.append_row(row)
         self.done[row["id"]] = row
         self.failed.pop(row["id"], None)
         return True
@@ -171,9 +178,10 @@ class RunFolder:
         if key in self.failed or key in self.done:
             return
         self.failed[key] = entry
-        self.files.write(
-            FAILED, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.failed.values())
-        )
+        with self._room():
+            self.files.write(
+                FAILED, "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in self.failed.values())
+            )
 
     def read_json(self, name: str) -> dict | None:
         """A JSON object file of the run folder, or None when absent; one sentence when damaged."""
@@ -190,12 +198,30 @@ class RunFolder:
 
     def write(self, name: str, text: str) -> None:
         """Write a whole file of the run folder (atomically where the filesystem allows)."""
-        self.files.write(name, text)
+        with self._room():
+            self.files.write(name, text)
+
+    @contextlib.contextmanager
+    def _room(self):
+        """A full disk is one sentence: what is written stays valid (rows are appended whole,
+        files replaced atomically), and the same command resumes once there is room."""
+        try:
+            yield
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise ActAlignError(
+                f"Cannot write to {self.out}: the disk is full. Free some space and run the same "
+                "command again: finished clips are kept."
+            ) from None
 
     def close(self) -> None:
         """Flush what is pending, merge part files, release the lock."""
-        self.files.finish()
-        self.files.unlock()
+        try:
+            with self._room():
+                self.files.finish()
+        finally:
+            self.files.unlock()
 
     def __enter__(self) -> RunFolder:
         return self
