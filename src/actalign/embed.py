@@ -168,6 +168,8 @@ class FrameStream:
                 yield embedded, batch.timestamps
         self.decoded = True
         self.timestamps = np.concatenate(stamps_all) if stamps_all else np.zeros(0)
+        if self.on_total is not None:  # the declared count was an estimate: the bar ends at 100%
+            self.on_total(len(self.timestamps))
         self.end = stream.stats.end if stream.stats.end is not None else float(self.timestamps[-1])
         self.warnings = [str(w.message) for w in caught]
         for w in caught:

@@ -33,9 +33,20 @@ def run(args) -> int:
 
     plan = load_manifest(args.manifest)
     out = common.make_folder(args.out, "output folder")
+    written = [0]
+
+    def on_frames(n: int) -> None:  # a log line every few seconds, even within a long clip
+        written[0] += n
+        bar.update(0, note=f"{written[0]} frames written")
+
     with Progress("clips", total=len(plan.clips), unit="clip", enabled=not args.quiet) as bar:
         manifest, failures = make_untrimmed(
-            plan, out, pad=args.pad, seed=args.seed, progress=lambda c: bar.update()
+            plan,
+            out,
+            pad=args.pad,
+            seed=args.seed,
+            progress=lambda c: bar.update(),
+            on_frames=on_frames,
         )
     done = len(plan.clips) - sum(1 for f in failures if not f.get("rejected"))
     print(f"{done} padded clips; manifest: {manifest}")

@@ -44,7 +44,7 @@ def _padding(others: list[Clip], n: int, size, fps, rng) -> Iterator[np.ndarray]
                 return
 
 
-def _write(path: Path, frames, fps: Fraction, size: tuple[int, int]) -> int:
+def _write(path: Path, frames, fps: Fraction, size: tuple[int, int], on_frames=None) -> int:
     import av
 
     tmp = path.with_name(f".{path.name}.partial.mp4")  # this command's own temporary name
@@ -56,6 +56,8 @@ def _write(path: Path, frames, fps: Fraction, size: tuple[int, int]) -> int:
         for img in frames:
             out.mux(stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")))
             n += 1
+            if on_frames is not None and n % 25 == 0:
+                on_frames(25)
         out.mux(stream.encode())
     os.replace(tmp, path)  # same folder: atomic, and never the whole file in memory
     return n
@@ -67,6 +69,7 @@ def make_untrimmed(
     pad: float = 10.0,
     seed: int = 0,
     progress: Callable[[Clip], None] | None = None,
+    on_frames: Callable[[int], None] | None = None,
 ) -> tuple[Path, list[dict]]:
     """Write padded copies of the clips of `plan` into out_dir and their manifest; returns the
     manifest and the clips that could not be used (also in out_dir/failed.jsonl, with why).
@@ -94,7 +97,7 @@ def make_untrimmed(
     rows, extra = [], {}
     for clip, info in usable:
         try:
-            row = _pad_clip(clip, info, [c for c, _ in usable if c.id != clip.id], out, pad, rng)
+            row = _pad_clip(clip, info, [c for c, _ in usable if c.id != clip.id], out, pad, rng, on_frames)
         except ActAlignError as e:
             failures.append(plan.failure(clip, str(e)))
             continue
@@ -152,7 +155,9 @@ def _check_settings(out: Path, settings: dict) -> None:
         atomic_write_text(record, json.dumps(settings) + "\n")
 
 
-def _pad_clip(clip: Clip, info, others: list[Clip], out: Path, pad: float, rng) -> tuple[Clip, dict]:
+def _pad_clip(
+    clip: Clip, info, others: list[Clip], out: Path, pad: float, rng, on_frames=None
+) -> tuple[Clip, dict]:
     """Write one padded clip (unless already there); its manifest row and span."""
     fps = Fraction(info.fps or 30).limit_denominator(1001)
     w, h = info.display_size
