@@ -14,6 +14,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 
 from actalign import __version__
 from actalign.errors import ActAlignError
@@ -87,7 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+    """Our warnings as `warning: ...`; another library's (Ray, transformers) named as its own, and
+    silent under --quiet (they are not ours to fix)."""
+    from actalign import progress
+
+    where = Path(filename).parts
+    library = next((p for p in ("ray", "transformers", "torch", "gradio") if p in where), None)
+    if library is None:
+        print(f"warning: {message}", file=sys.stderr)
+    elif not progress.is_quiet():
+        print(f"{library}: {category.__name__}: {message}", file=sys.stderr)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:

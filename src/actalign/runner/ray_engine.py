@@ -13,6 +13,7 @@ retried. Start Ray yourself (`ray start`, `ray.init(...)`) or let this engine jo
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 from collections.abc import Callable, Iterator
 
@@ -166,7 +167,10 @@ class RayEngine:
 
                 self._reaper = start_reaper()
             try:
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
+                from actalign import progress
+
+                quiet = {"logging_level": logging.ERROR} if progress.is_quiet() else {}
+                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **quiet)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 where = self.address or "a local Ray instance"
                 raise ActAlignError(f"Could not start or join {where} ({str(e)[:150]}).") from None
@@ -188,6 +192,11 @@ class RayEngine:
         ray = self._init()
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
+        from actalign import progress
+
+        if progress.is_quiet():  # -q: Ray Data's own lines too
+            for name in ("ray", "ray.data"):
+                logging.getLogger(name).setLevel(logging.ERROR)
         ctx.print_on_execution_start = False
         by_id = {c.id: c for c in clips}
         ds = ray.data.from_items([{"clip": pickle.dumps(c)} for c in clips], override_num_blocks=len(clips))
