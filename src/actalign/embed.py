@@ -128,7 +128,7 @@ class FrameStream:
             for i in range(index.blocks):
                 frames = first if i == 0 else self.cache.get_block(self.key, i)
                 if frames is None:
-                    raise_missing(self.video)
+                    _raise_missing(self.video)
                 stamps = index.timestamps[i * FRAME_BLOCK : (i + 1) * FRAME_BLOCK]
                 if self.on_frames is not None:
                     self.on_frames(len(stamps))
@@ -194,7 +194,7 @@ class FrameStream:
         return np.concatenate(out)
 
 
-def raise_missing(video) -> None:
+def _raise_missing(video) -> None:
     from actalign.errors import ActAlignError
 
     raise ActAlignError(

@@ -65,6 +65,7 @@ def _no_room(e: BaseException) -> bool:
 
 
 def block_key(key: str, i: int) -> str:
+    """The key of block i of the video entry `key`."""
     return make_key(key, "block", FRAME_BLOCK, i)
 
 
@@ -229,6 +230,7 @@ class EmbeddingCache:
         return VideoIndex(hit[1], hit[2], hit[3])
 
     def get_block(self, key: str, i: int) -> np.ndarray | None:
+        """Block i (B, d) of a video entry, or None when absent or damaged."""
         hit = self._read(block_key(key, i))
         return None if hit is None else hit[0]
 
