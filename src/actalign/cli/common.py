@@ -76,7 +76,12 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "(default google/siglip-so400m-patch14-384)",
     )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
-    g.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: half on GPU)")
+    g.add_argument(
+        "--dtype",
+        default=None,
+        help="float32, float16, bfloat16 or int8 (CPU) (default: half on GPU; on CPU bfloat16 where it "
+        "has bfloat16 units (AMX, AVX-512 BF16), else float32)",
+    )
     g.add_argument("--batch-size", type=positive_int, default=None, help="frames per forward pass")
     g.add_argument(
         "--text-encoding",
