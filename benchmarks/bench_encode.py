@@ -13,8 +13,10 @@ at the pace of the slower stage.
 encoder offers, and each one's lowest cosine to float32 (frames and a few texts), for the tiny,
 SigLIP-base-sized and so400m-sized models (random weights, real shapes). Rounds are interleaved
 (float32, bfloat16, int8, float32, ...) after a one-frame warm-up of each, so that a machine's
-changing load falls on all alike. About 3 minutes on 2 cores without bfloat16 units (where
-bfloat16 is emulated and slow); faster with them.
+changing load falls on all alike. About 2.5 minutes with `--threads 1` on a 2-core CPU without
+bfloat16 units (where bfloat16 is emulated and slow); faster with them. On a machine shared with other
+work, `--threads 1` gives the steadier numbers (per core): with every core busy, torch's threads
+wait for each other at every operation (the tiny model's float32 fell from ~6,000 to 60 frames/s).
 """
 
 from __future__ import annotations
@@ -121,7 +123,7 @@ def precision_rows(video: Path) -> list[tuple]:
     specs = (  # label, builder, frames, batch, timed rounds, one-frame warm-up
         ("tiny SigLIP (32 px)", build_siglip, 64, 16, 3, True),
         ("SigLIP-base size (224 px)", base_siglip, 4, 4, 1, True),
-        ("SigLIP so400m size (384 px)", so400m, 2, 2, 1, False),  # seconds a frame: no warm-up
+        ("SigLIP so400m size (384 px)", so400m, 1, 1, 1, False),  # seconds a frame: no warm-up
     )
     rows = []
     for i, (label, build, n, batch, rounds, warm) in enumerate(specs):
@@ -147,7 +149,7 @@ def precision_rows(video: Path) -> list[tuple]:
         for p in PRECISIONS:
             rows.append(
                 (
-                    f"{label}, batch {batch}, {n} frames",
+                    f"{label}, batch {batch}, {n} frame{'s' if n != 1 else ''}",
                     p,
                     _rate(n / statistics.median(wall[p])),
                     _rate(per_cpu_s[p]),
