@@ -1,12 +1,22 @@
 """Encoder benchmark: prints a markdown table (see docs/benchmarks.md).
 
     python benchmarks/bench_encode.py             # CPU: decode-only, encode-only, pipeline
+    python benchmarks/bench_encode.py --cpu-precision  # CPU: float32 / bfloat16 / int8, 3 sizes
     python benchmarks/bench_encode.py --gpu-so400m  # GPU: a randomly initialised so400m vision tower
 
 Two random-weight models built here (throughput does not depend on the weights): the tests'
 tiny SigLIP (decode-bound) and a SigLIP-base-sized one at 224 px (encode-bound). The pipeline is
 `embed_video`: decoding runs in a background thread while the model encodes, so it should run
 at the pace of the slower stage.
+
+--cpu-precision: frames/s of `encode_images` on the clip's frames in each precision the CPU
+encoder offers, and each one's lowest cosine to float32 (frames and a few texts), for the tiny,
+SigLIP-base-sized and so400m-sized models (random weights, real shapes). Rounds are interleaved
+(float32, bfloat16, int8, float32, ...) after a one-frame warm-up of each, so that a machine's
+changing load falls on all alike. About 2.5 minutes with `--threads 1` on a 2-core CPU without
+bfloat16 units (where bfloat16 is emulated and slow); faster with them. On a machine shared with other
+work, `--threads 1` gives the steadier numbers (per core): with every core busy, torch's threads
+wait for each other at every operation (the tiny model's float32 fell from ~6,000 to 60 frames/s).
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -27,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from actalign import load_encoder
 from actalign.embed import embed_video
+from actalign.encoders import cpu
 from actalign.video import Sampling, iter_frames
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -97,6 +109,73 @@ def cpu_rows(video: Path, runs: int) -> list[tuple]:
     return rows
 
 
+PRECISIONS = ("float32", "bfloat16", "int8")
+TEXTS = ["a player dribbles the ball", "jumps and shoots", "the ball goes through the net", "a dunk"]
+
+
+def precision_rows(video: Path) -> list[tuple]:
+    """Per model and precision: frames/s of encode_images (wall clock and per CPU-second of the
+    process, which a busy machine disturbs less), its ratio to float32, and the lowest cosine to
+    float32 of the frames' and the texts' embeddings."""
+    from models import build_siglip
+
+    tmp = Path(tempfile.mkdtemp(prefix="actalign-bench-"))
+    specs = (  # label, builder, frames, batch, timed rounds, one-frame warm-up
+        ("tiny SigLIP (32 px)", build_siglip, 64, 16, 3, True),
+        ("SigLIP-base size (224 px)", base_siglip, 4, 4, 1, True),
+        ("SigLIP so400m size (384 px)", so400m, 1, 1, 1, False),  # seconds a frame: no warm-up
+    )
+    rows = []
+    for i, (label, build, n, batch, rounds, warm) in enumerate(specs):
+        directory = build(tmp / str(i))
+        encoders = {
+            p: load_encoder(str(directory), device="cpu", dtype=p, batch_size=batch) for p in PRECISIONS
+        }
+        frames = _frames(video, encoders["float32"].decode_size, n)
+        if warm:
+            for enc in encoders.values():
+                enc.encode_images(frames[:1])  # first-call allocations and weight packing
+        wall: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+        cpu_time: dict[str, list[float]] = {p: [] for p in PRECISIONS}
+        out: dict[str, np.ndarray] = {}
+        for _ in range(rounds):  # interleaved: a changing load falls on every precision alike
+            for p, enc in encoders.items():
+                t0, c0 = time.perf_counter(), time.process_time()
+                out[p] = enc.encode_images(frames)
+                wall[p].append(time.perf_counter() - t0)
+                cpu_time[p].append(time.process_time() - c0)
+        texts = {p: enc.encode_texts(TEXTS) for p, enc in encoders.items()}
+        per_cpu_s = {p: n / statistics.median(cpu_time[p]) for p in PRECISIONS}
+        for p in PRECISIONS:
+            rows.append(
+                (
+                    f"{label}, batch {batch}, {n} frame{'s' if n != 1 else ''}",
+                    p,
+                    _rate(n / statistics.median(wall[p])),
+                    _rate(per_cpu_s[p]),
+                    f"{per_cpu_s[p] / per_cpu_s['float32']:.2f}x",
+                    f"{float((out[p] * out['float32']).sum(1).min()):.5f}",
+                    f"{float((texts[p] * texts['float32']).sum(1).min()):.5f}",
+                )
+            )
+        del encoders
+        shutil.rmtree(directory, ignore_errors=True)
+    return rows
+
+
+def _frames(video: Path, size, n: int) -> np.ndarray:
+    """n frames spread over the clip at the model's input size (random pixels without the clip)."""
+    if video.exists():
+        frames = np.concatenate([b.frames for b in iter_frames(video, resize=size)])
+        return np.ascontiguousarray(frames[np.linspace(0, len(frames) - 1, n).astype(int)])
+    w, h = size if isinstance(size, tuple) else (size, size)
+    return np.random.default_rng(0).integers(0, 256, (n, h, w, 3), dtype=np.uint8)
+
+
+def _rate(fps: float) -> str:
+    return f"{fps:,.0f}" if fps >= 100 else f"{fps:.2f}"
+
+
 def gpu_so400m(batch: int, seconds: float) -> str:
     from transformers import SiglipVisionConfig, SiglipVisionModel
 
@@ -128,13 +207,26 @@ def main() -> None:
     parser.add_argument("--video", default=str(SHARED / "actionatlas-samples" / "basketball.mp4"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--gpu-so400m", action="store_true")
+    parser.add_argument("--cpu-precision", action="store_true")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores; torch {torch.__version__}; "
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, {args.threads} torch threads; "
+        f"torch {torch.__version__}; "
         f"{time.strftime('%Y-%m-%d')}; video {Path(args.video).name}"
     )
+    print(f"CPU: {cpu.describe()}; default CPU dtype here: {cpu.default_cpu_dtype()}")
     print()
+    if args.cpu_precision:
+        print(
+            "| model (CPU, encode_images) | dtype | frames/s | frames per CPU-second | vs float32 "
+            "(CPU time) | min cos to float32, frames | texts |"
+        )
+        print("|---|---|---|---|---|---|---|")
+        for row in precision_rows(Path(args.video)):
+            print("| " + " | ".join(row) + " |", flush=True)
+        return
     if args.gpu_so400m:
         print(gpu_so400m(batch=64, seconds=20))
         return

@@ -13,6 +13,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# The suite sees a CPU without bfloat16 units (float32 by default, as the tests expect) wherever it
+# runs; test_cpu_dtype sets other flags to test the choice.
+os.environ["ACTALIGN_CPU_FLAGS"] = ""
 
 
 @pytest.fixture(autouse=True)

@@ -187,7 +187,7 @@ def test_open_clip_prefix_and_bad_options(siglip_dir):
     with pytest.raises(ActAlignError, match="open_clip"):
         load_encoder("open_clip:ViT-B-32")
     with pytest.raises(ActAlignError, match="dtype"):
-        load_encoder(str(siglip_dir), dtype="int8")
+        load_encoder(str(siglip_dir), dtype="int4")
     if not torch.cuda.is_available():
         with pytest.raises(ActAlignError, match="CUDA is not available"):
             load_encoder(str(siglip_dir), device="cuda")

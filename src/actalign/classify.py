@@ -235,6 +235,7 @@ class ActAlign:
                 getattr(self.encoder, "name_or_path", None) or getattr(self.encoder, "identity", "?")
             ),
             "model_identity": getattr(self.encoder, "identity", "?"),  # revision or weights hash, dtype
+            "dtype": getattr(self.encoder, "dtype_name", None),  # the precision it ran in
             "text_encoding": getattr(self.encoder, "text_encoding", "trained"),
             "method": self.method,
             "fps": None if self.fps is None else float(self.fps),

@@ -111,7 +111,8 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--dtype",
         default=None,
-        help="float32, float16 or bfloat16 (default: half on a GPU, float32 on the CPU)",
+        help="float32, float16, bfloat16 or int8 (CPU only) (default: half on a GPU; on the CPU "
+        "bfloat16 where it has bfloat16 units (AMX, AVX-512 BF16), else float32)",
     )
     g.add_argument(
         "--batch-size",

@@ -106,7 +106,8 @@ def load_encoder(
     """Build an encoder from a short name, a hub id, a local directory, or "<backend>:<name>".
 
     device: "cuda", "cuda:N", "mps", "cpu" (default: the best available, in that order).
-    dtype: "float32", "float16", "bfloat16" (default: half precision on GPU, float32 on CPU).
+    dtype: "float32", "float16", "bfloat16", "int8" (CPU) (default: half precision on GPU; on CPU
+    bfloat16 where it has bfloat16 matrix units, float32 elsewhere: `encoders.cpu`).
     batch_size: frames per forward pass (default 64 on GPU, 16 on CPU).
     options: backend options, for transformers `text_encoding` ("trained" or "authors", see
     `TransformersEncoder.encode_texts`) and `compile` (torch.compile the vision tower).

@@ -108,6 +108,7 @@ def run(
         "input": plan.source,  # not the limit: a later run may do more of the same clips
         "fps": fps,
         "encoder": encoder.identity,
+        "dtype": getattr(encoder, "dtype_name", None),  # chosen for the CPU or GPU unless --dtype
         "scale": encoder.scale,
         "bias": encoder.bias,
         "text_encoding": calibration.text_encoding,
