@@ -72,7 +72,13 @@ def build_model(kind: str, root: Path) -> Path:
         )
     )
     config.text_config.update(
-        dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12)
+        dict(
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            projection_size=768,
+        )
     )
     SiglipModel(config).save_pretrained(path)
     return path

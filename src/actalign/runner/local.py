@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing as mp
 import os
+import queue
 import threading
 import time
 from collections import deque
@@ -41,6 +42,8 @@ MAX_WAIT = 1.0  # seconds decoded frames may wait for a full batch while more ar
 WORKER_NICENESS = 10
 
 
+AHEAD = 2  # clips given to a worker at a time: the one it decodes, and the next
+OUTBOX = 4  # decoded chunks a worker may hold while the run is busy encoding
 STALL_SECONDS = 300.0  # a worker silent this long (while we wait for it) is stopped and replaced
 
 
@@ -87,22 +90,55 @@ def _worker(conn, options: DecodeOptions, run_pid: int | None = None) -> None:
         # first; decoders still get every cycle it leaves
         with contextlib.suppress(OSError, AttributeError):
             os.nice(WORKER_NICENESS)
+    # decoded chunks wait in a small outbox sent by a thread of their own, so that decoding goes on
+    # while the run is busy encoding (a pipe holds less than one chunk)
+    outbox: queue.Queue = queue.Queue(maxsize=OUTBOX)
+    broken = threading.Event()
+
+    def send_all() -> None:
+        while True:
+            item = outbox.get()
+            if item is None:
+                return
+            try:
+                conn.send(item)
+            except (OSError, EOFError, ValueError):  # the run closed the pipe (finished, or gone)
+                broken.set()
+                return
+
+    sender = threading.Thread(target=send_all, daemon=True, name="actalign-send")
+    sender.start()
+
+    def send(item) -> None:
+        while not broken.is_set():
+            try:
+                outbox.put(item, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+        raise EOFError
+
     try:
         while True:
             task = conn.recv()
             if task is None:
                 return
             clip, attempt = task
-            conn.send((clip.id, "start", attempt))
+            send((clip.id, "start", attempt))
             try:
                 for part in decode_clip(clip, options):
-                    conn.send((clip.id, type(part).__name__.lower(), part))
+                    send((clip.id, type(part).__name__.lower(), part))
             except ActAlignError as e:
-                conn.send((clip.id, "error", str(e)))
+                send((clip.id, "error", str(e)))
+            except (EOFError, OSError):
+                raise
             except Exception as e:  # a decoder bug must not take the run down
-                conn.send((clip.id, "error", f"could not be decoded ({type(e).__name__}: {e})"))
+                send((clip.id, "error", f"could not be decoded ({type(e).__name__}: {e})"))
     except (EOFError, OSError):  # the run closed the pipe (finished, or gone)
         return
+    finally:
+        with contextlib.suppress(queue.Full):
+            outbox.put_nowait(None)
 
 
 class _Thread(threading.Thread):
@@ -119,7 +155,7 @@ class _Thread(threading.Thread):
 class _Worker:
     proc: object
     conn: object  # this side of its pipe
-    clip: str | None = None  # the clip it is decoding
+    clips: list = field(default_factory=list)  # the clips it was given and has not finished, in order
     seen: float = field(default_factory=time.monotonic)  # its last message (or our last busy spell)
     started: bool = False  # it has sent a message
 
@@ -208,16 +244,18 @@ class LocalEngine:
         return _Worker(proc, mine)
 
     def _dispatch(self) -> None:
-        """Give each idle worker the next clip."""
+        """Keep each worker AHEAD clips deep: the next one waits in its pipe while it decodes."""
         for w in self.pool:
-            if w.clip is None and self.todo:
+            while len(w.clips) < AHEAD and self.todo:
                 clip, attempt = self.todo.popleft()
                 try:
                     w.conn.send((clip, attempt))
                 except (OSError, EOFError):  # died meanwhile: found by _check_workers
                     self.todo.appendleft((clip, attempt))
-                    continue
-                w.clip, w.seen = clip.id, time.monotonic()
+                    break
+                if not w.clips:
+                    w.seen = time.monotonic()
+                w.clips.append(clip.id)
                 self.states[clip.id].attempt = attempt
 
     def _receive(self, w: _Worker) -> None:
@@ -227,8 +265,8 @@ class LocalEngine:
                 cid, kind, payload = w.conn.recv()
                 w.seen, w.started = time.monotonic(), True
                 self.any_started = True
-                if kind in ("done", "error", "cached"):
-                    w.clip = None
+                if kind in ("done", "error", "cached") and cid in w.clips:
+                    w.clips.remove(cid)
                 self._handle(cid, kind, payload)
         except (EOFError, OSError):
             pass  # a dead worker: _check_workers replaces it
@@ -238,7 +276,7 @@ class LocalEngine:
         now = time.monotonic()
         for i, w in enumerate(self.pool):
             alive = w.proc.is_alive()
-            silent = alive and w.clip is not None and now - w.seen > self.stall_seconds
+            silent = alive and bool(w.clips) and now - w.seen > self.stall_seconds
             if alive and not silent:
                 continue
             if silent:
@@ -255,14 +293,14 @@ class LocalEngine:
                 self.stillborn += 1
                 if self.stillborn >= 3 and not self.any_started:
                     raise ActAlignError(WORKERS_CANNOT_START)
-            if w.clip is not None:
-                state = self.states[w.clip]
+            for cid in reversed(w.clips):  # the clip it was decoding, and the next one given to it
+                state = self.states[cid]
                 if not state.finished and state.done is None:
-                    self._drop(w.clip)
-                    if state.attempt >= 1:
+                    self._drop(cid)
+                    if state.attempt >= 1 and cid == w.clips[0]:
                         self._fail(state, reason + ", twice")
                     else:
-                        self.todo.appendleft((state.clip, state.attempt + 1))
+                        self.todo.appendleft((state.clip, state.attempt + (cid == w.clips[0])))
             self.pool[i] = self._spawn() if (self.todo or self.left) else w
 
     def _close(self) -> None:
