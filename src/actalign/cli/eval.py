@@ -17,8 +17,9 @@ def add_parser(sub) -> None:
         help="top-1/2/3 on a manifest or ActionAtlas (paper Tables 2-4)",
         description="Measure top-1/2/3 accuracy on a JSONL manifest whose rows name their answer, or "
         "on ActionAtlas (its clips are downloaded and prepared in --data first): the mean-pool "
-        "baseline and ActAlign, or the ablation ladder of Table 3, or script strategies side by side "
-        "(Table 4). A run folder as in batch, resumable; the summary is printed as a Markdown table.",
+        "baseline and ActAlign, the paper's Table 2 peers beside them (--table2, --xclip, --vlm), the "
+        "ablation ladder of Table 3, or script strategies side by side (Table 4). A run folder as in "
+        "batch, resumable; the summary is printed as a Markdown table.",
     )
     p.add_argument("dataset", metavar="DATASET", help="a JSONL manifest with answers, or 'actionatlas'")
     p.add_argument("--data", default="actionatlas-data", help="the folder ActionAtlas clips are prepared in")
