@@ -79,9 +79,16 @@ def _attempt(load, where: str, local_files_only: bool, name: str, what: str):
 
 
 def resolve_dtype(dtype: str | None, device: str):
+    """The torch dtype a baseline runs in: as the encoders choose it (`--dtype`, else half on a GPU
+    and the CPU's own choice), but never int8 (these models are not quantised here)."""
+    import torch
+
     from actalign.encoders.hf import _resolve_dtype
 
-    return _resolve_dtype(dtype, device)
+    name = _resolve_dtype(dtype, device)
+    if name == "int8":
+        raise ActAlignError("--dtype int8 applies to the SigLIP/CLIP encoders; run the baselines in float32.")
+    return getattr(torch, name)
 
 
 def dtype_kwargs(dtype) -> dict:
