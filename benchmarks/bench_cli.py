@@ -28,11 +28,11 @@ CANDIDATES = ["Tip-in", "Putback dunk", "Alley-oop Dunk", "Tomahawk Dunk", "Wind
 
 def stages(model: str, video: str, fps: float | None, scripts: dict) -> dict:
     t0 = time.perf_counter()
-    from actalign import align
-    from actalign.classify import ActAlign, Prediction, actalign_scores, segments
+    from actalign import ActAlign, align
     from actalign.embed import embed_texts
     from actalign.encoders import load_encoder
     from actalign.exports import to_json
+    from actalign.score import Prediction, actalign_scores, segments
     from actalign.video import Sampling, iter_frames
 
     t_import = time.perf_counter()
@@ -53,7 +53,7 @@ def stages(model: str, video: str, fps: float | None, scripts: dict) -> dict:
     paths = [align.dtw(a).path for a in affinities]
     segs = [segments(p, scripts[a], timestamps) for p, a in zip(paths, CANDIDATES)]
     t_align = time.perf_counter()
-    from actalign.classify import CandidateResult
+    from actalign.score import CandidateResult
 
     order = np.argsort(-scores, kind="stable")
     pred = Prediction(

@@ -92,9 +92,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import actalign.embed
-    from actalign.classify import ActAlign
+    from actalign import ActAlign
     from actalign.encoders.cache import EmbeddingCache
-    from actalign.locate import locate
 
     root = Path(tempfile.mkdtemp(prefix="bench-locate-"))
     video = make_long_video(root / "match.mp4", args.minutes)
@@ -131,7 +130,7 @@ def main() -> None:
     for label, cands in (("first search (a1, a2)", ["a1", "a2"]), ("second search (b1, b2)", ["b1", "b2"])):
         decoded["n"] = 0
         t0 = time.perf_counter()
-        found = locate(model, video, cands, "d")
+        found = model.locate(video, cands, "d")
         rows.append((label, time.perf_counter() - t0, decoded["n"], len(found)))
     print(f"CPU: {cpu()} ({platform.machine()}), model: {args.model} (random weights)")
     print(f"video: {args.minutes:g} min, 320x240 at 25 fps, sampled at {args.fps:g} fps")

@@ -21,9 +21,9 @@ from actalign.app import (
     steps_from_text,
     timeline_html,
 )
-from actalign.classify import CandidateResult, Prediction, Segment
 from actalign.cli import build_parser, main
 from actalign.errors import ActAlignError
+from actalign.score import CandidateResult, Prediction, Segment
 from llm_server import FakeLLM
 from media import make_video
 

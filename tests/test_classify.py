@@ -55,7 +55,7 @@ def test_order_separates_permutations_that_mean_pool_cannot(tmp_path):
             pred = model.classify(video, candidates, "test")
             right[method] += pred.top.action == candidates[answer]
         # even a bag of the steps cannot tell permutations apart: only their order can
-        frames = ActAlign(enc, {"test": scripts}, cache=False).embed(video).frames
+        frames = ActAlign(enc, {"test": scripts}, cache=False).pipeline().embed(video).frames
         bags = [enc.encode_texts([f"{s} in test" for s in scripts[c]]).mean(axis=0) for c in candidates]
         bag_scores = align.affinity(frames.mean(axis=0, keepdims=True), np.stack(bags), enc.scale, enc.bias)
         assert np.ptp(bag_scores) < 1e-6
@@ -106,7 +106,7 @@ def test_ties_keep_the_given_order(tmp_path):
         ({"method": "bogus"}, "Unknown method"),
         ({"template": "{oops}"}, "template"),
         ({"template": "no step here"}, "must contain"),
-        ({"smooth_seconds": -1}, ">= 0"),
+        ({"smooth": -1}, "from 0 to 3600"),
     ],
 )
 def test_bad_pipeline_options(kwargs, match):
@@ -474,7 +474,7 @@ def test_cli_on_a_shared_clip(siglip_dir, tmp_path, capsys):
 
 
 def test_segments_in_seconds_follow_the_path():
-    from actalign.classify import segments
+    from actalign.score import segments
 
     ts = np.array([0.0, 0.5, 1.0, 1.5, 2.0])
     path = np.array([[0, 0], [0, 1], [1, 2], [2, 2], [2, 3], [2, 4]])

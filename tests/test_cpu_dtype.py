@@ -223,7 +223,7 @@ def outputs(wide, tmp_path_factory):
         if (case, dtype) not in done:
             video, domain, candidates = clip_for(case, folder)
             scripts = {c: [f"{c} begins", f"the player {c}", f"{c} ends"] for c in candidates}
-            model = ActAlign(wide[dtype], {domain: scripts}, fps=2, cache=False)
+            model = ActAlign(wide[dtype], {domain: scripts}, fps=2, cache=False).pipeline()
             emb = model.embed(video)
             steps = model.step_embeddings(scripts, domain)
             pred = model.classify_embedding(str(video), emb, scripts, domain, steps)

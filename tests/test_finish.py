@@ -383,22 +383,22 @@ def test_the_figure_fits_its_data_and_keeps_the_backend(tmp_path):
 # --------------------------------------------------------------------------- API surface
 
 
-def test_frames_in_memory_and_the_pipeline_called_like_a_function(tmp_path):
+def test_frames_in_memory_and_several_videos_at_once(tmp_path):
     colours = [PALETTE["red"]] * 10 + [PALETTE["blue"]] * 10
     frames = np.stack([np.full((16, 16, 3), c, np.uint8) for c in colours])
     model = ActAlign(
         ColourEncoder(), {"t": {"a": ["red x", "blue x"], "b": ["blue x", "red x"]}}, cache=False
     )
-    pred = model((frames, 10.0), ["a", "b"], domain="t")
+    pred = model.classify((frames, 10.0), ["a", "b"], domain="t")
     assert pred.top.action == "a" and pred.top.segments[1].start == pytest.approx(1.0, abs=0.1 + 1e-6)
     assert pred.top.segments[-1].end == pytest.approx(2.0)
     video = make_video(tmp_path / "v.mp4", n=20, fps=10, colors=colours, size=(16, 16))
-    both = model([video, (frames, 10.0)], ["a", "b"], domain="t")
+    both = model.classify_many([video, (frames, 10.0)], ["a", "b"], domain="t")
     assert [p.top.action for p in both] == ["a", "a"]
     text = repr(pred)
     assert text.startswith("Prediction(") and "'a'" in text and len(text) < 200
     with pytest.raises(ActAlignError, match="rate"):
-        model(frames, ["a", "b"], domain="t")
+        model.classify(frames, ["a", "b"], domain="t")
 
 
 def test_public_api_is_documented_and_typed():
@@ -622,7 +622,7 @@ def test_a_mistyped_flag_is_named_by_its_command_with_the_closest_flag(capsys):
 
 
 def test_a_lone_frame_lasts_to_the_end_of_its_window():
-    from actalign.classify import frame_ends
+    from actalign.score import frame_ends
 
     np.testing.assert_allclose(frame_ends(np.array([4.4]), 4.47), [4.47])
     np.testing.assert_allclose(frame_ends(np.array([4.4])), [4.4])  # no end known: nothing to go by
@@ -632,7 +632,7 @@ def test_a_lone_frame_lasts_to_the_end_of_its_window():
 
 def test_numbered_candidates_lose_their_numbers_everywhere(tmp_path):
     from actalign.app import parse_candidates
-    from actalign.classify import check_candidates
+    from actalign.candidates import check_candidates
 
     pasted = ["1. Tip-in", " 2) Putback  dunk", "360 dunk"]
     assert check_candidates(pasted) == ["Tip-in", "Putback dunk", "360 dunk"]

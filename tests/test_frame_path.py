@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 
 import actalign.embed
-from actalign import align
+from actalign import ActAlign, align
 from actalign.candidates import candidates_from_text, check_candidates
-from actalign.classify import ActAlign
 from actalign.embed import VideoEmbedding, frame_key
 from actalign.encoders import load_encoder
 from actalign.encoders.cache import EmbeddingCache, make_key
 from actalign.errors import ActAlignError
-from actalign.runner import plan_videos, run
-from actalign.runner.plan import load_manifest
+from actalign.runner import run
+from actalign.runner.plan import load_manifest, plan_videos
 from actalign.runner.score import Method
 from actalign.score import Calibration, score
 from actalign.scripts import ScriptSource
@@ -70,9 +69,8 @@ def test_classify_batch_and_locate_share_one_entry_and_scores(tmp_path, siglip_d
     ]
     assert [p["action"] for p in row["predictions"]] == [c.action for c in pred.candidates]
     assert len(index_entries(cache.root)) == 1  # batch read classify's entry, wrote none of its own
-    from actalign.locate import locate
 
-    locate(model, video, ["a", "b"], "t")
+    model.locate(video, ["a", "b"], "t")
     assert len(index_entries(cache.root)) == 1  # locate at the same fps: the same entry
 
 
@@ -104,32 +102,27 @@ def test_an_entry_under_the_old_runner_key_is_never_read(tmp_path, siglip_dir, v
 
 
 def test_a_second_locate_reads_the_cache_and_never_decodes(tmp_path, siglip_dir, video, monkeypatch):
-    from actalign.locate import locate
 
     model = ActAlign(str(siglip_dir), SCRIPTS, fps=5, cache=EmbeddingCache(tmp_path / "c"))
-    first = locate(model, video, ["a", "b"], "t")
+    first = model.locate(video, ["a", "b"], "t")
 
     def no_decoding(*args, **kwargs):
         raise AssertionError("decoded again")
 
     monkeypatch.setattr(actalign.embed, "iter_frames", no_decoding)
     monkeypatch.setattr(actalign.locate, "iter_frames", no_decoding)
-    again = locate(model, video, ["a", "b"], "t")
+    again = model.locate(video, ["a", "b"], "t")
     assert [d.to_dict() for d in again] == [d.to_dict() for d in first]
-    only_b = locate(model, video, ["b"], "t")  # other candidates, same video: no decoding either
+    only_b = model.locate(video, ["b"], "t")  # other candidates, same video: no decoding either
     assert all(d.action == "b" for d in only_b)
 
 
 def test_locate_without_a_cache_decodes_the_spans_again(tmp_path, siglip_dir, video):
-    from actalign.locate import locate
 
-    cached = locate(
-        ActAlign(str(siglip_dir), SCRIPTS, fps=5, cache=EmbeddingCache(tmp_path / "c")),
-        video,
-        ["a", "b"],
-        "t",
+    cached = ActAlign(str(siglip_dir), SCRIPTS, fps=5, cache=EmbeddingCache(tmp_path / "c")).locate(
+        video, ["a", "b"], "t"
     )
-    uncached = locate(ActAlign(str(siglip_dir), SCRIPTS, fps=5, cache=False), video, ["a", "b"], "t")
+    uncached = ActAlign(str(siglip_dir), SCRIPTS, fps=5, cache=False).locate(video, ["a", "b"], "t")
     assert [d.to_dict() for d in cached] == [d.to_dict() for d in uncached]
 
 
@@ -255,14 +248,15 @@ def test_one_rule_for_candidates_everywhere(tmp_path):
 
 LAYERS = [
     {"errors", "files", "progress", "exports", "prefetch", "text", "reaper"},
-    {"video", "align", "candidates"},
+    {"video", "align", "_dtw", "candidates"},
     {"encoders"},
     {"embed", "scripts"},
     {"score"},
+    {"config"},
     {"classify", "baselines"},
     {"locate", "viz", "runner"},
     {"eval"},
-    {"settings"},
+    {"api"},
     {"app", "cli", "__main__"},
 ]
 
@@ -272,13 +266,35 @@ def _layer(module: str) -> int:
     return next(i for i, names in enumerate(LAYERS) if top in names)
 
 
+def _home(name: str) -> str:
+    """The module `from actalign import name` loads: a submodule, or the home of a lazy name."""
+    import importlib.util
+
+    import actalign
+
+    if name in actalign._HOMES:
+        return actalign._HOMES[name]
+    if importlib.util.find_spec(f"actalign.{name}") is not None:
+        return f"actalign.{name}"
+    return "actalign.errors"  # the package's own light names (__version__, ActAlignError): layer 0
+
+
+def test_the_layers_are_the_architecture_documents():
+    doc = (Path(__file__).parents[1] / "docs" / "architecture.md").read_text()
+    rows = [line for line in doc.splitlines() if line.startswith("| ") and line[2:3].isdigit()]
+    documented = [{n.strip(" `") for n in row.split("|")[2].split(",")} for row in rows]
+    assert documented == LAYERS
+
+
 def imports_of(src: Path) -> dict[str, set[str]]:
     graph = {}
     for path in src.rglob("*.py"):
         name = ".".join(path.relative_to(src.parent).with_suffix("").parts).removesuffix(".__init__")
         targets = set()
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("actalign."):
+            if isinstance(node, ast.ImportFrom) and node.module == "actalign":  # from actalign import X
+                targets |= {_home(a.name) for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("actalign."):
                 targets.add(node.module)
             elif isinstance(node, ast.Import):
                 targets |= {a.name for a in node.names if a.name.startswith("actalign.")}

@@ -14,7 +14,6 @@ import pytest
 
 from actalign import ActAlign
 from actalign.cli import main
-from actalign.locate import locate
 from colour_encoder import PALETTE, ColourEncoder
 from media import make_video
 
@@ -46,7 +45,7 @@ def padded_video(path, before=20.0, after=20.0, seed=0, occurrences=((20.0,),)):
 
 
 def model(alignment="subsequence", smooth=0.6, **kw) -> ActAlign:
-    return ActAlign(ColourEncoder(), scripts(), smooth_seconds=smooth, cache=False, alignment=alignment, **kw)
+    return ActAlign(ColourEncoder(), scripts(), smooth=smooth, cache=False, alignment=alignment, **kw)
 
 
 FRAME = 1 / FPS
@@ -99,8 +98,8 @@ def two_occurrences(path) -> Path:
 
 def test_locate_finds_both_occurrences(tmp_path):
     video = two_occurrences(tmp_path / "long.mp4")
-    m = ActAlign(ColourEncoder(), scripts(), fps=FPS, smooth_seconds=0.6, cache=False)
-    found = locate(m, video, CANDIDATES, "t", window_seconds=7.0)  # windows cut through both actions
+    m = ActAlign(ColourEncoder(), scripts(), fps=FPS, smooth=0.6, cache=False)
+    found = m.locate(video, CANDIDATES, "t", window_seconds=7.0)  # windows cut through both actions
     best = [d for d in found if d.action == "move 0"]
     assert len(best) == 2
     spans = sorted((d.start, d.end) for d in best)
@@ -112,7 +111,7 @@ def test_locate_finds_both_occurrences(tmp_path):
     others = [d.score for d in found if d.action != "move 0"]
     assert max(others) < min(d.score for d in best)
     # the same answer from one window as from many
-    whole = locate(m, video, CANDIDATES, "t", window_seconds=1000.0)
+    whole = m.locate(video, CANDIDATES, "t", window_seconds=1000.0)
     assert sorted((d.start, d.end) for d in whole if d.action == "move 0") == spans
 
 
@@ -220,12 +219,11 @@ def test_locate_streams_in_bounded_memory(tmp_path):
         sys.path.insert(0, {str(tmp_path)!r})
         from big import Big
         from actalign import ActAlign
-        from actalign.locate import locate
         scripts = {{"t": {{"a": ["the red phase", "the green phase"],
                           "b": ["the magenta phase", "the cyan phase"]}}}}
         m = ActAlign(Big(), scripts, fps=30, cache=False)
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        found = locate(m, {str(video)!r}, ["a", "b"], "t", window_seconds=60)
+        found = m.locate({str(video)!r}, ["a", "b"], "t", window_seconds=60)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         print(len(found), (peak - base) / 1024)
         """

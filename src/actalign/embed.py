@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from actalign.encoders import Encoder
-from actalign.encoders.cache import FRAME_BLOCK, EmbeddingCache, make_key
+from actalign.encoders.cache import FRAME_BLOCK, EmbeddingCache, VideoEntry, make_key
 from actalign.prefetch import prefetch
 from actalign.video import ArrayVideo, Sampling, as_video, expected_frames, fingerprint, iter_frames, probe
 
@@ -61,10 +61,15 @@ class VideoEmbedding:
     @property
     def fps(self) -> float:
         """Effective sampling rate (frames per second of video)."""
-        if len(self.timestamps) < 2:
-            return 1.0
-        span = self.timestamps[-1] - self.timestamps[0]
-        return (len(self.timestamps) - 1) / span if span > 0 else 1.0
+        return measured_fps(self.timestamps)
+
+
+def measured_fps(timestamps: np.ndarray) -> float:
+    """The sampling rate of frames at these times (T,): (T - 1) / their span; 1 for fewer than 2."""
+    if len(timestamps) < 2:
+        return 1.0
+    span = float(timestamps[-1] - timestamps[0])
+    return (len(timestamps) - 1) / span if span > 0 else 1.0
 
 
 def frame_key(identity: str, video, sampling: Sampling, decode_size) -> str:
@@ -114,7 +119,19 @@ class FrameStream:
             if blocks is not None:
                 yield from blocks
                 return
+            warn_damaged(self.video)
         yield from self._decode()
+
+    def sampled_fps(self) -> float:
+        """The rate the frames are sampled at before they are read: measured from the cached
+        entry's timestamps (as `VideoEmbedding.fps`), else the requested rate capped at the
+        video's own (what sampling keeps of it)."""
+        index = self.cache.get_index(self.key) if self.cache is not None else None
+        if index is not None:
+            return measured_fps(index.timestamps)
+        from actalign.video import sampled_rate
+
+        return sampled_rate(probe(self.video), self.sampling)
 
     def _read(self, index) -> Iterator | None:
         """The cached blocks, or None when one is missing (then the video is decoded again)."""
@@ -127,8 +144,10 @@ class FrameStream:
                 self.on_total(len(index.timestamps))
             for i in range(index.blocks):
                 frames = first if i == 0 else self.cache.get_block(self.key, i)
-                if frames is None:
-                    _raise_missing(self.video)
+                if frames is None:  # the one reader's rule: computed again, from where it broke
+                    warn_damaged(self.video)
+                    yield from self._decode(skip=i * FRAME_BLOCK)
+                    return
                 stamps = index.timestamps[i * FRAME_BLOCK : (i + 1) * FRAME_BLOCK]
                 if self.on_frames is not None:
                     self.on_frames(len(stamps))
@@ -139,9 +158,11 @@ class FrameStream:
 
         return blocks()
 
-    def _decode(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def _decode(self, skip: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Decode, encode and store the whole entry; yield its frames after the first `skip`
+        (already given from a cache entry that broke there)."""
         enc = self.encoder
-        if self.on_total is not None:
+        if self.on_total is not None and not skip:
             self.on_total(expected_frames(probe(self.video), self.sampling))
         stream = iter_frames(self.video, self.sampling, batch_size=enc.batch_size, resize=enc.decode_size)
         stamps_all: list[np.ndarray] = []
@@ -163,9 +184,12 @@ class FrameStream:
                             ([whole[FRAME_BLOCK:]] if len(whole) > FRAME_BLOCK else []),
                             len(whole) - FRAME_BLOCK,
                         )
+                seen, skip = skip, max(0, skip - len(embedded))
+                if seen >= len(embedded):
+                    continue
                 if self.on_frames is not None:
-                    self.on_frames(len(batch.timestamps))
-                yield embedded, batch.timestamps
+                    self.on_frames(len(batch.timestamps) - seen)
+                yield embedded[seen:], batch.timestamps[seen:]
         self.decoded = True
         self.timestamps = np.concatenate(stamps_all) if stamps_all else np.zeros(0)
         if self.on_total is not None:  # the declared count was an estimate: the bar ends at 100%
@@ -194,12 +218,22 @@ class FrameStream:
         return np.concatenate(out)
 
 
-def _raise_missing(video) -> None:
-    from actalign.errors import ActAlignError
+def damaged_note(video) -> str:
+    """What every command says of a damaged cache entry (it is then computed again)."""
+    return f"The cached embeddings of {video} were damaged (a block missing or unreadable); computed again."
 
-    raise ActAlignError(
-        f"A cached block of {video}'s embeddings vanished while it was read; run the command again."
-    )
+
+def warn_damaged(video) -> None:
+    warnings.warn(damaged_note(video), stacklevel=3)
+
+
+def read_entry(cache: EmbeddingCache, key: str, video) -> tuple[VideoEntry | None, list[str]]:
+    """A whole cache entry, or None; with a note when the entry's index is there but a block is
+    missing or damaged (the caller computes it again: the one reader's rule)."""
+    entry = cache.get_video(key)
+    if entry is None and cache.get_index(key) is not None:
+        return None, [damaged_note(video)]
+    return entry, []
 
 
 def embed_video(

@@ -1,9 +1,8 @@
 """Find every occurrence of candidate actions in long, untrimmed video.
 
     from actalign import ActAlign
-    from actalign.locate import locate
     model = ActAlign("siglip-so400m", scripts="scripts.json", fps=2)
-    for d in locate(model, "match.mp4", ["Putback dunk", "Alley-oop dunk"], domain="basketball"):
+    for d in model.locate("match.mp4", ["Putback dunk", "Alley-oop dunk"], domain="basketball"):
         print(d.action, d.start, d.end, d.score)
 
 The video is decoded, encoded and smoothed as a stream; affinities are computed one window
@@ -28,7 +27,7 @@ import numpy as np
 
 from actalign import align
 from actalign.candidates import check_candidates
-from actalign.classify import ActAlign
+from actalign.classify import Pipeline
 from actalign.embed import FrameStream
 from actalign.errors import ActAlignError
 from actalign.score import Segment, frame_ends, segments, smoothing_window
@@ -203,7 +202,7 @@ def _nms(rows: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def locate(
-    model: ActAlign,
+    model: Pipeline,
     video,
     candidates: Sequence[str],
     domain: str,
@@ -218,24 +217,27 @@ def locate(
 ) -> list[Detection]:
     """Every occurrence of `candidates` in a (long) video, best first (see the module docstring).
 
-    Uses the model's encoder, scripts, template, smoothing and sampling rate (`model.fps`; None
-    means DEFAULT_FPS here: every frame of a long video is rarely what anyone wants).
+    Uses the pipeline's encoder, scripts, template, smoothing and sampling rate (`model.fps`; None
+    means DEFAULT_FPS here: every frame of a long video is rarely what anyone wants). The
+    smoothing window and the span prior follow the sampled rate as classify measures it (so a 12.5
+    fps video asked for at 30 fps is smoothed as 12.5 fps, in both).
     """
     candidates = check_candidates(candidates)
     if not (window_seconds > 0):
-        raise ActAlignError(f"--window must be a positive number of seconds, got {window_seconds}.")
+        raise ActAlignError(f"window_seconds must be a positive number of seconds, got {window_seconds}.")
     video = as_video(video)
-    fps = model.fps or DEFAULT_FPS
+    requested = model.fps or DEFAULT_FPS
     scripts = model.scripts.get(domain, candidates)
     steps = dict(zip(scripts, model.step_embeddings(scripts, domain)))
     enc = model.encoder
-    window = smoothing_window(model.smooth_seconds, fps)
-    prior = align.window_frames(align.SUBSEQUENCE_PRIOR_SECONDS, fps)
-    locator = Locator(steps, enc.scale, enc.bias, prior=prior, nms=nms)
     # the one frame path: a second search of the same video reads its embeddings from the cache
     stream = FrameStream(
-        enc, video, Sampling(fps=fps, start=start, end=end), model.cache, on_frames, on_total
+        enc, video, Sampling(fps=requested, start=start, end=end), model.cache, on_frames, on_total
     )
+    fps = stream.sampled_fps()
+    window = smoothing_window(model.config.smooth, fps)
+    prior = align.window_frames(align.SUBSEQUENCE_PRIOR_SECONDS, fps)
+    locator = Locator(steps, enc.scale, enc.bias, prior=prior, nms=nms)
     chunk = max(1, round(window_seconds * fps))
     smoother = align.StreamingSmoother(window)
     pending: list[np.ndarray] = []

@@ -81,6 +81,7 @@ class Prediction:
     video_end: float | None = None  # where the embedded span ends (the video's end, or `end`)
     settings: dict = field(default_factory=dict)  # model, sampling, smoothing, template, ...
     warnings: list[str] = field(default_factory=list)  # e.g. damaged packets skipped while decoding
+    id: str | None = None  # the clip's id in a run (`ActAlign.run`)
 
     @property
     def top(self) -> CandidateResult:
@@ -180,6 +181,42 @@ class Calibration:
 
 
 # --------------------------------------------------------------------------- pieces
+
+
+MAX_TEMPLATE_WIDTH = 1000  # of a template field's format spec
+
+
+def check_template(template: str, needed: str) -> None:
+    """A template must fill with {step}, {domain} and {action} and contain `needed`; widths and
+    precisions are bounded (a '{step:>999999999}' would build a gigabyte per step)."""
+    import re
+    import string
+
+    if not isinstance(template, str):
+        raise ActAlignError(f"A template must be text, got {template!r}.")
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ActAlignError(
+            f"The template {template!r} is invalid ({e}); use the fields {{step}}, {{domain}} and {{action}}."
+        ) from None
+    for _, name, spec, _ in parts:
+        if spec and ("{" in spec or any(int(n) > MAX_TEMPLATE_WIDTH for n in re.findall(r"\d+", spec))):
+            raise ActAlignError(
+                f"The template {template!r} formats {{{name}}} as {spec!r}; widths and precisions are "
+                f"limited to {MAX_TEMPLATE_WIDTH}."
+            )
+    try:
+        template.format(step="s", domain="d", action="a")
+    except (KeyError, IndexError, ValueError, AttributeError) as e:
+        raise ActAlignError(
+            f"The template {template!r} is invalid ({e}); use the fields {{step}}, {{domain}} and {{action}}."
+        ) from None
+    fields = {f for _, f, _, _ in parts if f is not None}
+    if needed.strip("{}") not in {f.split("!")[0].split(".")[0].split("[")[0] for f in fields}:
+        raise ActAlignError(f"The template {template!r} must contain {needed}.")
+
+
 
 
 def fill(template: str, **fields) -> str:

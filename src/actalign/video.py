@@ -311,6 +311,15 @@ def fingerprint(path: str | os.PathLike | ArrayVideo, chunk: int = 1 << 22) -> s
     return h.hexdigest()
 
 
+def sampled_rate(info: VideoInfo, sampling: Sampling) -> float:
+    """The rate `sampling` keeps frames at: the requested fps capped at the video's own (the
+    video's own for every frame; 1 when neither is known)."""
+    native = info.fps or (info.frames / info.duration if info.frames and info.duration else None)
+    if sampling.fps and native:
+        return float(min(sampling.fps, native))
+    return float(sampling.fps or native or 1.0)
+
+
 def expected_frames(info: VideoInfo, sampling: Sampling) -> int | None:
     """About how many frames `sampling` will keep (for progress bars); None when unknown."""
     if sampling.num_frames is not None:

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from actalign.classify import Prediction
 from actalign.errors import ActAlignError
 from actalign.files import atomic_write_bytes
+from actalign.score import Prediction
 
 LABEL_WIDTH = 42  # characters per line of a step label
 

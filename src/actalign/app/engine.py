@@ -14,18 +14,18 @@ from pathlib import Path
 from typing import Any
 
 from actalign.candidates import candidates_from_text, check_candidates, norm
+from actalign.config import Config
 from actalign.errors import ActAlignError
 from actalign.score import Prediction
 from actalign.scripts.parse import validate_steps
-from actalign.settings import Settings
 
 log = logging.getLogger("actalign.app")
 MB = 1024 * 1024  # the upload limit's unit, as Gradio counts it
 
 
 @dataclass(frozen=True)
-class AppSettings(Settings):
-    """What `actalign app` was started with: the one `Settings` of the CLI, plus the page's own
+class AppSettings(Config):
+    """What `actalign app` was started with: the one `Config` of the CLI, plus the page's own
     fields."""
 
     max_upload_mb: float = 500.0
@@ -133,7 +133,7 @@ class Engine:
             if key not in self._encoders:
                 if len(self._encoders) >= 2:
                     self._encoders.pop(next(iter(self._encoders)))
-                self._encoders[key] = self.settings.encoder(key)
+                self._encoders[key] = self.settings.replace(model=key).encoder()
             return self._encoders[key]
 
     def cache(self):
@@ -148,7 +148,7 @@ class Engine:
 
         store = ScriptStore(self.settings.store)
         try:
-            yield self.settings.script_source(need_writer, store=store)
+            yield self.settings.script_source(need_writer=need_writer, store=store)
         finally:
             store.close()
 
@@ -231,14 +231,19 @@ class Engine:
         candidates = check_candidates(candidates)
         self.check_video(video)
         steps = self.resolve(domain, candidates, scripts or {})
-        pipeline = s.pipeline(
-            self.encoder(model),
-            {domain: steps},
+        from actalign.classify import Pipeline
+        from actalign.scripts import ScriptSource
+
+        config = s.replace(
+            model=model or s.model,
             fps=s.fps if fps is None else (fps or None),
-            smooth_seconds=s.smooth if smooth is None else smooth,
+            smooth=s.smooth if smooth is None else smooth,
             alignment=alignment or s.alignment,
             method="actalign",
         )
+        source = ScriptSource()
+        source.hand = [{domain: steps}]
+        pipeline = Pipeline(config, self.encoder(model), source, self.cache())
         return pipeline.classify(video, candidates, domain, start, end, on_frames, on_total)
 
 

@@ -95,9 +95,32 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
     where = Path(filename).parts
     library = next((p for p in ("ray", "transformers", "torch", "gradio") if p in where), None)
     if library is None:
-        print(f"warning: {message}", file=sys.stderr)
+        print(f"warning: {as_flags(str(message))}", file=sys.stderr)
     elif not progress.is_quiet():
         print(f"{library}: {category.__name__}: {message}", file=sys.stderr)
+
+
+def as_flags(text: str) -> str:
+    """A library message as the command line says it: its parameters (`name=VALUE`, `name`)
+    named as flags (--name VALUE, --name)."""
+    import re
+
+    known = _flag_names()
+
+    def flag(m: re.Match) -> str:
+        name, value = m.group(1), m.group(3)
+        if name.replace("_", "-") not in known:
+            return m.group(0)
+        return f"--{name.replace('_', '-')}" + (f" {value}" if value is not None else "")
+
+    return re.sub(r"`([a-z][a-z0-9_]*)(=([^`]*))?`", flag, text)
+
+
+def _flag_names() -> set[str]:
+    """Every long option of every command, without its dashes."""
+    parser = build_parser()
+    commands = _subparsers(parser).values()
+    return {o[2:] for p in commands for a in p._actions for o in a.option_strings if o.startswith("--")}
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -151,12 +174,16 @@ def _main(args, progress) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")
+            # what Python hides from users by default stays hidden: sockets and subprocesses
+            # that other libraries leave to the garbage collector, their deprecations
+            for hidden in (ResourceWarning, DeprecationWarning, PendingDeprecationWarning):
+                warnings.simplefilter("ignore", hidden)
             warnings.showwarning = _show_warning
             code = _module(args.command).run(args)
         sys.stdout.flush()
         return code
     except ActAlignError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {as_flags(str(e))}", file=sys.stderr)
         return 2
     except Terminated:
         print("terminated", file=sys.stderr)

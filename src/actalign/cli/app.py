@@ -94,8 +94,7 @@ def run(args) -> int:
         raise ActAlignError(INSTALL_HINT) from None
 
     listen_on(args.host)  # neither an address nor a name: one sentence before anything loads
-    common.check_template(args)
-    common.script_source(args)  # unreadable scripts files or store: one sentence now, not per request
+    common.front(args).scripts()  # unreadable scripts files or store: one sentence now, not per request
     if args.samples:
         load_samples(args.samples)
     for noise in (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ResourceWarning):

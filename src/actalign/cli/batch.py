@@ -53,31 +53,10 @@ def plan(args):
 
 
 def run(args) -> int:
-    from actalign.runner import run as run_clips
-    from actalign.runner.score import Method
-
-    common.check_template(args)
+    front = common.front(args)  # checks the template and every value before any work
     clips = plan(args)
     common.check_out(args)
-    methods = [
-        Method(
-            "ActAlign",
-            template=args.template,
-            smooth_seconds=args.smooth,
-            strategy=args.strategy,
-            alignment=args.alignment,
-        )
-    ]
-    sources = common.sources_for(args, methods)
-    common.check_scripts(clips, sources, methods, args.limit)
-    result = run_clips(
-        clips,
-        common.encoder(args),
-        sources,
-        args.out,
-        methods,
-        **common.run_options(args),
-    )
+    result = front.batch(clips, args.out, limit=args.limit, recorded_scripts=args.recorded_scripts)
     where = f"{args.out.rstrip('/')}/predictions.jsonl"
     left = len(clips.clips) - result.planned
     limited = (

@@ -71,7 +71,9 @@ def _check_output(args, several: bool) -> None:
 
 def _report(video: str, e: ActAlignError) -> None:
     """One line per failed video, naming it once."""
-    text = str(e)
+    from actalign.cli import as_flags
+
+    text = as_flags(str(e))
     print(f"error: {text}" if str(video) in text else f"error: {video}: {text}", file=sys.stderr)
 
 
@@ -81,7 +83,6 @@ def run(args) -> int:
     from actalign.video import find_videos, probe
 
     candidates = common.candidates(args)
-    common.check_template(args)
     if args.method != "actalign" and args.alignment != "global":
         raise ActAlignError(
             f"--alignment applies to actalign; the {args.method} baseline aligns nothing. Drop one of them."
@@ -111,10 +112,9 @@ def run(args) -> int:
                 raise
             _report(v, e)
             failed += 1
-    scripts = None
+    front = common.front(args)
     if args.method == "actalign":
-        scripts = common.script_source(args)
-        scripts.get(args.domain, candidates)  # missing scripts: say so before loading any model
+        front.scripts().get(args.domain, candidates)  # missing scripts: say so before loading any model
     from actalign.exports import file_names
 
     names = file_names(videos)  # one output file per video, never two videos on one name
@@ -122,14 +122,13 @@ def run(args) -> int:
     baseline = None
     if args.method in ("xclip", "vlm"):
         baseline = common.baseline_for(args, args.method, args.model if args.method == "xclip" else args.vlm)
-    model = common.pipeline(args, scripts) if good and baseline is None else None
     for video in good:
         try:
             if baseline is not None:
                 pred = baseline.predict(video, candidates, args.domain, args.start, args.end)
             else:
                 with Progress(Path(video).name, unit="frame") as bar:
-                    pred = model.classify(
+                    pred = front.classify(
                         video,
                         candidates,
                         args.domain,

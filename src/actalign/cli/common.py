@@ -320,33 +320,13 @@ def make_folder(path: str, what: str) -> Path:
     return prepare_folder(path, what)
 
 
-def check_template(args) -> None:
-    from actalign.classify import check_template as check
+def front(args):
+    """The front door for this command line: `ActAlign` holding the one `Config` of `args`, built
+    once (the encoder loads on first use)."""
+    from actalign.api import ActAlign
+    from actalign.config import Config
 
-    check(args.template, "{step}")
-
-
-def settings(args):
-    """The one settings object of a command line (`actalign.settings.Settings`)."""
-    from actalign.settings import Settings
-
-    return Settings.from_args(args)
-
-
-def script_source(args, need_writer: bool = False):
-    return settings(args).script_source(need_writer)
-
-
-def encoder(args):
-    return settings(args).encoder()
-
-
-def cache(args):
-    return settings(args).cache()
-
-
-def pipeline(args, scripts, enc=None):
-    return settings(args).pipeline(enc, scripts)
+    return ActAlign(Config.from_args(args))
 
 
 def write_output(text: str, output: str | None) -> None:
@@ -406,34 +386,6 @@ def check_out(args) -> None:
         raise ActAlignError(f"Cannot write to {existing}: permission denied; choose another --out folder.")
 
 
-def run_options(args) -> dict:
-    """The keyword arguments `runner.run` (and `eval.evaluate`) take from the command line."""
-    return {
-        "fps": args.fps,
-        "limit": args.limit,
-        "engine": args.engine,
-        "workers": args.workers,
-        "cache": cache(args),
-        "record": run_record(args),
-        "ray_address": args.ray_address,
-        "recorded_scripts": args.recorded_scripts,
-    }
-
-
-def run_record(args) -> dict:
-    """What a run's configuration records of its command line beyond the methods and model."""
-    return {"model": args.model or "default", "template": args.template}
-
-
-def sources_for(args, methods) -> dict:
-    """A ScriptSource per script strategy the methods name."""
-    sources = {}
-    for strategy in sorted({m.strategy for m in methods if m.method == "actalign"}):
-        args.strategy = strategy
-        sources[strategy] = script_source(args)
-    return sources
-
-
 def report_failures(out: str, failures: list[dict]) -> None:
     if failures:
         first = failures[0]
@@ -445,16 +397,3 @@ def report_failures(out: str, failures: list[dict]) -> None:
             f"{' and '.join(counts)}; see {out.rstrip('/')}/failed.jsonl (first: {where}{first['reason']})",
             file=sys.stderr,
         )
-
-
-def check_scripts(plan, sources: dict, methods, limit: int | None = None) -> None:
-    """Every clip's scripts exist (or can be generated), checked before any model is loaded."""
-    wanted: dict[tuple[str, str], list[str]] = {}
-    for m in methods:
-        if m.method != "actalign":
-            continue
-        for c in plan.clips[:limit]:
-            actions = wanted.setdefault((m.strategy, c.domain), [])
-            actions += [a for a in c.candidates if a not in actions]
-    for (strategy, domain), actions in wanted.items():
-        sources[strategy].get(domain, actions)

@@ -3,7 +3,6 @@ plus top-1/2/3 (paper Tables 2-4)."""
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -60,56 +59,11 @@ def add_parser(sub) -> None:
     common.add_quiet(p)
 
 
-def methods(args):
-    from actalign.eval.evaluate import ladder
-    from actalign.runner.score import Method
-
-    if args.table2:
-        rungs = {m.name: m for m in ladder(args.strategy, local=False)}
-        full = dataclasses.replace(rungs["+ smoothing (ActAlign)"], name="ActAlign")
-        chosen = [rungs["mean-pool"], rungs["+ DTW (bare steps)"], full]
-    elif args.ladder:
-        chosen = ladder(args.strategy)
-    else:
-        chosen = [Method("mean-pool", method="mean-pool")]
-        if not args.strategies:
-            chosen.append(
-                Method(
-                    "ActAlign",
-                    template=args.template,
-                    smooth_seconds=args.smooth,
-                    strategy=args.strategy,
-                    alignment=args.alignment,
-                )
-            )
-            if args.local and args.alignment != "subsequence":
-                chosen.append(
-                    Method(
-                        "ActAlign (local)",
-                        template=args.template,
-                        smooth_seconds=args.smooth,
-                        strategy=args.strategy,
-                        alignment="subsequence",
-                    )
-                )
-    for s in args.strategies or []:
-        chosen.append(
-            Method(
-                f"ActAlign ({s})",
-                template=args.template,
-                smooth_seconds=args.smooth,
-                strategy=s,
-                alignment=args.alignment,
-            )
-        )
-    return chosen
-
-
 def run(args) -> int:
-    from actalign.eval.evaluate import evaluate, summary_markdown
+    from actalign.eval.evaluate import summary_markdown
     from actalign.runner.plan import load_manifest
 
-    common.check_template(args)
+    front = common.front(args)  # checks the template and every value before any work
     if len(set(args.strategies or [])) > 1 and args.scripts:
         raise ActAlignError(
             "--scripts files win over every strategy, so --strategies would compare the same "
@@ -127,22 +81,22 @@ def run(args) -> int:
         manifest = Path(args.dataset)
     plan = load_manifest(manifest, require_answer=True)
     common.check_out(args)
-    chosen = methods(args)
-    sources = common.sources_for(args, chosen)
-    common.check_scripts(plan, sources, chosen, args.limit)
     baselines = []
     if args.xclip or args.table2:
         baselines.append(common.baseline_for(args, "xclip", args.xclip))
     if args.vlm:
         baselines.append(common.baseline_for(args, "vlm", args.vlm))
-    summary = evaluate(
+    summary = front.evaluate(
         plan,
-        common.encoder(args),
-        sources,
         args.out,
-        chosen,
+        ladder=args.ladder,
+        local=args.local,
+        strategies=args.strategies,
+        table2=args.table2,
         baselines=baselines,
-        **common.run_options(args),
+        limit=args.limit,
+        recorded_scripts=args.recorded_scripts,
+        progress=True,
     )
     print(summary_markdown(summary), end="")
     problems = summary["failed"] + summary["rows_rejected"]

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from actalign.cli import common
-from actalign.errors import ActAlignError
 
 
 def add_parser(sub) -> None:
@@ -67,56 +66,36 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from actalign.locate import locate
+    from actalign.exports import format_detections
     from actalign.progress import Progress
     from actalign.video import probe
 
     candidates = common.candidates(args)
-    common.check_template(args)
-    if not 0 <= args.nms < 1:
-        raise ActAlignError(f"--nms must be in [0, 1), got {args.nms}.")
-    if args.min_score is not None and not 0 <= args.min_score <= 1:
-        raise ActAlignError(f"--min-score must be in [0, 1] (scores are Eq. 13 means), got {args.min_score}.")
+    front = common.front(args)  # checks the template, fps, smoothing
     common.check_writable(args.output)
     probe(args.video)
-    scripts = common.script_source(args)
-    scripts.get(args.domain, candidates)
-    args.method, args.alignment = "actalign", "subsequence"
-    model = common.pipeline(args, scripts)
+    front.scripts().get(args.domain, candidates)
     with Progress(Path(args.video).name, unit="frame") as bar:
-        found = locate(
-            model,
+        found = front.locate(
             args.video,
             candidates,
             args.domain,
-            start=args.start,
-            end=args.end,
             min_score=args.min_score,
             nms=args.nms,
             window_seconds=args.window,
+            top=args.top,
             on_frames=bar.update,
             on_total=bar.set_total,
         )
-    if args.top:
-        per_action: dict[str, int] = {}
-        kept = []
-        for d in found:  # best first
-            per_action[d.action] = per_action.get(d.action, 0) + 1
-            if per_action[d.action] <= args.top:
-                kept.append(d)
-        found = kept
-    from actalign.exports import format_detections
-
-    settings = {
-        **model.settings(),
-        "candidates": candidates,
-        "start": args.start,
-        "end": args.end,
-        "window_seconds": args.window,  # also the span that "background" is measured over
-        "nms": args.nms,
-        "min_score": args.min_score,
-        "top": args.top,
-    }
+    settings = front.locate_settings(
+        candidates=candidates,
+        start=args.start,
+        end=args.end,
+        window_seconds=args.window,  # also the span that "background" is measured over
+        nms=args.nms,
+        min_score=args.min_score,
+        top=args.top,
+    )
     text = format_detections(args.format, args.video, found, settings, domain=args.domain)
     common.write_output(text, args.output)
     return 0

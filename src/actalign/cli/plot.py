@@ -27,7 +27,6 @@ def run(args) -> int:
     from actalign.video import probe
 
     candidates = common.candidates(args)
-    common.check_template(args)
     from actalign.viz import check_plot_path
 
     check_plot_path(args.out)
@@ -35,10 +34,9 @@ def run(args) -> int:
     probe(args.video)
     if args.answer is not None:
         args.answer = _candidate_named(args.answer, candidates)
-    scripts = common.script_source(args)
-    scripts.get(args.domain, candidates)
-    model = common.pipeline(args, scripts)
-    pred = model.classify(args.video, candidates, args.domain, args.start, args.end)
+    front = common.front(args)
+    front.scripts().get(args.domain, candidates)
+    pred = front.classify(args.video, candidates, args.domain)
     from actalign.viz import plot_prediction
 
     plot_prediction(pred, args.out, answer=args.answer, top_k=args.top_k)

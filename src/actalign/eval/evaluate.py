@@ -12,12 +12,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from actalign.classify import DEFAULT_TEMPLATE
 from actalign.errors import ActAlignError
 from actalign.eval.metrics import random_topk, topk, wilson_interval
 from actalign.runner import RunResult, run
 from actalign.runner.plan import Plan
 from actalign.runner.score import Method
+from actalign.score import DEFAULT_TEMPLATE
 
 KS = (1, 2, 3)
 Rung = Method  # a rung of the paper's ablation ladder is one method
@@ -43,6 +43,46 @@ def ladder(strategy: str = "context-rich", local: bool = True) -> list[Method]:
             )
         )
     return rungs
+
+
+_ladder = ladder  # methods_for's `ladder` flag shadows the function
+
+
+def methods_for(
+    config,
+    ladder: bool = False,
+    local: bool = False,
+    strategies: Sequence[str] | None = None,
+    table2: bool = False,
+) -> list[Method]:
+    """The methods an evaluation compares, from a `Config`: mean-pool and ActAlign (its template,
+    smoothing, strategy, alignment); or the Table 2 rows; or the Table 3 ladder; plus ActAlign per
+    script strategy (Table 4) and, with `local`, ActAlign with subsequence alignment."""
+    import dataclasses
+
+    def actalign(name: str, **changes) -> Method:
+        fields = dict(
+            template=config.template,
+            smooth_seconds=config.smooth,
+            strategy=config.strategy,
+            alignment=config.alignment,
+        )
+        return Method(name, **{**fields, **changes})
+
+    if table2:
+        rungs = {m.name: m for m in _ladder(config.strategy, local=False)}
+        full = dataclasses.replace(rungs["+ smoothing (ActAlign)"], name="ActAlign")
+        chosen = [rungs["mean-pool"], rungs["+ DTW (bare steps)"], full]
+    elif ladder:
+        chosen = _ladder(config.strategy)
+    else:
+        chosen = [Method("mean-pool", method="mean-pool", prompt=config.mean_pool_template)]
+        if not strategies:
+            chosen.append(actalign("ActAlign"))
+            if local and config.alignment != "subsequence":
+                chosen.append(actalign("ActAlign (local)", alignment="subsequence"))
+    chosen += [actalign(f"ActAlign ({s})", strategy=s) for s in strategies or []]
+    return chosen
 
 
 def evaluate(

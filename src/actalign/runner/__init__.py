@@ -10,21 +10,19 @@ The run folder's rules (config, resume, exactly-once rows, failures) are in `run
 
 from __future__ import annotations
 
-import hashlib
 import json
 import platform
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from actalign.errors import ActAlignError
 from actalign.runner.decode import Failure
 from actalign.runner.output import RunFolder
-from actalign.runner.plan import Clip, Plan, load_manifest, plan_videos
+from actalign.runner.plan import Clip, Plan
 from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer
 
 ENGINES = ("local", "ray")
-__all__ = ["ENGINES", "Clip", "Method", "Plan", "RunResult", "load_manifest", "plan_videos", "run"]
+__all__ = ["ENGINES", "RunResult", "run", "stream", "versions"]
 
 
 @dataclass
@@ -53,17 +51,7 @@ def versions() -> dict[str, str]:
     return out
 
 
-def file_digest(path: str | Path) -> str:
-    """Content hash of a file (scripts, manifests), for the run's configuration record."""
-    h = hashlib.blake2b(digest_size=12)
-    try:
-        h.update(Path(path).expanduser().read_bytes())
-    except OSError:
-        return "unreadable"
-    return h.hexdigest()
-
-
-def run(
+def stream(
     plan: Plan,
     encoder,
     sources: dict,
@@ -80,7 +68,7 @@ def run(
     ray_address: str | None = None,
     recorded_scripts: bool = False,
     baselines: Sequence = (),
-) -> RunResult:
+) -> Iterator[dict]:
     """Run `methods` on every clip of `plan` not yet in `out`, writing rows as clips finish.
 
     sources: a ScriptSource per script strategy the methods name. record: extra configuration
@@ -91,6 +79,9 @@ def run(
     now reads differently refuses the resume (recorded_scripts=True keeps the recorded ones).
     baselines: the paper's peers (`actalign.baselines.predict.Baseline`), each adding its entry to
     every row (its own frames of the clip, its model) before the row is written.
+
+    Yields each row as it is written and each failure entry ({"id", "reason", ...}) as it is
+    recorded; the generator's return value (`StopIteration.value`) is the `RunResult`.
     """
     from actalign.progress import Progress
     from actalign.video import Sampling
@@ -126,6 +117,7 @@ def run(
         for f in plan.failures:
             folder.fail(f)
             failures.append(f)
+            yield f
         changed = {c.id for c in clips if c.id in done and not _same_clip(done[c.id], c)}
         if changed:  # a row edited in the manifest (new candidates, answer, span): run again
             import warnings
@@ -151,6 +143,7 @@ def run(
             frames["n"] += n
 
         by_id = {c.id: c for c in todo}
+        out: list[dict] = []  # rows and failures written since the last yield
 
         def write(row: dict) -> None:
             try:
@@ -159,8 +152,10 @@ def run(
             except ActAlignError as e:
                 failed(by_id[row["id"]], str(e))
                 return
-            if folder.append(row) and on_row is not None:
-                on_row(row)
+            if folder.append(row):
+                if on_row is not None:
+                    on_row(row)
+                out.append(row)
             elapsed = max(1e-9, _now() - bar.start)
             bar.update(1, note=f"{frames['n'] / elapsed:.1f} frames/s")
 
@@ -168,6 +163,7 @@ def run(
             entry = plan.failure(clip, reason)
             folder.fail(entry)
             failures.append(entry)
+            out.append(entry)
             bar.update(1)
 
         began = _now()
@@ -179,6 +175,8 @@ def run(
                     failed(item.clip, item.reason)
                 else:
                     write(item)
+                yield from out
+                out.clear()
         rows = [folder.done[c.id] for c in clips if c.id in folder.done]
     elapsed = _now() - began
     spent = sum(b.seconds for b in baselines)
@@ -186,6 +184,16 @@ def run(
     timing["embedding_seconds"] = max(0.0, elapsed - spent)
     timing["baselines"] = {b.name: {"seconds": b.seconds, "clips": b.clips} for b in baselines}
     return RunResult(rows, failures, config, len(clips), used, timing)
+
+
+def run(plan: Plan, encoder, sources: dict, out: str, methods: Sequence[Method], **options) -> RunResult:
+    """`stream` to the end: the run's `RunResult` (rows done, this run's failures, its record)."""
+    items = stream(plan, encoder, sources, out, methods, **options)
+    while True:
+        try:
+            next(items)
+        except StopIteration as done:
+            return done.value
 
 
 def _same_clip(row: dict, clip: Clip) -> bool:

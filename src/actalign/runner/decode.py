@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -62,11 +62,13 @@ class Chunk:
 
 @dataclass
 class Done:
-    """The end of a clip's frames: where its span ends, warnings, and its cache key."""
+    """The end of a clip's frames: where its span ends, the decoder's warnings (stored with the
+    cache entry), its cache key, and notes for this run only (a damaged entry computed again)."""
 
     end: float
     warnings: list[str]
     key: str | None
+    notes: list[str] = field(default_factory=list)
 
 
 def decode_clip(clip: Clip, options: DecodeOptions) -> Iterator[Cached | Chunk | Done]:
@@ -74,10 +76,11 @@ def decode_clip(clip: Clip, options: DecodeOptions) -> Iterator[Cached | Chunk |
     for a clip that cannot be read."""
     key = None
     if options.cache_dir is not None:
+        from actalign.embed import read_entry
         from actalign.encoders.cache import EmbeddingCache
 
         key = options.cache_key(clip)
-        hit = EmbeddingCache(options.cache_dir).get_video(key)
+        hit, notes = read_entry(EmbeddingCache(options.cache_dir), key, clip.video)
         if hit is not None:
             yield Cached(hit.frames, hit.timestamps, hit.end, list(hit.warnings))
             return
@@ -91,4 +94,4 @@ def decode_clip(clip: Clip, options: DecodeOptions) -> Iterator[Cached | Chunk |
             last = batch.timestamps[-1]
             yield Chunk(np.ascontiguousarray(batch.frames), batch.timestamps)
     end = stream.stats.end if stream.stats.end is not None else float(last)
-    yield Done(end, [str(w.message) for w in caught], key)
+    yield Done(end, [str(w.message) for w in caught], key, notes if key is not None else [])

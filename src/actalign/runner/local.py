@@ -417,7 +417,7 @@ class LocalEngine:
             state.chunks, state.stamps, state.finished = [], [], True  # free the memory
             self.left -= 1
             try:
-                self.on_row(state.clip, emb, done.warnings)
+                self.on_row(state.clip, emb, [*done.warnings, *done.notes])
             except ActAlignError as e:
                 self.on_error(state.clip, str(e))
 

@@ -183,19 +183,38 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
             "use actalign classify, or actalign batch VIDEOS --domain D --candidates ..."
         )
     text = read_text(p, "manifest")
-    clips: list[Clip] = []
+    numbered = []
     failures: list[dict] = []
-    ids: dict[str, int] = {}
     for n, line in enumerate(text.split("\n"), 1):  # not splitlines: U+2028 is valid inside JSON
         if not line.strip():
             continue
         try:
-            row = parse_json(line, f"line {n}")
+            numbered.append((n, parse_json(line, f"line {n}")))
         except ActAlignError as e:
             failures.append(_failure(None, n, str(e)))
-            continue
+    clips, ids, bad = _clips(numbered, p.parent, require_answer)
+    failures = sorted(failures + bad, key=lambda f: f["line"])
+    if not clips and not failures:
+        raise ActAlignError(f"The manifest {p} has no rows.")
+    if not clips:
+        raise ActAlignError(
+            f"The manifest {p} has no usable row ({len(failures)} rejected; the first: "
+            f"{failures[0]['reason']}). A manifest is JSON Lines: one object with video, domain and "
+            "candidates per line."
+        )
+    return Plan(clips, failures, str(p.resolve()), lines=ids)
+
+
+def _clips(
+    numbered: list[tuple[int, object]], base: Path, require_answer: bool
+) -> tuple[list[Clip], dict[str, int], list[dict]]:
+    """Clips of numbered rows (videos relative to `base`), their lines, and the rejected rows."""
+    clips: list[Clip] = []
+    failures: list[dict] = []
+    ids: dict[str, int] = {}
+    for n, row in numbered:
         try:
-            clip = clip_from_row(row, p.parent, require_answer)
+            clip = clip_from_row(row, base, require_answer)
         except BadRow as e:
             failures.append(_failure(row, n, f"line {n} {e}"))
             continue
@@ -211,15 +230,16 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
             continue
         ids[clip.id] = n
         clips.append(clip)
-    if not clips and not failures:
-        raise ActAlignError(f"The manifest {p} has no rows.")
-    if not clips:
-        raise ActAlignError(
-            f"The manifest {p} has no usable row ({len(failures)} rejected; the first: "
-            f"{failures[0]['reason']}). A manifest is JSON Lines: one object with video, domain and "
-            "candidates per line."
-        )
-    return Plan(clips, failures, str(p.resolve()), lines=ids)
+    return clips, ids, failures
+
+
+def plan_rows(rows: list[dict], require_answer: bool = False, source: str = "python") -> Plan:
+    """The clips of manifest rows given as dicts (a video, domain and candidates each; "line" in a
+    failure is the row's 1-based position); videos relative to the working folder."""
+    if not rows:
+        raise ActAlignError("No clips given.")
+    clips, ids, failures = _clips(list(enumerate(rows, 1)), Path.cwd(), require_answer)
+    return Plan(clips, failures, source, lines=ids)
 
 
 def _failure(row: object, line: int, reason: str) -> dict:
@@ -241,7 +261,7 @@ def plan_videos(
 ) -> Plan:
     """Clips for video files, folders (every video inside) and glob patterns, all with the same
     domain and candidates. The id of each clip is its path as found."""
-    from actalign.classify import check_candidates
+    from actalign.candidates import check_candidates
     from actalign.video import find_videos
 
     if not domain or not str(domain).strip():

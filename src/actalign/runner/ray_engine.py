@@ -44,7 +44,7 @@ def _empty_frames() -> np.ndarray:
 def decode_row(row: dict, options: DecodeOptions) -> dict:
     """Ray task: one clip -> its frames (or cached embeddings, or an error), as one row."""
     clip = pickle.loads(row["clip"])
-    out = {"clip": row["clip"], "error": "", "warnings": "[]", "key": "", "end": 0.0}
+    out = {"clip": row["clip"], "error": "", "warnings": "[]", "notes": "[]", "key": "", "end": 0.0}
     frames, stamps, cached = [], [], None
     try:
         for part in decode_clip(clip, options):
@@ -56,6 +56,7 @@ def decode_row(row: dict, options: DecodeOptions) -> dict:
                 stamps.append(part.timestamps)
             elif isinstance(part, Done):
                 out["end"], out["warnings"], out["key"] = part.end, json.dumps(part.warnings), part.key or ""
+                out["notes"] = json.dumps(part.notes)
     except ActAlignError as e:
         out["error"] = str(e)
     except Exception as e:  # a decoder bug must not take the run down
@@ -102,6 +103,7 @@ class EncodeActor:
             "clip": batch["clip"],
             "error": batch["error"],
             "warnings": batch["warnings"],
+            "notes": batch["notes"],
             "end": batch["end"],
             "timestamps": batch["timestamps"],
             "embeddings": _object_array(out),
@@ -133,7 +135,8 @@ def score_row(row: dict, scorer) -> dict:
         emb = VideoEmbedding(
             np.asarray(row["embeddings"], np.float32), np.asarray(row["timestamps"]), float(row["end"])
         )
-        result["row"] = json.dumps(scorer.row(clip, emb, json.loads(row["warnings"])), ensure_ascii=False)
+        said = [*json.loads(row["warnings"]), *json.loads(row["notes"])]
+        result["row"] = json.dumps(scorer.row(clip, emb, said), ensure_ascii=False)
         result["frames"] = len(emb.timestamps)
     except ActAlignError as e:
         result["error"] = str(e)
