@@ -14,7 +14,6 @@ import shutil
 import warnings
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from actalign import ActAlign, Config, Failure, Prediction

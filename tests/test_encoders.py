@@ -183,7 +183,7 @@ def test_not_an_image_text_model(tmp_path):
         load_encoder(str(tmp_path / "bert"))
 
 
-def test_open_clip_prefix_and_bad_options(siglip_dir):
+def test_an_unregistered_backend_and_bad_options(siglip_dir):
     with pytest.raises(ActAlignError, match="open_clip"):
         load_encoder("open_clip:ViT-B-32")
     with pytest.raises(ActAlignError, match="dtype"):

@@ -27,7 +27,7 @@ from actalign.classify import Pipeline, VideoInput
 from actalign.config import Config
 from actalign.encoders.cache import EmbeddingCache
 from actalign.errors import ActAlignError
-from actalign.locate import DEFAULT_FPS, DEFAULT_NMS, DEFAULT_WINDOW_SECONDS, Detection, locate
+from actalign.locate import DEFAULT_FPS, DEFAULT_NMS, DEFAULT_WINDOW_SECONDS, Detection, check_search, locate
 from actalign.runner.plan import Plan
 from actalign.score import CandidateResult, Prediction, Segment
 
@@ -181,10 +181,7 @@ class ActAlign:
     ) -> list[Detection]:
         """Every occurrence of each candidate in a (long) video, best first (`actalign.locate`):
         subsequence alignment at the Config's fps (default 2), `top` per action at most."""
-        if not 0 <= nms < 1:
-            raise ActAlignError(f"nms must be in [0, 1), got {nms}.")
-        if min_score is not None and not 0 <= min_score <= 1:
-            raise ActAlignError(f"min_score must be in [0, 1] (scores are Eq. 13 means), got {min_score}.")
+        check_search(nms, min_score, window_seconds)
         pipe = self.pipeline(method="actalign", alignment="subsequence", fps=self.config.fps or DEFAULT_FPS)
         pipe.preprocess(candidates, domain)
         start = self.config.start if start is None else start

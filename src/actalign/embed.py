@@ -224,6 +224,7 @@ def damaged_note(video) -> str:
 
 
 def warn_damaged(video) -> None:
+    """Say `damaged_note` once, as a warning."""
     warnings.warn(damaged_note(video), stacklevel=3)
 
 

@@ -201,6 +201,16 @@ def _nms(rows: np.ndarray, threshold: float) -> np.ndarray:
 # --------------------------------------------------------------------------- the whole job
 
 
+def check_search(nms: float, min_score: float | None, window_seconds: float) -> None:
+    """One sentence for a search setting out of range (before any work)."""
+    if not 0 <= nms < 1:
+        raise ActAlignError(f"`nms` must be in [0, 1), got {nms}.")
+    if min_score is not None and not 0 <= min_score <= 1:
+        raise ActAlignError(f"`min_score` must be in [0, 1] (scores are Eq. 13 means), got {min_score}.")
+    if not (window_seconds > 0):
+        raise ActAlignError(f"`window_seconds` must be a positive number of seconds, got {window_seconds}.")
+
+
 def locate(
     model: Pipeline,
     video,
@@ -224,7 +234,7 @@ def locate(
     """
     candidates = check_candidates(candidates)
     if not (window_seconds > 0):
-        raise ActAlignError(f"window_seconds must be a positive number of seconds, got {window_seconds}.")
+        raise ActAlignError(f"`window_seconds` must be a positive number of seconds, got {window_seconds}.")
     video = as_video(video)
     requested = model.fps or DEFAULT_FPS
     scripts = model.scripts.get(domain, candidates)

@@ -217,8 +217,6 @@ def check_template(template: str, needed: str) -> None:
         raise ActAlignError(f"The template {template!r} must contain {needed}.")
 
 
-
-
 def fill(template: str, **fields) -> str:
     """A template filled with {step}, {domain}, {action}; one sentence when it cannot be."""
     try:

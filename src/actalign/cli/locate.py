@@ -67,11 +67,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from actalign.exports import format_detections
+    from actalign.locate import check_search
     from actalign.progress import Progress
     from actalign.video import probe
 
     candidates = common.candidates(args)
     front = common.front(args)  # checks the template, fps, smoothing
+    check_search(args.nms, args.min_score, args.window)
     common.check_writable(args.output)
     probe(args.video)
     front.scripts().get(args.domain, candidates)

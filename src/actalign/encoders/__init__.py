@@ -79,13 +79,6 @@ def register_backend(prefix: str, factory: Callable[..., Encoder]) -> None:
     _BACKENDS[prefix] = factory
 
 
-def _open_clip_backend(name: str, **options) -> Encoder:
-    raise ActAlignError(
-        f"The open_clip backend ('open_clip:{name}') is not available in this version; use a "
-        "transformers model id or directory (e.g. google/siglip-so400m-patch14-384) instead."
-    )
-
-
 def _hf_backend(name: str, **options) -> Encoder:
     from actalign.encoders.hf import TransformersEncoder
 
@@ -93,7 +86,6 @@ def _hf_backend(name: str, **options) -> Encoder:
 
 
 register_backend("hf", _hf_backend)
-register_backend("open_clip", _open_clip_backend)
 
 
 def load_encoder(
