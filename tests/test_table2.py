@@ -220,13 +220,33 @@ def test_a_vlm_run_resumed_against_another_server_is_refused(
 
 
 @pytest.mark.skipif(not SAMPLES.exists(), reason=f"the shared ActionAtlas clips are not at {SAMPLES}")
-@pytest.mark.parametrize("count", [4, 16, 64])
-def test_actionatlas_frames_on_the_shared_clips_are_linspace_of_every_frame(count):
+def test_actionatlas_frames_on_the_shared_clips_are_linspace_of_every_frame():
     from actalign.video import Sampling, iter_frames
 
-    for name in ("cricket.mp4", "basketball.mp4"):
-        video = SAMPLES / name
-        every = np.concatenate([b.frames for b in iter_frames(video, Sampling())])
+    video = SAMPLES / "cricket.mp4"
+    every = np.concatenate([b.frames for b in iter_frames(video, Sampling())])
+    for count in (4, 16, 64):
         picked = clip_frames(video, count, None, None, None, linspace_indices)
         expected = np.linspace(0, len(every) - 1, count, dtype=int)
         np.testing.assert_array_equal(picked, every[expected])
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"), [("2", "Putback dunk"), ("2. Pike jump", "Putback dunk"), ("B", None)]
+)
+def test_classify_with_a_server_shows_the_answer_or_no_answer(tmp_path, monkeypatch, capsys, answer, shown):
+    video = make_video(tmp_path / "v.mp4", n=20, fps=10)
+    cands = ["Tip-in", "Putback dunk", "Sky hook"]
+    base = ["classify", str(video), "--domain", "basketball", "--candidates", *cands, "--method", "vlm"]
+    with FakeLLM() as fake:
+        fake.answer(("answer", answer))
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+        assert main([*base, "--vlm", "some-vlm", "--format", "json"]) == 0
+        pred = json.loads(capsys.readouterr().out)["videos"][0]
+        assert main([*base, "--vlm", "some-vlm"]) == 0
+        table = capsys.readouterr().out
+    assert [p["action"] for p in pred["predictions"]] == ([] if shown is None else [shown])
+    assert pred["settings"]["answer"] == answer and pred["settings"]["protocol"] == "actionatlas"
+    assert pred["settings"]["server"] == f"server:{fake.url}|some-vlm"
+    assert "Tip-in" not in table  # no ranking the model did not make
+    assert ("no answer" in table) == (shown is None) and f"answer as written: {answer!r}" in table
