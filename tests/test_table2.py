@@ -245,6 +245,9 @@ def test_classify_with_a_server_shows_the_answer_or_no_answer(tmp_path, monkeypa
         pred = json.loads(capsys.readouterr().out)["videos"][0]
         assert main([*base, "--vlm", "some-vlm"]) == 0
         table = capsys.readouterr().out
+        assert main([*base, "--vlm", "some-vlm", "--format", "vtt"]) == 0
+        cues = capsys.readouterr().out
+    assert cues.startswith("WEBVTT") and ("no answer" if shown is None else shown) in cues
     assert [p["action"] for p in pred["predictions"]] == ([] if shown is None else [shown])
     assert pred["settings"]["answer"] == answer and pred["settings"]["protocol"] == "actionatlas"
     assert pred["settings"]["server"] == f"server:{fake.url}|some-vlm"
