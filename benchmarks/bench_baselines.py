@@ -169,7 +169,16 @@ def run_row(row: str, runs: int, device: str | None) -> dict:
         else:
             from actalign.baselines.vlm import LocalVLM
 
-            model = LocalVLM(str(path), device=device, frames=8, image_size=448 if large else 32)
+            # the ranked protocol (log-likelihood of each choice number), one answer token: the
+            # random weights would otherwise write up to 512 tokens without a digit
+            model = LocalVLM(
+                str(path),
+                device=device,
+                protocol="ranked",
+                frames=8,
+                image_size=448 if large else 32,
+                max_new_tokens=1,
+            )
             frames = clip_frames(model.frames)
 
             def one_clip():

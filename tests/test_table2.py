@@ -11,10 +11,12 @@ import numpy as np
 import pytest
 
 from actalign.baselines.predict import clip_frames
+from actalign.baselines.vlm import MC_PROMPT, linspace_indices
 from actalign.cli import main
 from baseline_models import build_qwen2vl, build_xclip
 from llm_server import FakeLLM
 from media import SAMPLES, make_video, standin_samples
+from test_baselines_vlm import _body, _Server
 
 pytestmark = pytest.mark.slow
 EXAMPLE_SCRIPTS = Path(__file__).resolve().parents[1] / "examples" / "sample-scripts.json"
@@ -69,16 +71,25 @@ def test_classify_with_xclip_and_a_local_vlm_ranks_every_candidate(tmp_path, xcl
                 "32",
                 "--vlm-frames",
                 "2",
+                "--vlm-protocol",
+                "ranked",
             ]
         )
         == 0
     )
     pred = json.loads(capsys.readouterr().out)["videos"][0]
-    assert pred["method"] == "vlm" and len(pred["predictions"]) == 3
-    assert pred["settings"]["frames"] == 2 and pred["settings"]["answer"] in cands
-    assert (
-        pred["predictions"][0]["action"] == pred["settings"]["answer"]
-    )  # the constrained answer ranks first
+    assert pred["method"] == "vlm" and len(pred["predictions"]) == 3  # ranked in process: every choice
+    assert pred["settings"]["frames"] == 2 and pred["settings"]["protocol"] == "ranked"
+    assert isinstance(pred["settings"]["answer"], str)
+    vlm = [*base, "--method", "vlm", "--vlm", f"local:{qwen_dir}", "--vlm-frames", "2"]
+    assert main(vlm) == 0  # ActionAtlas's protocol: the answer alone, or no answer
+    pred = json.loads(capsys.readouterr().out)["videos"][0]
+    assert pred["settings"]["protocol"] == "actionatlas" and pred["settings"]["max_pixels"] == 336 * 336
+    answered = pred["settings"]["answered"]
+    assert [p["action"] for p in pred["predictions"]] == ([] if answered is None else [answered])
+    assert main([*vlm, "--format", "table"]) == 0
+    table = capsys.readouterr().out
+    assert "answer as written:" in table and ("no answer" in table) == (answered is None)
     assert main([*base, "--method", "vlm"]) == 2
     assert "--vlm" in capsys.readouterr().err
 
@@ -90,7 +101,8 @@ def test_eval_table2_gives_every_row_from_the_same_clips(
     command = [
         "eval", str(samples / "manifest.jsonl"), "--out", str(out), "--table2", "--model", str(siglip_dir),
         "--xclip", str(xclip_dir), "--vlm", f"local:{qwen_dir}", "--vlm-frames", "2",
-        "--vlm-image-size", "32", "--scripts", str(EXAMPLE_SCRIPTS), "--fps", "2", "--workers", "1", "-q",
+        "--vlm-image-size", "32", "--vlm-protocol", "ranked", "--scripts", str(EXAMPLE_SCRIPTS), "--fps", "2",
+        "--workers", "1", "-q",
     ]  # fmt: skip
     assert main(command) == 0
     summary = json.loads((out / "summary.json").read_text())
@@ -113,21 +125,131 @@ def test_eval_table2_gives_every_row_from_the_same_clips(
     assert json.loads((out / "summary.json").read_text())["methods"] == summary["methods"]
 
 
+def _eval(out, samples, siglip_dir, *extra):
+    return [
+        "eval", str(samples / "manifest.jsonl"), "--out", str(out), "--model", str(siglip_dir),
+        "--scripts", str(EXAMPLE_SCRIPTS), "--fps", "2", "--workers", "1", "-q", "--limit", "2", *extra,
+    ]  # fmt: skip
+
+
 def test_eval_with_a_server_vlm_counts_a_garbage_answer_as_a_miss(tmp_path, samples, siglip_dir, monkeypatch):
     out = tmp_path / "srv"
     with FakeLLM() as fake:
         fake.answer(("answer", "I cannot tell from these frames."))
         monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
         monkeypatch.setenv("OPENAI_API_KEY", "x")
-        command = [
-            "eval", str(samples / "manifest.jsonl"), "--out", str(out), "--model", str(siglip_dir),
-            "--vlm", "some-vlm", "--scripts", str(EXAMPLE_SCRIPTS), "--fps", "2", "--workers", "1", "-q",
-            "--limit", "2",
-        ]  # fmt: skip
-        assert main(command) == 0
+        assert main(_eval(out, samples, siglip_dir, "--vlm", "some-vlm")) == 0
         sent = fake.requests
     summary = json.loads((out / "summary.json").read_text())
     vlm = summary["methods"]["VLM (some-vlm)"]
     assert vlm["misses"] == 2 and vlm["top1"] == 0.0 and vlm["top2"] is None and vlm["top3"] is None
+    assert "errors" not in vlm
     images = [p for p in sent[-1]["messages"][0]["content"] if p["type"] == "image_url"]
-    assert len(images) == 8  # --vlm-frames' default
+    assert len(images) == 16  # ActionAtlas's count
+
+
+@pytest.mark.parametrize(
+    ("protocol", "frames", "answer", "kept"),
+    [("actionatlas", 16, "2\x1b[31m", "2\\x1b[31m"), ("ranked", 8, "2", "2")],
+)
+def test_a_server_vlm_row_under_each_protocol(
+    tmp_path, samples, siglip_dir, monkeypatch, protocol, frames, answer, kept
+):
+    """A server answering as ActionAtlas asks, with a choice number: '2' is choice 2 (each of the
+    first two clips' answer) under both protocols, the answer is kept in the row, and the run
+    records the protocol and the server."""
+    out = tmp_path / protocol
+    rows = [json.loads(x) for x in (samples / "manifest.jsonl").read_text().splitlines()][:2]
+    with FakeLLM() as fake:
+        fake.answer(("answer", answer))
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+        command = _eval(out, samples, siglip_dir, "--vlm", "some-vlm", "--vlm-protocol", protocol)
+        assert main(command) == 0
+        sent = fake.requests
+    summary = json.loads((out / "summary.json").read_text())
+    vlm = summary["methods"]["VLM (some-vlm)"]
+    expected = sum(r["answer"] == 1 for r in rows) / 2
+    assert vlm["top1"] == expected and vlm["top2"] is None and "misses" not in vlm
+    (record,) = summary["config"]["baselines"]
+    assert record["protocol"] == protocol and record["frames"] == frames
+    assert record["server"] == f"server:{fake.url}|some-vlm"
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    for line in lines:
+        entry = line["methods"]["VLM (some-vlm)"]
+        assert entry["answer"] == 1 and entry["answer_text"] == kept  # escaped
+    asked = [r["messages"][0]["content"][-1]["text"] for r in sent]
+    for row in rows:
+        question = row.get("question") or f"What best describes the {row['domain']} move made in the video?"
+        choices = "\n".join(f"{i}. {c}" for i, c in enumerate(row["candidates"], 1))
+        assert MC_PROMPT.format(question=question, choices=choices) in asked
+    assert all(len(r["messages"][0]["content"]) == frames + 1 for r in sent)
+    assert ("response_format" in sent[0]) == (protocol == "ranked")
+
+
+def test_a_malformed_server_reply_is_an_error_apart_from_the_misses(
+    tmp_path, samples, siglip_dir, monkeypatch
+):
+    out = tmp_path / "bad"
+    with _Server(_body(b'{"choices": [5]}')) as server:
+        monkeypatch.setenv("OPENAI_BASE_URL", server.url)
+        assert main(_eval(out, samples, siglip_dir, "--vlm", "some-vlm")) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    vlm = summary["methods"]["VLM (some-vlm)"]
+    assert vlm["errors"] == 2 and "misses" not in vlm and vlm["top1"] == 0.0
+    assert summary["clips"] == 2 and summary["methods"]["ActAlign"]["top1"] is not None
+    lines = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert all("not a chat completion" in r["methods"]["VLM (some-vlm)"]["error"] for r in lines)
+    assert "2 errors" in (out / "summary.md").read_text()
+
+
+def test_a_vlm_run_resumed_against_another_server_is_refused(
+    tmp_path, samples, siglip_dir, monkeypatch, capsys
+):
+    out = tmp_path / "resume"
+    with FakeLLM() as first:
+        first.answer(("answer", "1"))
+        monkeypatch.setenv("OPENAI_BASE_URL", first.url)
+        assert main(_eval(out, samples, siglip_dir, "--vlm", "some-vlm", "--limit", "1")) == 0
+    with FakeLLM() as other:
+        other.answer(("answer", "1"))
+        monkeypatch.setenv("OPENAI_BASE_URL", other.url)
+        capsys.readouterr()
+        assert main(_eval(out, samples, siglip_dir, "--vlm", "some-vlm")) == 2
+        assert "another configuration" in capsys.readouterr().err
+        assert other.requests == []
+
+
+@pytest.mark.skipif(not SAMPLES.exists(), reason=f"the shared ActionAtlas clips are not at {SAMPLES}")
+def test_actionatlas_frames_on_the_shared_clips_are_linspace_of_every_frame():
+    from actalign.video import Sampling, iter_frames
+
+    video = SAMPLES / "cricket.mp4"
+    every = np.concatenate([b.frames for b in iter_frames(video, Sampling())])
+    for count in (4, 16, 64):
+        picked = clip_frames(video, count, None, None, None, linspace_indices)
+        expected = np.linspace(0, len(every) - 1, count, dtype=int)
+        np.testing.assert_array_equal(picked, every[expected])
+
+
+@pytest.mark.parametrize(
+    ("answer", "shown"), [("2", "Putback dunk"), ("2. Pike jump", "Putback dunk"), ("B", None)]
+)
+def test_classify_with_a_server_shows_the_answer_or_no_answer(tmp_path, monkeypatch, capsys, answer, shown):
+    video = make_video(tmp_path / "v.mp4", n=20, fps=10)
+    cands = ["Tip-in", "Putback dunk", "Sky hook"]
+    base = ["classify", str(video), "--domain", "basketball", "--candidates", *cands, "--method", "vlm"]
+    with FakeLLM() as fake:
+        fake.answer(("answer", answer))
+        monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
+        assert main([*base, "--vlm", "some-vlm", "--format", "json"]) == 0
+        pred = json.loads(capsys.readouterr().out)["videos"][0]
+        assert main([*base, "--vlm", "some-vlm"]) == 0
+        table = capsys.readouterr().out
+        assert main([*base, "--vlm", "some-vlm", "--format", "vtt"]) == 0
+        cues = capsys.readouterr().out
+    assert cues.startswith("WEBVTT") and ("no answer" if shown is None else shown) in cues
+    assert [p["action"] for p in pred["predictions"]] == ([] if shown is None else [shown])
+    assert pred["settings"]["answer"] == answer and pred["settings"]["protocol"] == "actionatlas"
+    assert pred["settings"]["server"] == f"server:{fake.url}|some-vlm"
+    assert "Tip-in" not in table  # no ranking the model did not make
+    assert ("no answer" in table) == (shown is None) and f"answer as written: {answer!r}" in table

@@ -113,7 +113,11 @@ def to_table(predictions: Sequence, top_k: int | None = None) -> str:
         for c in p.candidates[:top_k]:
             span = f"{c.span[0]:7.2f} - {c.span[1]:6.2f} s  " if local and c.span is not None else ""
             out.append(f"  {c.rank:>4}  {c.score:7.4f}  {span}{printable(c.action)}")
-        if p.top.segments:  # steps may be an LLM's text: shown, never obeyed by the terminal
+        if "answer" in p.settings:  # a video LLM's answer, as it wrote it (top-1 only: no ranking)
+            if not p.candidates:
+                out.append(f"  {'-':>4}  {'':>7}  no answer (it named no choice)")
+            out.append(f"  answer as written: {printable(repr(p.settings['answer']))}")
+        if p.candidates and p.top.segments:  # steps may be an LLM's text: shown, never obeyed by the terminal
             out.append(f"  steps of {printable(repr(p.top.action))}:")
             for s in p.top.segments:
                 out.append(f"    {s.start:7.2f} - {s.end:6.2f} s  {printable(s.step)}")
@@ -179,19 +183,28 @@ class Cue:
 
 
 def prediction_cues(p) -> list[Cue]:
-    """The top candidate's span (or the whole clip) and its steps, as timed cues."""
-    c = p.top
+    """The top candidate's span (or the whole clip) and its steps, as timed cues; "no answer" over
+    the clip where a video LLM named no choice."""
     cues = []
+    if not p.candidates:
+        return [Cue(*_clip_time(p), "no answer")]
+    c = p.top
     if c.segments:
         lo = c.span[0] if c.span else c.segments[0].start
         hi = c.span[1] if c.span else c.segments[-1].end
         cues.append(Cue(lo, hi, f"{c.action} (score {c.score:.3f})"))
         cues += [Cue(s.start, s.end, f"{k}. {s.step}") for k, s in enumerate(c.segments, 1)]
     else:
-        t = p.timestamps
-        end = p.video_end if p.video_end is not None else float(t[-1])
-        cues.append(Cue(float(t[0]), float(end), f"{c.action} (score {c.score:.3f})"))
+        cues.append(Cue(*_clip_time(p), f"{c.action} (score {c.score:.3f})"))
     return cues
+
+
+def _clip_time(p) -> tuple[float, float]:
+    """(start, end) of what a prediction saw: its frames, else (a baseline) its span."""
+    t = p.timestamps
+    lo = float(t[0]) if len(t) else float(p.start or 0.0)
+    hi = p.video_end if p.video_end is not None else (float(t[-1]) if len(t) else p.end)
+    return lo, float(lo if hi is None else hi)
 
 
 def detection_cues(detections: Iterable) -> list[Cue]:

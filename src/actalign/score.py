@@ -101,6 +101,8 @@ class Prediction:
         return [by_action[a] for a in order]
 
     def __repr__(self) -> str:
+        if not self.candidates:
+            return f"Prediction(video={self.video!r}, top=None, frames={len(self.timestamps)})"
         top = self.top
         return (
             f"Prediction(video={self.video!r}, top={top.action!r}, score={top.score:.4f}, "

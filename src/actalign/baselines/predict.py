@@ -26,21 +26,24 @@ from actalign.video import Sampling, expected_frames, iter_frames, probe
 XCLIP_TEMPLATE = "{action}"  # X-CLIP's class texts: the action's name, as its zero-shot evaluation
 
 
-def clip_frames(video, count: int, start: float | None, end: float | None, resize) -> np.ndarray:
-    """`count` frames (count, H, W, 3) uint8 at the segment centres of the span [start, end),
+def clip_frames(
+    video, count: int, start: float | None, end: float | None, resize, indices=segment_centres
+) -> np.ndarray:
+    """`count` frames (count, H, W, 3) uint8 of the span [start, end) at `indices(n, count)` of its
+    n decoded frames (default the segment centres; ActionAtlas's protocol gives its linspace),
     decoded as a stream that keeps only those frames. Where the file holds another number of
     frames than it declares, it is counted first and decoded again."""
     sampling = Sampling(start=start, end=end)
     declared = expected_frames(probe(video), sampling)
     if declared:
-        kept, total = _pick(video, sampling, resize, segment_centres(declared, count))
+        kept, total = _pick(video, sampling, resize, indices(declared, count))
         if total == declared:
-            return np.stack([kept[i] for i in segment_centres(declared, count)])
+            return np.stack([kept[i] for i in indices(declared, count)])
     _, total = _pick(video, sampling, resize, np.zeros(0, np.int64))
     if not total:
         raise ActAlignError(f"{video}: no frames in the chosen span.")
-    kept, _ = _pick(video, sampling, resize, segment_centres(total, count))
-    return np.stack([kept[i] for i in segment_centres(total, count)])
+    kept, _ = _pick(video, sampling, resize, indices(total, count))
+    return np.stack([kept[i] for i in indices(total, count)])
 
 
 def _pick(video, sampling: Sampling, resize, wanted: np.ndarray) -> tuple[dict[int, np.ndarray], int]:
@@ -92,11 +95,32 @@ class Baseline:
         return self._model
 
     def record(self) -> dict:
-        """What a run's configuration records of this baseline."""
+        """What a run's configuration records of this baseline: for a VLM its protocol, frames
+        and sizes as they will be used, and the server it asks (base URL and model), so that a run
+        resumed with another protocol or against another server is refused."""
         out = {"name": self.name, "method": self.kind, "model": self.spec, **self.settings}
         if self.kind == "xclip":
             out["template"] = self.template
+            return out
+        from actalign.baselines.vlm import parse_vlm_spec, server_identity, vlm_settings
+
+        keys = ("protocol", "frames", "image_size")
+        out.update(vlm_settings(self.spec, *(self.settings.get(k) for k in keys)))
+        kind, where = parse_vlm_spec(self.spec)
+        if kind == "server":
+            out["server"] = server_identity(where, self.settings.get("base_url"))
         return out
+
+    @property
+    def top1_only(self) -> bool:
+        """Whether this baseline names one answer and no ranking (a VLM under "actionatlas", or on a
+        server under either protocol)."""
+        if self.kind != "vlm":
+            return False
+        from actalign.baselines.vlm import check_protocol, parse_vlm_spec
+
+        protocol = check_protocol(self.settings.get("protocol"))
+        return protocol == "actionatlas" or parse_vlm_spec(self.spec)[0] == "server"
 
     @property
     def parameters(self) -> int | None:
@@ -104,9 +128,9 @@ class Baseline:
 
     def _frames(self, video, start, end) -> np.ndarray:
         m = self.model
-        count = m.num_frames if self.kind == "xclip" else m.frames
-        resize = getattr(m, "decode_size", None) if self.kind == "xclip" else None
-        return clip_frames(video, count, start, end, resize)
+        if self.kind == "xclip":
+            return clip_frames(video, m.num_frames, start, end, getattr(m, "decode_size", None))
+        return clip_frames(video, m.frames, start, end, None, m.frame_indices)
 
     def scores(self, video, candidates: list[str], domain: str, start=None, end=None, question=None):
         """(scores (M,) or None, ranking best first (indices), the VLM's result or None)."""
@@ -126,19 +150,22 @@ class Baseline:
     def predict(
         self, video, candidates: list[str], domain: str, start=None, end=None, question=None
     ) -> Prediction:
-        """A ranked Prediction (no segments). A VLM on a server ranks only its answer; a miss (an
-        answer naming no candidate) ranks none: every candidate gets score 0 and the message says so."""
+        """A Prediction (no segments). A top-1-only VLM (ActionAtlas's protocol, or a server) ranks
+        its answer alone, score 1; a miss (an answer naming no choice) ranks no candidate at all.
+        The settings keep the answer as the model wrote it (escaped)."""
         scores, ranking, result = self.scores(video, candidates, domain, start, end, question)
-        if scores is None:  # a server VLM: the answer is the whole ranking
+        if scores is None:  # top-1 only: the answer is the whole ranking
             scores = np.zeros(len(candidates))
             if ranking:
                 scores[ranking[0]] = 1.0
-            ranking = ranking + [i for i in range(len(candidates)) if i not in ranking]
         results = [CandidateResult(candidates[i], float(scores[i]), r) for r, i in enumerate(ranking, 1)]
         settings = self.record()
         if result is not None:
             settings.update(frames=result.frames, image_size=result.image_size, mode=result.mode)
-            settings["answer"] = result.answer_text
+            if result.max_pixels is not None:
+                settings["max_pixels"] = result.max_pixels
+            settings["answer"] = kept_answer(result.answer_text)
+            settings["answered"] = None if result.answer is None else candidates[result.answer]
         return Prediction(
             str(video), domain, self.kind, results, np.zeros(0), start=start, end=end, settings=settings
         )
@@ -146,14 +173,24 @@ class Baseline:
     def entry(self, clip) -> dict:
         """A batch row's entry for this baseline: scores in the candidates' order (when it has
         them) and the answer's rank; a server VLM's miss or wrong answer beyond top-1 is null."""
+        from actalign.baselines.vlm import VLMAnswerError
+
         candidates = list(clip.candidates)
-        scores, ranking, result = self.scores(
-            clip.video, candidates, clip.domain, clip.start, clip.end, getattr(clip, "question", None)
-        )
+        try:
+            scores, ranking, result = self.scores(
+                clip.video, candidates, clip.domain, clip.start, clip.end, getattr(clip, "question", None)
+            )
+        except VLMAnswerError as e:  # no usable reply: wrong, as ActionAtlas counts it, and an error
+            entry = {"scores": None, "answer": None, "error": str(e)}
+            if clip.answer is not None:
+                entry["rank"] = None
+                if self.top1_only:
+                    entry["top1_only"] = True
+            return entry
         entry: dict = {"scores": None if scores is None else [round(float(s), 9) for s in scores]}
         if result is not None:
             entry["answer"] = result.answer
-            entry["answer_text"] = result.answer_text
+            entry["answer_text"] = kept_answer(result.answer_text)
             if result.answer is None:
                 entry["miss"] = True
         if clip.answer is not None:
@@ -161,3 +198,15 @@ class Baseline:
             if scores is None:
                 entry["top1_only"] = True
         return entry
+
+
+def kept_answer(text: str) -> str:
+    """A model's answer as a row or an output keeps it: escaped (control characters, bidi overrides
+    as Python escapes), at most ANSWER_KEPT characters (the rest counted)."""
+    from actalign.baselines.vlm import ANSWER_KEPT
+    from actalign.text import printable
+
+    text = str(text)
+    if len(text) > ANSWER_KEPT:
+        text = f"{text[:ANSWER_KEPT]}... ({len(text) - ANSWER_KEPT} more characters)"
+    return printable(text)

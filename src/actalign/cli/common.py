@@ -230,12 +230,28 @@ def add_baseline_options(p: argparse.ArgumentParser) -> None:
         help="local:ID_OR_DIR (in-process, transformers) or a model name on the OpenAI-compatible "
         "server at $OPENAI_BASE_URL (default: none)",
     )
-    g.add_argument("--vlm-frames", type=positive_int, default=8, help="frames the video LLM sees per clip")
+    g.add_argument(
+        "--vlm-protocol",
+        choices=["actionatlas", "ranked"],
+        default="actionatlas",
+        help="actionatlas: as ActionAtlas measured Table 2's video LLMs (its prompt with numbered "
+        "choices, 16 frames at linspace (64 for VideoChat2), Qwen2-VL's frames at most 336*336 "
+        "pixels, the answer's first digit, top-1 only); ranked: the same prompt, 8 frames at segment "
+        "centres shrunk to 448 px, in process every choice ranked by the log-likelihood of its "
+        "number (top-2/3) (default: actionatlas)",
+    )
+    g.add_argument(
+        "--vlm-frames",
+        type=positive_int,
+        default=None,
+        help="frames the video LLM sees per clip (default: the protocol's: 16, 64 for VideoChat2; 8 ranked)",
+    )
     g.add_argument(
         "--vlm-image-size",
         type=positive_int,
-        default=448,
-        help="longest side of each frame given to the video LLM, in pixels",
+        default=None,
+        help="longest side of each frame given to the video LLM, in pixels (default: the protocol's: "
+        "the frame's own size, Qwen2-VL's pixel limit; 448 ranked)",
     )
 
 
@@ -249,7 +265,7 @@ def baseline_for(args, kind: str, spec: str | None):
         return Baseline.xclip(spec or DEFAULT_XCLIP, device=args.device, dtype=args.dtype)
     if not spec:
         raise ActAlignError("--method vlm needs --vlm local:ID_OR_DIR or --vlm MODEL_ON_A_SERVER.")
-    settings = {"frames": args.vlm_frames, "image_size": args.vlm_image_size}
+    settings = {"protocol": args.vlm_protocol, "frames": args.vlm_frames, "image_size": args.vlm_image_size}
     if spec.lower().startswith("local:"):
         settings.update(device=args.device, dtype=args.dtype)
     return Baseline.vlm(spec, **settings)

@@ -125,8 +125,11 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
         table[m.name] = {f"top{k}": (None if top1_only and k > 1 else topk(ranks, k)) for k in KS}
         table[m.name]["top1_ci95"] = wilson_interval(sum(r == 1 for r in ranks), len(ranks))
         misses = sum(1 for e in entries if e.get("miss"))
-        if misses:
+        if misses:  # the model's answer named no choice
             table[m.name]["misses"] = misses
+        errors = sum(1 for e in entries if e.get("error"))
+        if errors:  # no usable reply (a malformed server body, ...): wrong, as ActionAtlas counts it
+            table[m.name]["errors"] = errors
         if located and getattr(m, "method", None) == "actalign":
             table[m.name]["span_iou"] = float(
                 np.mean([span_iou(r["methods"][m.name]["span"], r["span"]) for r in located])
@@ -220,6 +223,13 @@ def summary_markdown(summary: dict) -> str:
             cells.append(f"{c['parameters'] / 1e9:.2f} B" if c.get("parameters") else "")
             cells.append(f"{c['clips_per_s']:.3g}" if c.get("clips_per_s") else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    for name, m in summary["methods"].items():
+        if m.get("misses") or m.get("errors"):
+            counted = [f"{m[k]} {k}" for k in ("misses", "errors") if m.get(k)]
+            lines.append(
+                f"\n{name}: {' and '.join(counted)} (a miss: the answer named no choice; an error: no "
+                'usable reply, see the rows\' "error"), each counted wrong.'
+            )
     domains = summary.get("domains") or {}
     if len(domains) > 1:
         names = [n for n in summary["methods"] if n != "random (expected)"]
