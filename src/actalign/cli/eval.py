@@ -135,6 +135,10 @@ def run(args) -> int:
         baselines.append(common.baseline_for(args, "xclip", args.xclip))
     if args.vlm:
         baselines.append(common.baseline_for(args, "vlm", args.vlm))
+    for b in baselines:
+        # loaded (or its server's settings checked) once, before the first clip, as classify does: a
+        # baseline that cannot run at all is one sentence, not a failure per clip and a table of n/a
+        b.model  # noqa: B018
     summary = evaluate(
         plan,
         common.encoder(args),
