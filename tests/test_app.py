@@ -492,3 +492,37 @@ def test_an_ipv6_loopback_host_serves_the_page(siglip_dir, tmp_path):
     lines, url, status = _serve_command("::1", tmp_path, siglip_dir)
     assert status == 200 and url.startswith("http://[::1]:")
     assert "other machines" not in " ".join(lines)
+
+
+def _rest(url: str, path: str, payload: dict | None = None, files: Path | None = None) -> str:
+    """A plain HTTP call to the app, as the README shows it (no Gradio client)."""
+    import urllib.request
+
+    if files is not None:
+        boundary = "actalign-test-boundary"
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="files"; filename="{files.name}"\r\n'
+            "Content-Type: video/mp4\r\n\r\n"
+        ).encode()
+        data = head + files.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        kind = f"multipart/form-data; boundary={boundary}"
+    else:
+        data, kind = (json.dumps(payload).encode() if payload is not None else None), "application/json"
+    request = urllib.request.Request(url.rstrip("/") + path, data=data, headers={"Content-Type": kind})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return answer.read().decode()
+
+
+def test_the_plain_http_call_the_readme_shows_works(served, clip):
+    url = served[0]
+    (uploaded,) = json.loads(_rest(url, "/gradio_api/upload", files=clip))
+    video = {"path": uploaded, "meta": {"_type": "gradio.FileData"}}
+    required = [video, "basketball", "\n".join(CANDIDATES)]
+    event = json.loads(_rest(url, "/gradio_api/call/classify", {"data": [*required, *[None] * 6]}))[
+        "event_id"
+    ]
+    stream = _rest(url, f"/gradio_api/call/classify/{event}")
+    assert "event: complete" in stream, stream
+    assert '\\"predictions\\"' in stream or "predictions" in stream
+    event = json.loads(_rest(url, "/gradio_api/call/classify", {"data": required}))["event_id"]
+    assert "event: error" in _rest(url, f"/gradio_api/call/classify/{event}")  # as the README says

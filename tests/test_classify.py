@@ -106,7 +106,7 @@ def test_ties_keep_the_given_order(tmp_path):
         ({"method": "bogus"}, "Unknown method"),
         ({"template": "{oops}"}, "template"),
         ({"template": "no step here"}, "must contain"),
-        ({"smooth": -1}, "from 0 to 3600"),
+        ({"smooth": -1}, "0 to 3600"),
     ],
 )
 def test_bad_pipeline_options(kwargs, match):

@@ -295,3 +295,75 @@ def test_a_dead_or_stopped_decode_worker_does_not_stop_the_run(tmp_path, siglip_
     failed = [json.loads(x) for x in (out / "failed.jsonl").read_text().splitlines() if x.strip()]
     assert len(done) + len(failed) == n and len(done) >= n - 1  # its clip retried once (or listed)
     assert not Path(f"/proc/{victim}").exists() or "Z" in Path(f"/proc/{victim}/stat").read_text().split()[2]
+
+
+LATE_CTRL_C = """
+import atexit, os, signal, sys, time
+from actalign.cli import entry
+
+def ctrl_c_while_python_shuts_down():  # as Ray's and multiprocessing's exit hooks run
+    os.kill(os.getpid(), signal.SIG{sig})
+    time.sleep(5)
+
+atexit.register(ctrl_c_while_python_shuts_down)
+sys.argv = ["actalign", "models"]
+entry()
+"""
+
+
+@pytest.mark.parametrize("sig, code, line", [("INT", 130, "interrupted"), ("TERM", 143, "terminated")])
+def test_a_signal_after_the_command_is_done_is_one_line(sig, code, line):
+    """Before: a traceback from the exit hook (Ray's shutdown), or death by the signal, no line."""
+    proc = subprocess.run(
+        [sys.executable, "-c", LATE_CTRL_C.replace("{sig}", sig)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == code, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines() == [line], proc.stderr
+
+
+def test_the_ray_engine_ends_the_ray_it_started_before_the_run_returns(monkeypatch):
+    """Ray's own exit hook is where a Ctrl-C after the last row became a traceback (1 run in 5):
+    the engine shuts its Ray down itself, inside the command, where Ctrl-C is one line."""
+    from actalign.runner import ray_engine
+
+    calls = []
+
+    class FakeRay:
+        up = False
+
+        def is_initialized(self):
+            return self.up
+
+        def init(self, **kw):
+            self.up = True
+            calls.append("init")
+
+        def shutdown(self):
+            self.up = False
+            calls.append("shutdown")
+
+    fake = FakeRay()
+    monkeypatch.setattr(ray_engine, "_import_ray", lambda: fake)
+    engine = ray_engine.RayEngine(None, None, None, address="ray://nowhere:1")
+
+    def rows(ray, clips):
+        yield {"id": "a"}
+        yield {"id": "b"}
+
+    monkeypatch.setattr(engine, "_run", rows)
+    assert [r["id"] for r in engine.run(["a", "b"])] == ["a", "b"]
+    assert calls == ["init", "shutdown"] and not fake.up
+    fake.up = True  # a Ray the caller started is the caller's to end
+    calls.clear()
+    assert len(list(engine.run(["a"]))) == 2 and calls == []
+
+
+def test_ray_pools_always_leave_a_cpu_for_decoding():
+    from actalign.errors import ActAlignError
+    from actalign.runner.ray_engine import cpu_actors
+
+    assert cpu_actors(2, None) == 1 and cpu_actors(16, None) == 4 and cpu_actors(16, 15) == 15
+    with pytest.raises(ActAlignError, match="use --workers 1 or fewer"):
+        cpu_actors(2, 2)  # before: both CPUs held by encoders, no clip ever decoded, no word
+    with pytest.raises(ActAlignError, match="at least 2 CPUs"):
+        cpu_actors(1, None)

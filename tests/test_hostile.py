@@ -408,6 +408,8 @@ def test_byte_order_marks_and_format_conversions_are_accepted(setup, capsys):
         ({"answer": True}, "'answer' must be a 0-based index"),
         ({"candidates": ["Tip-in", "tip-in "]}, "given twice"),
         ({"span": [3, 1]}, "'span' must be [start, end]"),
+        ({"candidates": ["Tip\x00in", "b"]}, "control character"),
+        ({"domain": "d\x1b[31m"}, "control character"),
     ],
 )
 def test_manifest_rows_of_the_wrong_type_go_to_failed(tmp_path, row, reason):
@@ -586,3 +588,181 @@ def test_actionatlas_without_the_hub_is_one_sentence_in_seconds(tmp_path, why):
     assert lines[1].startswith("error: ActionAtlas (mrsalehi/ActionAtlas-v1.0) is not in the local")
     assert ("HF_DATASETS_OFFLINE" if why == "offline" else "cannot be reached") in lines[1]
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
+
+
+# --------------------------------------------------------------------------- issue 30: run folders
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_never_written(tmp_path):
+    from actalign.runner.output import RunFolder
+
+    victim = tmp_path / "someone-elses.txt"
+    victim.write_text("precious\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").symlink_to(victim)
+    with pytest.raises(ActAlignError, match="is a symbolic link"):
+        RunFolder(str(out)).open({"a": 1})
+    assert victim.read_text() == "precious\n"
+    (out / ".lock").unlink()
+    os.mkfifo(out / ".lock")  # a pipe: refused, never a hang
+    with pytest.raises(ActAlignError, match="is a pipe"):
+        RunFolder(str(out)).open({"a": 1})
+
+
+def batch_once(setup, capsys, *extra) -> Path:
+    tmp, clip, _, base = setup
+    out = tmp / "run"
+    assert main(["batch", str(clip), "--out", str(out), *base, "--fps", "4", "-q", *extra]) == 0
+    capsys.readouterr()
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["config.json", "scripts.json", "predictions.jsonl", ".lock", "failed.jsonl"]
+)
+def test_run_files_that_are_folders_are_one_sentence(setup, capsys, name):
+    tmp, clip, _, base = setup
+    (tmp / "run" / name).mkdir(parents=True)
+    one_error(capsys, ["batch", clip, "--out", tmp / "run", *base, "-q"], "is a folder")
+
+
+@pytest.mark.parametrize("name", ["config.json", "scripts.json"])
+def test_run_files_that_are_not_utf8_are_one_sentence(setup, capsys, name):
+    tmp, clip, _, base = setup
+    out = batch_once(setup, capsys)
+    (out / name).write_bytes(b'{"run": "\xff\xfe"}')
+    one_error(capsys, ["batch", clip, "--out", out, *base, "--fps", "4", "-q"], "not UTF-8")
+
+
+def test_a_deeply_nested_config_is_one_sentence(setup, capsys):
+    tmp, clip, _, base = setup
+    out = batch_once(setup, capsys)
+    (out / "config.json").write_text("[" * 200_000)
+    one_error(capsys, ["batch", clip, "--out", out, *base, "--fps", "4", "-q"], "unreadable")
+
+
+@pytest.mark.parametrize(
+    "entry, said",
+    [
+        ({"strategy": "context-rich"}, "not a recorded script"),
+        ("abc", "not a recorded script"),
+        ({"steps": []}, "non-empty list of steps"),
+        ({"steps": "abc"}, "non-empty list of steps"),
+        ({"steps": [1, 2, None]}, "is not a string"),
+        ({"steps": ["", " "]}, "empty or trivial"),
+    ],
+    ids=["no-steps", "a-string", "no-step", "steps-a-string", "not-strings", "empty-steps"],
+)
+def test_recorded_scripts_are_validated_as_scripts_files_are(setup, capsys, entry, said):
+    """Before: KeyError, TypeError or ValueError; or "abc" used as the steps a, b, c."""
+    tmp, clip, _, base = setup
+    out = batch_once(setup, capsys)
+    recorded = json.loads((out / "scripts.json").read_text())
+    key = sorted(recorded)[0]
+    recorded[key] = entry
+    (out / "scripts.json").write_text(json.dumps(recorded))
+    before = (out / "predictions.jsonl").read_bytes()
+    for extra in ([], ["--recorded-scripts"]):
+        args = ["batch", clip, "--out", out, *base, "--fps", "4", "-q", *extra]
+        one_error(capsys, args, "scripts.json is damaged")
+        one_error(capsys, args, said)
+    assert (out / "predictions.jsonl").read_bytes() == before
+
+
+def test_rows_without_their_config_are_never_relabelled(setup, capsys):
+    """Before: with config.json deleted, a rerun with --fps 4 -> 2 took the old rows as its own."""
+    tmp, clip, _, base = setup
+    out = batch_once(setup, capsys)
+    (out / "config.json").unlink()
+    before = (out / "predictions.jsonl").read_bytes()
+    one_error(capsys, ["batch", clip, "--out", out, *base, "--fps", "2", "-q"], "no config.json")
+    assert (out / "predictions.jsonl").read_bytes() == before and not (out / "config.json").exists()
+    (out / "predictions.jsonl").unlink()  # as the sentence says: the clips are run again
+    assert main(["batch", str(clip), "--out", str(out), *base, "--fps", "2", "-q"]) == 0
+
+
+def test_rows_of_other_clips_and_damaged_rows_are_named_in_a_warning(setup, capsys):
+    tmp, clip, _, base = setup
+    out = batch_once(setup, capsys)
+    (row,) = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    stray = {**row, "id": "added-by-hand"}
+    damaged = {**row, "methods": {"ActAlign": {"scores": "high"}}}
+    with open(out / "predictions.jsonl", "a") as f:
+        f.write(json.dumps(stray) + "\n")
+    assert main(["batch", str(clip), "--out", str(out), *base, "--fps", "4", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 row(s)" in err and "added-by-hand" in err, err
+    (out / "predictions.jsonl").write_text(json.dumps(damaged) + "\n")
+    assert main(["batch", str(clip), "--out", str(out), *base, "--fps", "4", "-q"]) == 0
+    err = capsys.readouterr().err
+    assert "1 damaged row(s)" in err, err
+    (again,) = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert again == row  # run again, not kept
+
+
+def test_control_characters_in_names_are_refused_everywhere(setup, capsys):
+    from actalign.app.engine import check_domain, parse_candidates
+    from actalign.candidates import check_candidates
+
+    tmp, clip, scripts, _ = setup
+    for bad in ("Tip\x00in", "Tip\x1b[2Jin", "Tip\x7fin"):
+        with pytest.raises(ActAlignError, match="control character"):
+            check_candidates([bad, "b"])
+        with pytest.raises(ActAlignError, match="control character"):
+            parse_candidates(f"{bad}\nb")  # the app's /classify, /scripts, /generate_scripts
+        with pytest.raises(ActAlignError, match="control character"):
+            check_domain(bad)
+    with pytest.raises(ActAlignError, match="must be text"):
+        check_domain(5)  # the API with numbers for strings
+    with pytest.raises(ActAlignError, match="must be text"):
+        parse_candidates(7)
+    common = ["--scripts", scripts, "--model", "x"]
+    for args in (
+        ["classify", clip, "--domain", "d\x00", "--candidates", "a", "b", *common],
+        ["classify", clip, "--domain", "d", "--candidates", "a\x07", "b", *common],
+    ):
+        try:
+            code = main([str(a) for a in args])
+        except SystemExit as e:  # refused by argparse, as every bad flag value
+            code = e.code
+        err = capsys.readouterr().err
+        assert code == 2 and "control character" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_start_just_before_the_end_says_why_no_frame_is_sampled(tmp_path):
+    from actalign.video import Sampling, read_frames
+
+    clip = make_video(tmp_path / "c.mp4", n=10, fps=10)  # frames at 0.0 .. 0.9 s, 1.0 s long
+    with pytest.raises(ActAlignError) as e:
+        read_frames(str(clip), Sampling(fps=10, start=0.95))
+    assert "past the end" not in str(e.value) and "last frame starts at 0.90 s" in str(e.value)
+    with pytest.raises(ActAlignError, match="past the end"):
+        read_frames(str(clip), Sampling(fps=10, start=5.0))
+
+
+def test_the_smoothing_window_limit_is_the_same_in_the_library_and_the_cli():
+    from actalign.score import Method
+
+    for bad in (1e308, -1.0, float("nan"), True):
+        with pytest.raises(ActAlignError, match="0 to 3600 seconds"):
+            Method("m", smooth_seconds=bad)
+    assert Method("m", smooth_seconds=3600).smooth_seconds == 3600
+
+
+@pytest.mark.parametrize("extra", [["--table2"], ["--xclip", "SIGLIP"], ["--table2", "--dtype", "int8"]])
+def test_eval_refuses_a_baseline_that_cannot_run_before_the_first_clip(setup, capsys, extra):
+    """Before: every clip went to failed.jsonl with the same sentence, a table of n/a, and the
+    mean-pool and ActAlign rows were lost."""
+    tmp, clip, scripts, base = setup
+    (tmp / "m.jsonl").write_text(
+        json.dumps({"video": str(clip), "domain": "d", "candidates": ["a", "b"], "answer": 0}) + "\n"
+    )
+    model = base[base.index("--model") + 1]
+    extra = [model if x == "SIGLIP" else x for x in extra]  # a SigLIP is no X-CLIP
+    out = tmp / "run"
+    code = main(["eval", str(tmp / "m.jsonl"), "--out", str(out), *map(str, base[5:]), "-q", *extra])
+    err = capsys.readouterr().err
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), err
+    assert not (out / "predictions.jsonl").exists() and not (out / "failed.jsonl").exists()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from media import make_video
@@ -182,3 +183,108 @@ def test_untrimmed_streams_its_padding(tmp_path):
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     short, long = peak_mb(tmp_path, "6"), peak_mb(tmp_path, "120")
     assert long - short < 100, f"peak {short} MB with 6 s of padding, {long} MB with 120 s: it was held"
+
+
+# --------------------------------------------------------------------------- run-folder files, fuzzed
+
+RUN_FUZZ_CASES = 36  # fixed: the same cases on every machine (seeded)
+VALIDATED = ("id", "candidates", "domain", "methods", "video", "start", "end", "answer")
+
+
+def _damage(rng, name: str, data: bytes) -> tuple[str, bytes]:
+    """One random damage of a run-folder file that a resume can notice: torn, garbage (invalid
+    UTF-8 included), a value of the wrong type, absurd nesting, a repeated line, emptied."""
+    kind = ["truncate", "garbage", "retype", "deep", "duplicate", "empty"][int(rng.integers(6))]
+    if kind == "truncate":
+        return kind, data[: int(rng.integers(0, max(1, len(data))))]
+    if kind == "garbage":
+        at = int(rng.integers(0, len(data) + 1))
+        junk = bytes(rng.integers(0, 256, int(rng.integers(1, 12)), dtype=np.uint8)) + b"\xff"  # never UTF-8
+        return kind, data[:at] + junk + data[at:]
+    if kind == "deep":
+        return kind, b"[" * 200_000 + b"\n" + data if name == "predictions.jsonl" else b"{" * 200_000
+    if kind == "empty":
+        return kind, b""
+    lines = data.split(b"\n")
+    filled = [i for i, x in enumerate(lines) if x.strip()]
+    i = filled[int(rng.integers(len(filled)))]
+    if kind == "duplicate":
+        return kind, b"\n".join([*lines[: i + 1], lines[i], *lines[i + 1 :]])
+    wrong = [None, 7, "x", [], {}, True, [1, None], "abc"][int(rng.integers(8))]
+    if name == "predictions.jsonl":
+        row = json.loads(lines[i])
+        key = VALIDATED[int(rng.integers(len(VALIDATED)))]
+        if key == "methods" and rng.integers(2):
+            entry = row["methods"]["ActAlign"]
+            entry[["scores", "rank"][int(rng.integers(2))]] = wrong if wrong is not None else "x"
+        else:
+            row[key] = wrong if (wrong is not None or key != "start") else "x"
+        lines[i] = json.dumps(row).encode()
+        return f"retype {key}", b"\n".join(lines)
+    value = json.loads(data)
+    if name == "scripts.json":
+        entry = value[sorted(value)[int(rng.integers(len(value)))]]
+        if rng.integers(2):
+            entry["steps"] = wrong
+        else:
+            value[sorted(value)[0]] = wrong
+    else:
+        value["run"][sorted(value["run"])[int(rng.integers(len(value["run"])))]] = wrong
+    return "retype", json.dumps(value).encode()
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    """A finished local run of colour clips (and its rows), to damage copies of."""
+    from actalign.runner import run
+    from actalign.runner.plan import Plan
+    from colour_encoder import ColourEncoder
+    from test_batch import METHODS, colour_clips, source
+
+    root = tmp_path_factory.mktemp("run-fuzz")
+    clips, scripts = colour_clips(root, n=4)
+    out = root / "reference"
+    result = run(Plan(clips), ColourEncoder(), source(scripts), str(out), METHODS, workers=0, progress=False)
+    assert len(result.rows) == 4
+    return root, out, clips, scripts, result.rows
+
+
+def test_fuzzed_run_folder_files_are_one_sentence_or_a_correct_resume(finished_run, tmp_path):
+    """config.json, scripts.json and predictions.jsonl damaged at random (seeded, a fixed count):
+    a resume either stops with one sentence or ends with exactly the rows of an undamaged run."""
+    import shutil
+    import warnings
+
+    from actalign.errors import ActAlignError
+    from actalign.runner import run
+    from actalign.runner.plan import Plan
+    from colour_encoder import ColourEncoder
+    from test_batch import METHODS, source
+
+    _, reference, clips, scripts, want = finished_run
+    rng = np.random.default_rng(30)
+    outcomes: dict[str, int] = {}
+    for case in range(RUN_FUZZ_CASES):
+        name = ["config.json", "scripts.json", "predictions.jsonl"][case % 3]
+        out = tmp_path / f"case{case}"
+        shutil.copytree(reference, out)
+        kind, data = _damage(rng, name, (out / name).read_bytes())
+        (out / name).write_bytes(data)
+        label = f"case {case}: {name} {kind}"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                got = run(Plan(clips), ColourEncoder(), source(scripts), str(out), METHODS, workers=0,
+                          progress=False)  # fmt: skip
+        except ActAlignError as e:
+            message = str(e)
+            assert message and "\n" not in message and "Traceback" not in message, label
+            outcomes["sentence"] = outcomes.get("sentence", 0) + 1
+            continue
+        except Exception as e:  # anything else is a traceback a user would see
+            raise AssertionError(f"{label}: {type(e).__name__}: {str(e)[:300]}") from None
+        assert got.rows == want, label
+        ids = [json.loads(x)["id"] for x in (out / "predictions.jsonl").read_text().splitlines()]
+        assert len(ids) == len(set(ids)) and {r["id"] for r in want} <= set(ids), label  # each once
+        outcomes["resumed"] = outcomes.get("resumed", 0) + 1
+    assert sum(outcomes.values()) == RUN_FUZZ_CASES and len(outcomes) == 2, outcomes

@@ -45,6 +45,9 @@ class RawLLM:
     ("cut", bytes)             200 whose Content-Length promises the whole body; half is sent
     ("trickle", bytes, s)      the whole response (status line, headers, body), a byte every s seconds
     ("late", bytes)            the answer only after `release` is set (the test's end)
+    ("slow", bytes, s)         200 with this body after s seconds
+
+    A list of behaviours: the first request gets the first, and so on (the last one repeats).
     """
 
     def __init__(self, behaviour: tuple) -> None:
@@ -62,7 +65,10 @@ class RawLLM:
 
             def do_POST(self) -> None:
                 raw.requests.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
-                kind, data = raw.behaviour[0], raw.behaviour[1]
+                behaviour = raw.behaviour
+                if isinstance(behaviour, list):
+                    behaviour = behaviour[min(len(raw.requests), len(behaviour)) - 1]
+                kind, data = behaviour[0], behaviour[1]
                 head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
                 try:
                     if kind == "send":
@@ -76,11 +82,15 @@ class RawLLM:
                     elif kind == "trickle":
                         whole = head + b"Content-Length: %d\r\n\r\n" % len(data) + data
                         for i in range(len(whole)):
-                            if raw.release.wait(raw.behaviour[2]):
+                            if raw.release.wait(behaviour[2]):
                                 return
                             self.wfile.write(whole[i : i + 1])
                             self.wfile.flush()
                         raw.finished.set()
+                    elif kind == "slow":
+                        if raw.release.wait(behaviour[2]):
+                            return
+                        self._write(head + b"Content-Length: %d\r\n\r\n" % len(data) + data)
                     elif kind == "late":
                         if raw.release.wait(600):
                             return
@@ -232,3 +242,33 @@ def test_a_writer_answers_again_after_a_timeout():
             w.write("basketball", ACTIONS)
         server.behaviour = ("send", GOOD_BODY)
         assert w.write("basketball", ACTIONS) == GOOD
+
+
+def test_the_timeout_bounds_the_whole_answer_repair_included_and_says_the_time_spent():
+    """Before: the repair request got the whole timeout again (an invalid answer after 1.5 s, then
+    a silent server: 3.5 s for a 2 s timeout) and the sentence still said "within 2 s"."""
+    import re
+    import time
+
+    invalid = body(completion(json.dumps({"actions": {"Tip-in": ["x"]}})))
+    with RawLLM([("slow", invalid, 1.5), ("late", GOOD_BODY)]) as server:
+        t0 = time.monotonic()
+        with pytest.raises(ActAlignError, match="did not answer in time") as e:
+            writer(server.url, timeout=2, max_retries=2).write("basketball", ACTIONS)
+        spent = time.monotonic() - t0
+    assert len(server.requests) == 2  # the repair request was sent, within the same 2 s
+    assert spent < 3.0, spent
+    said = float(re.search(r"given up after ([0-9.]+) s", one_sentence(e.value)).group(1))
+    assert 1.9 <= said <= spent + 0.1, (said, spent)
+
+
+def test_scripts_nested_200000_deep_in_the_answer_are_one_sentence():
+    """Before: RecursionError from the answer's text (a valid completion whose content is deep)."""
+    deep = '{"Tip-in": ' * 200_000 + "[]" + "}" * 200_000
+    with (
+        RawLLM(("send", body(completion(deep)))) as server,
+        pytest.raises(ActAlignError, match="nested too deeply") as e,
+    ):
+        writer(server.url, max_retries=0, timeout=30).write("basketball", ACTIONS)
+    assert len(server.requests) == 2  # asked once more, listing the problem
+    one_sentence(e.value)

@@ -1,5 +1,3 @@
-import sys
+from actalign.cli import entry
 
-from actalign.cli import main
-
-sys.exit(main())
+entry()

@@ -360,6 +360,10 @@ class ActAlign:
                 "the LLM, per strategy)."
             )
         sources = self.check_scripts(plan, methods, limit)
+        for b in baselines:
+            # loaded (or its server's settings checked) once, before the first clip: a baseline that
+            # cannot run at all is one sentence, not a failure per clip and a table of n/a
+            b.model  # noqa: B018
         with _folder(out) as folder:
             return evaluate(
                 plan,

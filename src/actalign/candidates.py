@@ -8,11 +8,14 @@ Rules: numbering ("1.", "2)", "(3)", "4:") and surrounding or repeated spaces ar
 (a file, the app's box) one candidate per line, blank lines and lines starting with '#' skipped;
 names equal up to case and spaces are the same candidate (their scores would tie), so a repeat is
 refused; at least MIN_CANDIDATES are needed (one candidate still gives its steps' timestamps).
+Names (candidates and domains) never hold control characters (NUL, escapes, line breaks left after
+cleaning): `check_name`.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from actalign.errors import ActAlignError
@@ -20,6 +23,31 @@ from actalign.files import check_text
 
 MIN_CANDIDATES = 1
 _NUMBERING = re.compile(r"^\s*\(?\d+\s*[.):]\s*")
+
+
+_CONTROL = ("Cc", "Zl", "Zp")  # control characters, line and paragraph separators
+
+
+def check_name(name: str, what: str) -> str:
+    """`name` when it is printable text; one sentence when it holds a control character (a NUL, an
+    escape, a line break) or a character that cannot be written as UTF-8. what: "The candidate",
+    "The domain"."""
+    check_text(name, f"{what} {name!r}")
+    bad = next((ch for ch in name if unicodedata.category(ch) in _CONTROL), None)
+    if bad is not None:
+        raise ActAlignError(
+            f"{what} {name!r} holds a control character ({bad!r}); names must be plain printable text."
+        )
+    return name
+
+
+def check_domain(domain: object, where: str = "") -> str:
+    """A domain name, stripped: non-empty text without control characters, or one sentence."""
+    if domain is not None and not isinstance(domain, str):
+        raise ActAlignError(f"The domain{_in(where)} must be text, got {domain!r}.")
+    if not domain or not domain.strip():
+        raise ActAlignError(f"Give a domain{_in(where)}, e.g. basketball.")
+    return check_name(domain.strip(), "The domain")
 
 
 def norm(name: str) -> str:
@@ -52,7 +80,8 @@ def check_candidates(candidates: Sequence[str] | str, where: str = "") -> list[s
         if not isinstance(c, str):
             raise ActAlignError(f"Every candidate{_in(where)} must be text, got {c!r}.")
         if clean_candidate(c):
-            names.append(check_text(clean_candidate(c), f"The candidate {c!r}"))
+            check_text(c, f"The candidate {c!r}")
+            names.append(check_name(clean_candidate(c), "The candidate"))
     if len(names) < MIN_CANDIDATES:
         how = "list at least one action" if where else "pass --candidates A B C or --candidates-file F"
         raise ActAlignError(f"No candidate actions given{_in(where)}; {how}.")

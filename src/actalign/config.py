@@ -18,12 +18,11 @@ from dataclasses import dataclass, field, fields, replace
 
 from actalign.encoders import DEFAULT_MODEL
 from actalign.errors import ActAlignError
-from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MEAN_POOL_TEMPLATE, METHODS
+from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MAX_SMOOTH, MEAN_POOL_TEMPLATE, METHODS
 
-__all__ = ["ENGINES", "MAX_SMOOTH_SECONDS", "Config"]
+__all__ = ["ENGINES", "Config"]
 
 ENGINES = ("local", "ray")
-MAX_SMOOTH_SECONDS = 3600.0
 STRATEGIES = ("context-rich", "context-rich-t1", "short-fixed")  # scripts.prompts.STRATEGIES
 
 
@@ -92,10 +91,8 @@ class Config:
                 raise ActAlignError(f"{name} must be 0 or more seconds, got {value!r}.")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ActAlignError(f"end ({self.end}) must be after start ({self.start}).")
-        if not (_number(self.smooth) and 0 <= self.smooth <= MAX_SMOOTH_SECONDS):
-            raise ActAlignError(
-                f"smooth must be from 0 to {MAX_SMOOTH_SECONDS:g} seconds, got {self.smooth!r}."
-            )
+        if not (_number(self.smooth) and 0 <= self.smooth <= MAX_SMOOTH):
+            raise ActAlignError(f"`smooth` must be 0 to {MAX_SMOOTH:g} seconds (0: none), got {self.smooth!r}.")
         for name in ("batch_size", "workers"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value >= 1):

@@ -209,6 +209,39 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
 # --------------------------------------------------------------------------- run folders
 
 
+def open_regular(path: str | os.PathLike, flags: int, what: str, mode: int = 0o644) -> int:
+    """os.open of a regular file that is never a symbolic link (O_NOFOLLOW: a link planted in its
+    place cannot make us truncate or write the file it points to), nor a folder, a pipe or a
+    device; one clear error otherwise."""
+    import errno
+
+    path = Path(path)
+    nofollow = getattr(os, "O_NOFOLLOW", 0)
+    try:
+        extra = nofollow | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags | extra, mode)
+    except OSError as e:
+        if e.errno == errno.ELOOP or (nofollow and path.is_symlink()):
+            raise ActAlignError(
+                f"The {what} {path} is a symbolic link; remove it (it is not ours) or choose another folder."
+            ) from None
+        if e.errno == errno.EISDIR:
+            raise ActAlignError(
+                f"The {what} {path} is a folder; remove it or choose another folder."
+            ) from None
+        raise ActAlignError(f"Cannot open the {what} {path} ({e.strerror}); choose another folder.") from None
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        what_it_is = "a folder" if stat.S_ISDIR(kind) else "a pipe" if stat.S_ISFIFO(kind) else "not a file"
+        raise ActAlignError(f"The {what} {path} is {what_it_is}; remove it or choose another folder.")
+    if hasattr(os, "O_NONBLOCK"):  # only for opening: a pipe must not hang us before the check
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+    return fd
+
+
 class FolderLock:
     """An exclusive lock on a run folder (an flock on `<folder>/.lock`), so two runs cannot write
     the same folder at once. The kernel drops it when the process dies: no stale locks."""
@@ -221,7 +254,7 @@ class FolderLock:
         import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = open_regular(self.folder / ".lock", os.O_RDWR | os.O_CREAT, "run folder's lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

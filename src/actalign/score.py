@@ -114,6 +114,9 @@ class Prediction:
         return prediction_dict(self, top_k)
 
 
+MAX_SMOOTH = 3600.0  # seconds: longer than any sensible smoothing window (the CLI's limit too)
+
+
 @dataclass(frozen=True)
 class Method:
     """One way of scoring a clip: ActAlign (a step template, smoothing, a script strategy, an
@@ -132,8 +135,11 @@ class Method:
             raise ActAlignError(f"Unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
         if self.alignment not in ALIGNMENTS:
             raise ActAlignError(f"Unknown alignment {self.alignment!r}; use one of {', '.join(ALIGNMENTS)}.")
-        if not isinstance(self.smooth_seconds, (int, float)) or not 0 <= self.smooth_seconds < 1e6:
-            raise ActAlignError(f"The smoothing window must be >= 0 seconds, got {self.smooth_seconds!r}.")
+        smooth = self.smooth_seconds
+        if isinstance(smooth, bool) or not isinstance(smooth, (int, float)) or not 0 <= smooth <= MAX_SMOOTH:
+            raise ActAlignError(
+                f"The smoothing window must be 0 to {MAX_SMOOTH:g} seconds (0: none), got {smooth!r}."
+            )
 
     def texts(self, domain: str, scripts: Mapping[str, Sequence[str]]) -> list[list[str]]:
         """The groups of texts embedded for a clip's candidates: per candidate its steps through

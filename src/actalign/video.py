@@ -566,7 +566,15 @@ class FrameStream:
                 raise ActAlignError(f"{name} has a video stream but no decodable frame.")
             if self.last_ts is not None and self.last_ts < lo:
                 length = getattr(self, "video_end", self.last_ts)
-                raise ActAlignError(f"The start time {lo} s is past the end of {name} ({length:.2f} s long).")
+                if lo >= length - _EPS:
+                    raise ActAlignError(
+                        f"The start time {lo} s is past the end of {name} ({length:.2f} s long)."
+                    )
+                # before the end, but after the last frame starts: no frame to sample
+                raise ActAlignError(
+                    f"No frame of {name} starts between the start time {lo} s and its end ({length:.2f} s): "
+                    f"its last frame starts at {self.last_ts:.2f} s; choose an earlier --start."
+                )
             raise ActAlignError(f"No frames of {name} fall in [{lo}, {s.end}) s; check --start/--end.")
         declared = info.frames if s.start is None and s.end is None else None
         if declared and declared > 10 * max(1, stats.packets):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from actalign.candidates import candidates_from_text, check_candidates, norm
+from actalign.candidates import check_domain as _check_domain
 from actalign.config import Config
 from actalign.errors import ActAlignError
 from actalign.score import Prediction
@@ -51,6 +52,8 @@ class Sample:
 def parse_candidates(text: str | None) -> list[str]:
     """Candidates from the page's box or an API call: one per line, under the one rule of
     `actalign.candidates` (as the CLI's --candidates-file)."""
+    if text is not None and not isinstance(text, str):
+        raise ActAlignError(f"The candidates must be text, one per line, got {text!r}.")
     names = candidates_from_text(text)
     if not names:
         raise ActAlignError("No candidate actions given; write them one per line.")
@@ -248,10 +251,9 @@ class Engine:
 
 
 def check_domain(domain: str | None) -> str:
-    """The domain, stripped; one sentence when it is empty."""
-    if not domain or not domain.strip():
-        raise ActAlignError("Give a domain, e.g. basketball.")
-    return domain.strip()
+    """The domain, stripped; one sentence when it is empty, not text or holds control characters
+    (the one rule of `actalign.candidates`)."""
+    return _check_domain(domain)
 
 
 def _find(scripts: dict[str, list[str]], action: str) -> list[str] | None:

@@ -8,6 +8,7 @@ closed output pipe (`actalign ... | head`) ends the command quietly.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -162,10 +163,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     own = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if own else None
     try:
-        return _main(args, progress)
-    finally:
-        if own:
-            signal.signal(signal.SIGTERM, previous)
+        try:
+            return _main(args, progress)
+        finally:
+            if own:
+                signal.signal(signal.SIGTERM, previous)
+    except KeyboardInterrupt as e:  # in the moment between the command's end and here
+        return _interrupted(isinstance(e, Terminated))
+
+
+def _interrupted(terminated: bool) -> int:
+    print("terminated" if terminated else "interrupted", file=sys.stderr)
+    return 143 if terminated else 130
+
+
+def _late_signal(signum, frame) -> None:
+    """Ctrl-C or SIGTERM once the command is over, while Python shuts down (Ray's and
+    multiprocessing's exit hooks): one line and the signal's status, never a traceback."""
+    code = _interrupted(signum == signal.SIGTERM)
+    with contextlib.suppress(Exception):
+        sys.stderr.flush()
+    os._exit(code)
+
+
+def exit_with(code: int) -> None:
+    """sys.exit(code), with a signal during Python's shutdown handled as `_late_signal` says."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _late_signal)
+        signal.signal(signal.SIGTERM, _late_signal)
+    sys.exit(code)
 
 
 def _main(args, progress) -> int:
@@ -185,12 +211,8 @@ def _main(args, progress) -> int:
     except ActAlignError as e:
         print(f"error: {as_flags(str(e))}", file=sys.stderr)
         return 2
-    except Terminated:
-        print("terminated", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        return _interrupted(isinstance(e, Terminated))
     except BrokenPipeError:
         # the reader went away (`| head`): stop quietly, and keep Python from complaining when it
         # flushes stdout at exit
@@ -201,7 +223,7 @@ def _main(args, progress) -> int:
 
 def entry() -> None:
     """Console-script entry point."""
-    sys.exit(main())
+    exit_with(main())
 
 
 if __name__ == "__main__":

@@ -74,10 +74,12 @@ def seconds(text: str) -> float:
 
 
 def window_seconds(text: str) -> float:
+    from actalign.score import MAX_SMOOTH
+
     value = seconds(text)
-    if value > 3600:
+    if value > MAX_SMOOTH:
         raise argparse.ArgumentTypeError(
-            f"{text} s is longer than any sensible smoothing window (at most 3600)"
+            f"{text} s is longer than any sensible smoothing window (at most {MAX_SMOOTH:g})"
         )
     return value
 
@@ -198,9 +200,20 @@ def add_method_options(p: argparse.ArgumentParser) -> None:
     )
 
 
+def domain_name(text: str) -> str:
+    """--domain: printable text (the one rule of `actalign.candidates`)."""
+    from actalign.candidates import check_name
+
+    try:
+        return check_name(text, "The domain")
+    except ActAlignError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--domain",
+        type=domain_name,
         required=required,
         help="sport or domain, e.g. basketball"
         + ("" if required else " (default: a manifest's rows name theirs; required with videos)"),

@@ -41,7 +41,12 @@ def add_parser(sub) -> None:
         "OPENAI_BASE_URL), store them, and print them. Scripts already stored for the strategy "
         "and model are not generated again.",
     )
-    g.add_argument("--domain", default=None, help="sport or domain of --candidates (default: none)")
+    g.add_argument(
+        "--domain",
+        type=common.domain_name,
+        default=None,
+        help="sport or domain of --candidates (default: none)",
+    )
     g.add_argument(
         "--candidates", nargs="+", default=[], metavar="ACTION", help="actions to script (default: none)"
     )

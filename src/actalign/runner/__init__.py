@@ -19,7 +19,7 @@ from actalign.errors import ActAlignError
 from actalign.runner.decode import Failure
 from actalign.runner.output import RunFolder
 from actalign.runner.plan import Clip, Plan
-from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer
+from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer, check_recorded
 
 ENGINES = ("local", "ray")
 __all__ = ["ENGINES", "RunResult", "run", "stream", "versions"]
@@ -129,8 +129,18 @@ def stream(
                 stacklevel=2,
             )
             done = folder.done
+        known = {c.id for c in plan.clips}
+        strays = [i for i in done if i not in known]
+        if strays:  # kept in the file, but not this input's: say so rather than leave them out silently
+            import warnings
+
+            warnings.warn(
+                f"{len(strays)} row(s) of {out.rstrip('/')}/predictions.jsonl are not clips of this input "
+                f"(e.g. {strays[0]!r}); they are kept in the file but left out of this run's results.",
+                stacklevel=2,
+            )
         todo = [c for c in clips if c.id not in done]
-        recorded = folder.read_json(SCRIPTS_FILE) or {}
+        recorded = check_recorded(folder.read_json(SCRIPTS_FILE) or {}, f"{out.rstrip('/')}/{SCRIPTS_FILE}")
         fresh = scorer.prepare(todo, sources, encoder, cache, recorded, recorded_scripts)
         if fresh:  # before any row that uses them
             folder.write(SCRIPTS_FILE, json.dumps({**recorded, **fresh}, indent=1, ensure_ascii=False) + "\n")

@@ -128,26 +128,52 @@ class RunFolder:
 
     def _open(self, record: dict, meta: dict | None) -> dict[str, dict]:
         self.files.lock()
+        try:
+            return self._check(record, meta)
+        except BaseException:
+            self.files.unlock()
+            raise
+
+    def _check(self, record: dict, meta: dict | None) -> dict[str, dict]:
         previous = self.files.read(CONFIG)
+        rows, _bad = self.files.rows()
         if previous is not None:
             try:
                 old = json.loads(previous).get("run")
-            except (json.JSONDecodeError, AttributeError):
+            except (ValueError, RecursionError, AttributeError):
                 old = None
             if old != record:
-                self.files.unlock()
                 raise ActAlignError(
                     f"{self.out} holds a run with another configuration ({_differences(old, record)}); "
                     "use a new --out folder (or delete this one)."
                 )
+        elif any(isinstance(r.get("id"), str) for r in rows):
+            # the settings these rows were made with are gone: they must not be taken for this run's
+            raise ActAlignError(
+                f"{self.out} holds finished rows but no {CONFIG}, so the settings they were made with "
+                f"are unknown; restore its {CONFIG}, or start a new --out folder (or delete its "
+                f"{PREDICTIONS} to run every clip again)."
+            )
         else:
             payload = {"run": record, **(meta or {}), "started": time.strftime("%Y-%m-%d %H:%M:%S")}
             self.files.write(CONFIG, json.dumps(payload, indent=2) + "\n")
-        rows, _bad = self.files.rows()
+        names = _method_names(record)
         self.done = {}
+        damaged = 0
         for row in rows:
-            if isinstance(row.get("id"), str) and row["id"] not in self.done:
+            if not _usable(row, names):
+                damaged += isinstance(row.get("id"), str)
+                continue
+            if row["id"] not in self.done:
                 self.done[row["id"]] = row
+        if damaged:
+            import warnings
+
+            warnings.warn(
+                f"{damaged} damaged row(s) in {self.out}/{PREDICTIONS} were dropped; their clips are run "
+                "again.",
+                stacklevel=4,
+            )
         self.files.rewrite_rows(list(self.done.values()))
         self.files.write(FAILED, "")
         return self.done
@@ -190,7 +216,7 @@ class RunFolder:
             return None
         try:
             value = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             value = None
         if not isinstance(value, dict):
             raise ActAlignError(f"{self.out}/{name} is damaged; restore it or start a new --out folder.")
@@ -230,6 +256,52 @@ class RunFolder:
         self.close()
 
 
+def _method_names(record: dict) -> list[str]:
+    """The names every row of a run carries an entry for: its methods' and its baselines'."""
+    named = [*(record.get("methods") or []), *(record.get("baselines") or [])]
+    return [m["name"] for m in named if isinstance(m, dict) and isinstance(m.get("name"), str)]
+
+
+def _usable(row: dict, names: list[str]) -> bool:
+    """Whether a row read back from predictions.jsonl is a whole row of this run: an id, its
+    candidates, and for every method an entry whose scores and rank are numbers (a row damaged
+    by hand or by the disk is run again, never summarised or relabelled)."""
+    if not (isinstance(row.get("id"), str) and row["id"]):
+        return False
+    if not names:  # a folder of rows that are not a runner's (no methods recorded)
+        return True
+    candidates, methods = row.get("candidates"), row.get("methods")
+    if not (isinstance(candidates, list) and all(isinstance(c, str) for c in candidates)):
+        return False
+    if not isinstance(methods, dict) or not isinstance(row.get("domain"), str):
+        return False
+    for name in names:
+        entry = methods.get(name)
+        if not isinstance(entry, dict):
+            return False
+        scores, rank = entry.get("scores"), entry.get("rank")
+        if scores is not None and not (
+            isinstance(scores, list) and len(scores) == len(candidates) and all(_number(x) for x in scores)
+        ):
+            return False
+        if rank is not None and not (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1):
+            return False
+    return True
+
+
+def _number(x: object) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+def _text(data: bytes, where: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ActAlignError(
+            f"{where} is not UTF-8 text: it is damaged; restore it or start a new --out folder."
+        ) from None
+
+
 class _LocalFiles:
     def __init__(self, out: str) -> None:
         self.root = Path(out).expanduser()
@@ -238,6 +310,12 @@ class _LocalFiles:
     def lock(self) -> None:
         prepare_folder(self.root)
         self._lock = FolderLock(self.root).acquire()
+        try:
+            for name in RUN_FILES:  # a folder, a link or a pipe in a file's place: one sentence
+                _check_kind(self.root / name)
+        except ActAlignError:
+            self.unlock()
+            raise
         remove_stale_temps(self.root, RUN_FILES)  # left by a writer of ours killed mid-write
 
     def unlock(self) -> None:
@@ -247,7 +325,13 @@ class _LocalFiles:
 
     def read(self, name: str) -> str | None:
         p = self.root / name
-        return p.read_text(encoding="utf-8-sig") if p.exists() else None
+        if not p.exists():
+            return None
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise ActAlignError(f"Cannot read {p} ({e.strerror}); check the run folder.") from None
+        return _text(data, str(p))
 
     def write(self, name: str, text: str) -> None:
         atomic_write_text(self.root / name, text)
@@ -263,6 +347,34 @@ class _LocalFiles:
 
     def finish(self) -> None:
         pass
+
+
+def _check_kind(path: Path) -> None:
+    """A run folder's file is a regular file of its own or absent; anything else in its place
+    (a folder, a symbolic link whose target we would write, a pipe) is one sentence."""
+    import stat
+
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise ActAlignError(f"Cannot read {path} ({e.strerror}); check the run folder.") from None
+    if stat.S_ISREG(mode):
+        return
+    kind = (
+        "a folder"
+        if stat.S_ISDIR(mode)
+        else "a symbolic link"
+        if stat.S_ISLNK(mode)
+        else "a pipe"
+        if stat.S_ISFIFO(mode)
+        else "not a regular file"
+    )
+    raise ActAlignError(
+        f"{path} is {kind}, where a run folder keeps its own {path.name} file; move it away or "
+        "choose another --out folder."
+    )
 
 
 class _ArrowFiles:
@@ -296,13 +408,27 @@ class _ArrowFiles:
     def unlock(self) -> None:
         pass
 
-    def read(self, name: str) -> str | None:
+    def _bytes(self, name: str) -> bytes | None:
         from pyarrow import fs
 
-        if self.fs.get_file_info(self._path(name)).type == fs.FileType.NotFound:
+        kind = self.fs.get_file_info(self._path(name)).type
+        if kind == fs.FileType.NotFound:
             return None
-        with self.fs.open_input_stream(self._path(name)) as f:
-            return f.read().decode("utf-8-sig")
+        where = f"{self.uri.rstrip('/')}/{name}"
+        if kind != fs.FileType.File:
+            raise ActAlignError(
+                f"{where} is a folder, where a run folder keeps its own {name} file; move it away or "
+                "choose another --out folder."
+            )
+        try:
+            with self.fs.open_input_stream(self._path(name)) as f:
+                return f.read()
+        except OSError as e:
+            raise ActAlignError(f"Cannot read {where} ({str(e)[:150]}).") from None
+
+    def read(self, name: str) -> str | None:
+        data = self._bytes(name)
+        return None if data is None else _text(data, f"{self.uri.rstrip('/')}/{name}")
 
     def write(self, name: str, text: str) -> None:
         with self.fs.open_output_stream(self._path(name)) as f:  # object stores publish on close
@@ -318,13 +444,13 @@ class _ArrowFiles:
     def rows(self) -> tuple[list[dict], int]:
         rows, bad = [], 0
         for name in [PREDICTIONS, *self._parts()]:
-            text = self.read(name)
-            if text is None:
+            data = self._bytes(name)
+            if data is None:
                 continue
-            for line in text.splitlines():
+            for line in data.split(b"\n"):  # a torn last line may end inside a character
                 try:
-                    row = json.loads(line) if line.strip() else None
-                except json.JSONDecodeError:
+                    row = json.loads(line.decode("utf-8-sig")) if line.strip() else None
+                except (ValueError, RecursionError):
                     bad += 1
                     continue
                 if isinstance(row, dict):

@@ -17,7 +17,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from actalign.candidates import check_candidates, clean_candidate
+from actalign.candidates import check_candidates, check_name, clean_candidate
 from actalign.errors import ActAlignError
 from actalign.files import check_text, parse_json, read_text
 
@@ -125,6 +125,10 @@ def clip_from_row(row: object, base: Path, require_answer: bool = False) -> Clip
         raise BadRow("is not a JSON object")
     video_text = _text(row, "video")
     domain = _text(row, "domain")
+    try:
+        check_name(domain, "The domain")
+    except ActAlignError as e:
+        raise BadRow(str(e)) from None
     candidates = _candidates(row)
     answer = _answer(row, len(candidates), require_answer)
     start, end = _seconds(row, "start"), _seconds(row, "end")
@@ -266,6 +270,7 @@ def plan_videos(
 
     if not domain or not str(domain).strip():
         raise ActAlignError("Give --domain with videos (or pass a manifest with a domain per row).")
+    check_name(str(domain).strip(), "The domain")
     names = tuple(check_candidates(candidates))
     videos = find_videos(list(inputs))
     if not videos:

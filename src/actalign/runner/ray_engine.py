@@ -143,6 +143,23 @@ def score_row(row: dict, scorer) -> dict:
     return result
 
 
+def cpu_actors(cpus: int, workers: int | None) -> int:
+    """How many CPU encoder actors a cluster of `cpus` CPUs gets: --workers, or a quarter of
+    them; never all of them (each actor holds a CPU for the whole run, and a clip must be decoded
+    and scored on a CPU left free, or nothing is ever done). One sentence when none can be left."""
+    if cpus < 2:
+        raise ActAlignError(
+            f"The Ray cluster has {cpus} CPU(s): its encoder would hold it and leave none for decoding; "
+            "give Ray at least 2 CPUs, or use --engine local."
+        )
+    if workers is not None and workers >= cpus:
+        raise ActAlignError(
+            f"--workers {workers} would give the encoders every CPU of the Ray cluster ({cpus}), leaving "
+            f"none for decoding; use --workers {cpus - 1} or fewer."
+        )
+    return workers or max(1, cpus // 4)
+
+
 class RayEngine:
     """Runs clips on Ray Data; see the module docstring.
 
@@ -161,6 +178,7 @@ class RayEngine:
     ):
         self.encoder, self.options, self.scorer = encoder, options, scorer
         self.workers, self.address, self.on_frames = workers, address, on_frames
+        self._started = False  # whether this engine started (or joined) Ray, and so ends it
 
     def _init(self):
         ray = _import_ray()
@@ -177,6 +195,7 @@ class RayEngine:
             except (ConnectionError, ValueError, RuntimeError) as e:
                 where = self.address or "a local Ray instance"
                 raise ActAlignError(f"Could not start or join {where} ({str(e)[:150]}).") from None
+            self._started = True
         return ray
 
     def _pool(self, ray) -> dict:
@@ -184,15 +203,23 @@ class RayEngine:
         if gpus:
             return {"compute": ray.data.ActorPoolStrategy(size=gpus), "num_gpus": 1}
         cpus = int(ray.cluster_resources().get("CPU", 1))
-        return {"compute": ray.data.ActorPoolStrategy(size=self.workers or max(1, cpus // 4)), "num_cpus": 1}
+        return {"compute": ray.data.ActorPoolStrategy(size=cpu_actors(cpus, self.workers)), "num_cpus": 1}
 
     def run(self, clips: list[Clip]) -> Iterator[dict | Failure]:
         """Rows and failures, streamed as clips finish (decoding is held to a few clips ahead of
         the encoders, so rows come while the run goes on, not all at its end)."""
         if not clips:
             return
-        scorer = self.scorer
         ray = self._init()
+        try:
+            yield from self._run(ray, clips)
+        finally:
+            if self._started:  # here, where a Ctrl-C is the run's (one line), not in Ray's atexit hook
+                self._started = False
+                ray.shutdown()
+
+    def _run(self, ray, clips: list[Clip]) -> Iterator[dict | Failure]:
+        scorer = self.scorer
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         from actalign import progress

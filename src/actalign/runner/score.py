@@ -19,7 +19,16 @@ from actalign.errors import ActAlignError
 from actalign.runner.plan import Clip
 from actalign.score import Calibration, Method, Prediction, score
 
-__all__ = ["SCRIPTS_FILE", "Calibration", "Method", "Scorer", "primary_method", "script_hash", "script_key"]
+__all__ = [
+    "SCRIPTS_FILE",
+    "Calibration",
+    "Method",
+    "Scorer",
+    "check_recorded",
+    "primary_method",
+    "script_hash",
+    "script_key",
+]
 
 SCRIPTS_FILE = "scripts.json"  # the scripts a run used, in its folder
 
@@ -34,6 +43,27 @@ def script_hash(steps: Sequence[str]) -> str:
 def script_key(strategy: str, domain: str, action: str) -> str:
     """How a run's scripts.json names a script: strategy|domain|action (names compared as norm)."""
     return f"{strategy}|{norm(domain)}|{norm(action)}"
+
+
+def check_recorded(recorded: dict, where: str) -> dict:
+    """A run's scripts.json ({script_key: {"steps", ...}}) whose every script is valid as a scripts
+    file's is (a non-empty list of non-empty steps, each text), or one sentence naming the first
+    entry that is not: recorded steps are used as they are, never split or guessed."""
+    from actalign.scripts.parse import validate_steps
+
+    for key, entry in recorded.items():
+        if not isinstance(entry, dict) or "steps" not in entry:
+            problem = "is not a recorded script (an object with its steps)"
+        else:
+            _, problems = validate_steps(str(key).rsplit("|", 1)[-1], entry["steps"], None)
+            if not problems:
+                continue
+            problem = f"is invalid: {problems[0]}"
+        raise ActAlignError(
+            f"{where} is damaged: its entry {str(key)[:80]!r} {problem}; restore the file or start a "
+            "new --out folder."
+        )
+    return recorded
 
 
 def primary_method(methods: Sequence[Method]) -> Method:

@@ -14,11 +14,12 @@ its problems. 429, 5xx and timeouts are retried with exponential backoff by the 
 (honouring Retry-After).
 
 Bounds: `timeout` (default 120 s, $ACTALIGN_LLM_TIMEOUT through `make_writer`) is the most one
-answer may take in all, retries included: the request runs in a worker thread that is abandoned
-(its connection closed) when the time is up, so a server that trickles its answer a byte at a time,
-or answers after every read timeout, is stopped on time. The body is read up to MAX_BODY bytes and
-parsed here, strictly: a body that is not UTF-8, not JSON, nested too deeply, cut off, or not a
-chat completion with text content is one sentence, never a traceback.
+answer may take in all, retries and the repair request included (the error says the time spent):
+each request runs in a worker thread that is abandoned (its connection closed) when the time is up,
+so a server that trickles its answer a byte at a time, or answers after every read timeout, is
+stopped on time. The body is read up to MAX_BODY bytes and parsed here, strictly: a body that is
+not UTF-8, not JSON, nested too deeply, cut off, or not a chat completion with text content is one
+sentence, never a traceback.
 """
 
 from __future__ import annotations
@@ -103,6 +104,8 @@ class LLMWriter:
         self._openai = openai
         self._key = key or "not-needed"
         self._deadline = math.inf  # of the answer being asked for (time.monotonic)
+        self._answer_deadline: float | None = None  # of the whole write(), repair request included
+        self._began = time.monotonic()
         self.max_retries = max_retries
         self.client = self._new_client()
         self.mode = MODES[0]
@@ -133,8 +136,14 @@ class LLMWriter:
     def write(
         self, domain: str, actions: list[str], strategy: Strategy | str = "context-rich"
     ) -> dict[str, list[str]]:
-        """Scripts for `actions` (all in `domain`): {action: [step, ...]}, in a single request."""
-        return write_with_repair(self._ask, domain, list(actions), as_strategy(strategy), self.model)
+        """Scripts for `actions` (all in `domain`): {action: [step, ...]}, in a single request (and
+        one repair request when the answer is invalid): all of it within `timeout`."""
+        self._began = time.monotonic()
+        self._answer_deadline = self._began + self.timeout
+        try:
+            return write_with_repair(self._ask, domain, list(actions), as_strategy(strategy), self.model)
+        finally:
+            self._answer_deadline = None
 
     def _response_format(self, strategy: Strategy, actions: list[str]) -> dict | None:
         schema = scripts_schema(actions, strategy)
@@ -201,10 +210,15 @@ class LLMWriter:
             except BaseException as e:  # handed to the caller's thread
                 outcome.append((False, e))
 
-        self._deadline = time.monotonic() + self.timeout
+        now = time.monotonic()
+        if self._answer_deadline is None:  # asked outside write(): this request alone
+            self._began = now
+        self._deadline = self._answer_deadline if self._answer_deadline is not None else now + self.timeout
+        if now >= self._deadline:
+            raise _Late
         thread = threading.Thread(target=run, name="actalign-llm-request", daemon=True)
         thread.start()
-        thread.join(self.timeout)
+        thread.join(self._deadline - now)
         if not outcome:
             abandoned, self.client = self.client, self._new_client()
             abandoned.close()  # closes the worker's socket: it stops at its next read, and no retry goes out
@@ -218,14 +232,15 @@ class LLMWriter:
         openai = self._openai
         timeouts, broken = _transport_errors()
         where = self.base_url or "api.openai.com"
-        late = ActAlignError(
-            f"The LLM at {where} did not answer in time (within {self.timeout:g} s, retries included); "
-            "try again later or raise ACTALIGN_LLM_TIMEOUT."
-        )
         try:
             body = self._in_time(lambda: self._create(messages, strategy, actions))
         except (_Late, openai.APITimeoutError, *timeouts):
-            raise late from None
+            spent = time.monotonic() - self._began
+            raise ActAlignError(
+                f"The LLM at {where} did not answer in time (within {self.timeout:g} s, retries and "
+                f"repair included): given up after {spent:.1f} s; try again later or raise "
+                "ACTALIGN_LLM_TIMEOUT."
+            ) from None
         except openai.APIConnectionError:
             raise ActAlignError(
                 f"Cannot reach the LLM at {where}; check OPENAI_BASE_URL and the network."

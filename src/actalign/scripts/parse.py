@@ -44,6 +44,8 @@ def extract_json(text: str) -> object:
                 return obj
             except json.JSONDecodeError:
                 start = chunk.find("{", start + 1)
+            except RecursionError:  # thousands of brackets: no script is nested like that
+                raise InvalidAnswer(["the JSON is nested too deeply to be scripts"]) from None
     raise InvalidAnswer(["the answer holds no JSON object"])
 
 
