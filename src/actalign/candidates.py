@@ -83,7 +83,7 @@ def check_candidates(candidates: Sequence[str] | str, where: str = "") -> list[s
             check_text(c, f"The candidate {c!r}")
             names.append(check_name(clean_candidate(c), "The candidate"))
     if len(names) < MIN_CANDIDATES:
-        how = "list at least one action" if where else "pass --candidates A B C or --candidates-file F"
+        how = "list at least one action" if where else "pass `candidates=A B C` or `candidates_file=F`"
         raise ActAlignError(f"No candidate actions given{_in(where)}; {how}.")
     seen: set[str] = set()
     for c in names:

@@ -92,7 +92,9 @@ class Config:
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ActAlignError(f"end ({self.end}) must be after start ({self.start}).")
         if not (_number(self.smooth) and 0 <= self.smooth <= MAX_SMOOTH):
-            raise ActAlignError(f"`smooth` must be 0 to {MAX_SMOOTH:g} seconds (0: none), got {self.smooth!r}.")
+            raise ActAlignError(
+                f"`smooth` must be 0 to {MAX_SMOOTH:g} seconds (0: none), got {self.smooth!r}."
+            )
         for name in ("batch_size", "workers"):
             value = getattr(self, name)
             if value is not None and not (isinstance(value, int) and value >= 1):

@@ -262,7 +262,7 @@ class FolderLock:
             os.close(fd)
             raise ActAlignError(
                 f"Another run is writing to {self.folder} (pid {holder}); wait for it to finish "
-                "or choose another --out folder."
+                "or choose another `out` folder."
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
@@ -281,7 +281,7 @@ class FolderLock:
         self.release()
 
 
-def prepare_folder(folder: str | os.PathLike, what: str = "run folder (--out)") -> Path:
+def prepare_folder(folder: str | os.PathLike, what: str = "run folder (`out`)") -> Path:
     """A folder that exists and is writable, or one clear error naming it as `what`."""
     p = Path(folder).expanduser()
     if p.exists() and not p.is_dir():

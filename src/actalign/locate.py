@@ -89,7 +89,7 @@ class Locator:
         if not steps:
             raise ActAlignError("No candidates to locate.")
         if not 0 <= nms < 1:
-            raise ActAlignError(f"--nms must be in [0, 1), got {nms}.")
+            raise ActAlignError(f"`nms` must be in [0, 1), got {nms}.")
         self.steps, self.scale, self.bias = steps, scale, bias
         self.stacked = np.concatenate([np.asarray(s, dtype=np.float64) for s in steps.values()])
         self.bounds = np.cumsum([0] + [len(s) for s in steps.values()])

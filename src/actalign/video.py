@@ -573,9 +573,9 @@ class FrameStream:
                 # before the end, but after the last frame starts: no frame to sample
                 raise ActAlignError(
                     f"No frame of {name} starts between the start time {lo} s and its end ({length:.2f} s): "
-                    f"its last frame starts at {self.last_ts:.2f} s; choose an earlier --start."
+                    f"its last frame starts at {self.last_ts:.2f} s; choose an earlier `start`."
                 )
-            raise ActAlignError(f"No frames of {name} fall in [{lo}, {s.end}) s; check --start/--end.")
+            raise ActAlignError(f"No frames of {name} fall in [{lo}, {s.end}) s; check `start`/`end`.")
         declared = info.frames if s.start is None and s.end is None else None
         if declared and declared > 10 * max(1, stats.packets):
             declared = None  # a count the packets contradict (a damaged sample table): not evidence
@@ -603,7 +603,7 @@ class FrameStream:
         windowed = s.start is not None or s.end is not None
         if stats.kept == 1 and s.num_frames != 1 and (stats.in_window > 1 or windowed) and stats.decoded > 1:
             where = "in the chosen span" if windowed else "in the video"
-            advice = "raise --fps" if stats.in_window > 1 else "widen --start/--end"
+            advice = "raise `fps`" if stats.in_window > 1 else "widen `start`/`end`"
             stats.warnings.append(
                 f"only 1 frame was sampled, of {stats.in_window} {where} (one frame shows no order of "
                 f"steps); {advice}"

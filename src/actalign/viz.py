@@ -50,7 +50,7 @@ def plot_prediction(
         shown.append(correct)
     if not shown:
         raise ActAlignError(
-            "Nothing to plot: the mean-pool baseline has no alignment; use --method actalign."
+            "Nothing to plot: the mean-pool baseline has no alignment; use `method=actalign`."
         )
     ts = prediction.timestamps
     dt = float(np.median(np.diff(ts))) if len(ts) > 1 else 1.0

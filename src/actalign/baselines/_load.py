@@ -87,7 +87,7 @@ def resolve_dtype(dtype: str | None, device: str):
 
     name = _resolve_dtype(dtype, device)
     if name == "int8":
-        raise ActAlignError("--dtype int8 applies to the SigLIP/CLIP encoders; run the baselines in float32.")
+        raise ActAlignError("`dtype=int8` applies to the SigLIP/CLIP encoders; run the baselines in float32.")
     return getattr(torch, name)
 
 

@@ -141,11 +141,11 @@ def parse_vlm_spec(spec: str) -> tuple[str, str]:
     if spec.lower().startswith("local:"):
         where = spec[len("local:") :].strip()
         if not where:
-            raise ActAlignError("--vlm local: needs a model: local:HUB_ID or local:DIRECTORY.")
+            raise ActAlignError("`vlm=local:` needs a model: local:HUB_ID or local:DIRECTORY.")
         return "local", where
     if not spec:
         raise ActAlignError(
-            "--vlm needs a model: local:HUB_ID_OR_DIR to run one in-process, or the name of a model "
+            "`vlm` needs a model: local:HUB_ID_OR_DIR to run one in-process, or the name of a model "
             "on the OpenAI-compatible server at OPENAI_BASE_URL."
         )
     return "server", spec
@@ -497,7 +497,7 @@ class LocalVLM(_Frames):
                 if k == len(self.limits) - 1:
                     raise VLMAnswerError(
                         f"The VLM {self.name_or_path} failed on this clip at every frame size down to "
-                        f"{limit} pixels ({first_line(e)}); use fewer frames (--vlm-frames)."
+                        f"{limit} pixels ({first_line(e)}); use fewer frames (`vlm_frames`)."
                     ) from None
         raise AssertionError("unreachable")
 
@@ -718,7 +718,7 @@ class ServerVLM(_Frames):
                 "A VLM on a server needs the openai package: pip install 'actalign[llm]'."
             ) from None
         if not model or not str(model).strip():
-            raise ActAlignError("Name the VLM's model on the server: --vlm MODEL.")
+            raise ActAlignError("Name the VLM's model on the server: `vlm=MODEL`.")
         self.model = str(model).strip()
         self.protocol, self.frames, self.image_size = _settings(frames, image_size, protocol, self.model)
         self.limits = pixel_limits(self.model, self.protocol)
@@ -727,7 +727,7 @@ class ServerVLM(_Frames):
         if key is None and self.base_url is None:
             raise ActAlignError(
                 f"No server for the VLM {self.model!r}: set OPENAI_BASE_URL to an OpenAI-compatible "
-                "server (vLLM, llama.cpp, Ollama) or OPENAI_API_KEY for OpenAI, or use --vlm local:MODEL."
+                "server (vLLM, llama.cpp, Ollama) or OPENAI_API_KEY for OpenAI, or use `vlm=local:MODEL`."
             )
         self._openai = openai
         self._key = key or "not-needed"
@@ -889,7 +889,7 @@ class ServerVLM(_Frames):
             ) from None
         except openai.NotFoundError:
             raise ActAlignError(
-                f"The VLM server at {self.where} has no model {self.model!r}; check --vlm."
+                f"The VLM server at {self.where} has no model {self.model!r}; check `vlm`."
             ) from None
         except openai.APIStatusError as e:
             if e.status_code in (400, 413, 422, 500):

@@ -145,14 +145,14 @@ def select_device(device: str | None = None) -> str:
             raise ActAlignError(f"Unknown device {device!r}; use cpu, cuda, cuda:N or mps.")
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ActAlignError(
-                f"Device {device!r} was requested but CUDA is not available; use --device cpu."
+                f"Device {device!r} was requested but CUDA is not available; use `device=cpu`."
             )
         if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
             raise ActAlignError(
                 f"Device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)."
             )
         if device == "mps" and not torch.backends.mps.is_available():
-            raise ActAlignError("Device 'mps' was requested but is not available; use --device cpu.")
+            raise ActAlignError("Device 'mps' was requested but is not available; use `device=cpu`.")
         return device
     if torch.cuda.is_available():
         return "cuda"

@@ -114,18 +114,18 @@ class EmbeddingCache:
     def __init__(self, cache_dir: str | os.PathLike | None = None) -> None:
         self.root = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         if self.root.exists() and not self.root.is_dir():
-            raise ActAlignError(f"The cache folder {self.root} is a file; give a folder (--cache-dir).")
+            raise ActAlignError(f"The cache folder {self.root} is a file; give a folder (`cache_dir`).")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise ActAlignError(
-                f"Cannot create the cache folder {self.root} ({e.strerror}); choose another --cache-dir "
-                "or pass --no-cache."
+                f"Cannot create the cache folder {self.root} ({e.strerror}); choose another `cache_dir` "
+                "or pass `no_cache`."
             ) from None
         if not os.access(self.root, os.R_OK | os.X_OK):
             raise ActAlignError(
                 f"Cannot read the cache folder {self.root}: permission denied; choose another "
-                "--cache-dir or pass --no-cache."
+                "`cache_dir` or pass `no_cache`."
             )
         # a read-only place (a read-only mount, another user's cache): read it, write nothing
         self.read_only = not os.access(self.root, os.W_OK | os.X_OK)

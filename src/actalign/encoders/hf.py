@@ -245,8 +245,8 @@ def _resolve_dtype(dtype: str | None, device: str) -> str:
     if dtype == "int8":
         if device != "cpu":
             raise ActAlignError(
-                f"--dtype int8 (dynamic quantisation) runs on the CPU only; on {device} use bfloat16 "
-                "or float16, or add --device cpu."
+                f"`dtype=int8` (dynamic quantisation) runs on the CPU only; on {device} use bfloat16 "
+                "or float16, or add `device=cpu`."
             )
         return dtype
     try:
@@ -272,8 +272,8 @@ def _quantise(model):
             from torch.ao.quantization import quantize_dynamic
         except ImportError:
             raise ActAlignError(
-                f"--dtype int8 needs torch.ao.quantization.quantize_dynamic, which torch "
-                f"{torch.__version__} lacks; use --dtype float32."
+                f"`dtype=int8` needs torch.ao.quantization.quantize_dynamic, which torch "
+                f"{torch.__version__} lacks; use `dtype=float32`."
             ) from None
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True).eval()
 
@@ -442,6 +442,6 @@ class _oom_guard:
             b = self.encoder.batch_size
             raise ActAlignError(
                 f"Out of memory on {self.encoder.device} with batch size {b}; "
-                f"try a smaller batch (--batch-size {max(1, b // 2)})."
+                f"try a smaller batch (`batch_size={max(1, b // 2)}`)."
             ) from None
         return False

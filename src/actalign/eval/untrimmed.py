@@ -80,9 +80,9 @@ def make_untrimmed(
     A clip that cannot be read is listed and left out; it pads no other clip.
     """
     if not (0 <= pad <= MAX_PAD):
-        raise ActAlignError(f"--pad must be a number of seconds from 0 to {MAX_PAD:g}, got {pad}.")
+        raise ActAlignError(f"`pad` must be a number of seconds from 0 to {MAX_PAD:g}, got {pad}.")
     if not (isinstance(seed, int) and 0 <= seed < 2**32):
-        raise ActAlignError(f"--seed must be a whole number from 0 to 4294967295, got {seed!r}.")
+        raise ActAlignError(f"`seed` must be a whole number from 0 to 4294967295, got {seed!r}.")
     usable, failures = _usable(plan)
     if not usable:
         raise ActAlignError(f"No clip of the manifest can be read (the first: {failures[0]['reason']}).")
@@ -144,11 +144,11 @@ def _check_settings(out: Path, settings: dict) -> None:
             said = ", ".join(f"--{k} {old.get(k)!r}" for k in settings if old.get(k) != settings[k])
             raise ActAlignError(
                 f"{out} holds clips padded with {said}; their spans would be wrong for this run. Use "
-                "another --out, or delete the folder."
+                "another `out`, or delete the folder."
             )
     elif (out / "clips").exists() and any((out / "clips").iterdir()):
         raise ActAlignError(
-            f"{out}/clips holds clips of unknown padding; use another --out, or delete the folder."
+            f"{out}/clips holds clips of unknown padding; use another `out`, or delete the folder."
         )
     else:
         out.mkdir(parents=True, exist_ok=True)

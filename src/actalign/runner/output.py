@@ -102,11 +102,11 @@ def check_out(out: str) -> str:
     """A run folder a run can be kept in, or one sentence: not empty, not an in-memory filesystem."""
     out = str(out)
     if not out.strip():
-        raise ActAlignError("The run folder (--out) is empty; name a folder, e.g. --out runs/first.")
+        raise ActAlignError("The run folder (`out`) is empty; name a folder, e.g. `out=runs/first`.")
     scheme = out.split("://", 1)[0].lower() if is_uri(out) else ""
     if scheme in KEEPS_NOTHING:
         raise ActAlignError(
-            f"--out {out} is an in-memory filesystem: the run would be lost when it ends; give a folder "
+            f"`out={out}` is an in-memory filesystem: the run would be lost when it ends; give a folder "
             "or a storage URI (s3://, gs://, file://)."
         )
     return out
@@ -145,13 +145,13 @@ class RunFolder:
             if old != record:
                 raise ActAlignError(
                     f"{self.out} holds a run with another configuration ({_differences(old, record)}); "
-                    "use a new --out folder (or delete this one)."
+                    "use a new `out` folder (or delete this one)."
                 )
         elif any(isinstance(r.get("id"), str) for r in rows):
             # the settings these rows were made with are gone: they must not be taken for this run's
             raise ActAlignError(
                 f"{self.out} holds finished rows but no {CONFIG}, so the settings they were made with "
-                f"are unknown; restore its {CONFIG}, or start a new --out folder (or delete its "
+                f"are unknown; restore its {CONFIG}, or start a new `out` folder (or delete its "
                 f"{PREDICTIONS} to run every clip again)."
             )
         else:
@@ -219,7 +219,7 @@ class RunFolder:
         except (ValueError, RecursionError):
             value = None
         if not isinstance(value, dict):
-            raise ActAlignError(f"{self.out}/{name} is damaged; restore it or start a new --out folder.")
+            raise ActAlignError(f"{self.out}/{name} is damaged; restore it or start a new `out` folder.")
         return value
 
     def write(self, name: str, text: str) -> None:
@@ -298,7 +298,7 @@ def _text(data: bytes, where: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ActAlignError(
-            f"{where} is not UTF-8 text: it is damaged; restore it or start a new --out folder."
+            f"{where} is not UTF-8 text: it is damaged; restore it or start a new `out` folder."
         ) from None
 
 
@@ -373,7 +373,7 @@ def _check_kind(path: Path) -> None:
     )
     raise ActAlignError(
         f"{path} is {kind}, where a run folder keeps its own {path.name} file; move it away or "
-        "choose another --out folder."
+        "choose another `out` folder."
     )
 
 
@@ -418,7 +418,7 @@ class _ArrowFiles:
         if kind != fs.FileType.File:
             raise ActAlignError(
                 f"{where} is a folder, where a run folder keeps its own {name} file; move it away or "
-                "choose another --out folder."
+                "choose another `out` folder."
             )
         try:
             with self.fs.open_input_stream(self._path(name)) as f:

@@ -184,7 +184,7 @@ def load_manifest(path: str | os.PathLike, require_answer: bool = False) -> Plan
     if p.suffix.lower() in VIDEO_SUFFIXES:
         raise ActAlignError(
             f"{p} is a video; this command takes a manifest (.jsonl, one clip per line). For videos "
-            "use actalign classify, or actalign batch VIDEOS --domain D --candidates ..."
+            "use actalign classify, or actalign batch VIDEOS `domain=D` `candidates=A B`"
         )
     text = read_text(p, "manifest")
     numbered = []
@@ -269,7 +269,7 @@ def plan_videos(
     from actalign.video import find_videos
 
     if not domain or not str(domain).strip():
-        raise ActAlignError("Give --domain with videos (or pass a manifest with a domain per row).")
+        raise ActAlignError("Give `domain` with videos (or pass a manifest with a domain per row).")
     check_name(str(domain).strip(), "The domain")
     names = tuple(check_candidates(candidates))
     videos = find_videos(list(inputs))

@@ -150,12 +150,12 @@ def cpu_actors(cpus: int, workers: int | None) -> int:
     if cpus < 2:
         raise ActAlignError(
             f"The Ray cluster has {cpus} CPU(s): its encoder would hold it and leave none for decoding; "
-            "give Ray at least 2 CPUs, or use --engine local."
+            "give Ray at least 2 CPUs, or use `engine=local`."
         )
     if workers is not None and workers >= cpus:
         raise ActAlignError(
-            f"--workers {workers} would give the encoders every CPU of the Ray cluster ({cpus}), leaving "
-            f"none for decoding; use --workers {cpus - 1} or fewer."
+            f"`workers={workers}` would give the encoders every CPU of the Ray cluster ({cpus}), leaving "
+            f"none for decoding; use `workers={cpus - 1}` or fewer."
         )
     return workers or max(1, cpus // 4)
 

@@ -61,7 +61,7 @@ def check_recorded(recorded: dict, where: str) -> dict:
             problem = f"is invalid: {problems[0]}"
         raise ActAlignError(
             f"{where} is damaged: its entry {str(key)[:80]!r} {problem}; restore the file or start a "
-            "new --out folder."
+            "new `out` folder."
         )
     return recorded
 
@@ -135,7 +135,7 @@ class Scorer:
                     raise ActAlignError(
                         f"The script of {action!r} in {domain!r} ({strategy}) is not the one this run "
                         f"used (recorded in its folder's {SCRIPTS_FILE}): put the recorded steps back, "
-                        "pass --recorded-scripts to keep using them, or start a new --out."
+                        "pass `recorded_scripts` to keep using them, or start a new `out`."
                     )
                 self._use(strategy, domain, action, list(old["steps"]))
             for action, (steps, origin) in (source.get_with_origin(domain, new) if new else {}).items():

@@ -93,7 +93,7 @@ class ScriptSource:
             raise ActAlignError(
                 f"No scripts for {listed} in {domain!r}.{hint} Write them in a JSON file "
                 f'({{"{domain}": {{"{missing[0]}": ["first step", "second step", ...]}}}}) and pass '
-                "--scripts FILE, or configure an LLM to generate them (--llm local:MODEL_ID_OR_DIR "
+                "`scripts=FILE`, or configure an LLM to generate them (`llm=local:MODEL_ID_OR_DIR` "
                 "in-process, OPENAI_API_KEY, or OPENAI_BASE_URL for a local server)."
             )
         if missing:

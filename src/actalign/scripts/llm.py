@@ -94,9 +94,9 @@ class LLMWriter:
         key = api_key or _env("ACTALIGN_LLM_API_KEY", "OPENAI_API_KEY")
         if key is None and self.base_url is None:
             raise ActAlignError(
-                "No LLM is configured: pass --llm local:MODEL_ID_OR_DIR to run one in-process, set "
+                "No LLM is configured: pass `llm=local:MODEL_ID_OR_DIR` to run one in-process, set "
                 "OPENAI_API_KEY (OpenAI), or OPENAI_BASE_URL for a local OpenAI-compatible server "
-                "(vLLM, Ollama, llama.cpp), or pass --scripts FILE."
+                "(vLLM, Ollama, llama.cpp), or pass `scripts=FILE`."
             )
         self.timeout = DEFAULT_TIMEOUT if timeout is None else float(timeout)
         if not (math.isfinite(self.timeout) and self.timeout > 0):
@@ -249,7 +249,7 @@ class LLMWriter:
             raise ActAlignError(f"The LLM at {where} refused the API key; check OPENAI_API_KEY.") from None
         except openai.NotFoundError:
             raise ActAlignError(
-                f"The LLM at {where} has no model {self.model!r}; check --llm-model."
+                f"The LLM at {where} has no model {self.model!r}; check `llm_model`."
             ) from None
         except openai.APIStatusError as e:
             raise ActAlignError(

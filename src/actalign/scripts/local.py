@@ -82,7 +82,7 @@ class LocalWriter:
         constrained: bool = True,
     ) -> None:
         if not model_id_or_dir:
-            raise ActAlignError("--llm local: needs a model: local:HUB_ID or local:DIRECTORY.")
+            raise ActAlignError("`llm=local:` needs a model: local:HUB_ID or local:DIRECTORY.")
         path = Path(model_id_or_dir).expanduser()
         self.path = str(path.resolve()) if path.is_dir() else model_id_or_dir
         self.model = self.path

@@ -37,5 +37,5 @@ def write_with_repair(ask: Ask, domain: str, actions: list[str], strategy: Strat
     except InvalidAnswer as e:
         raise ActAlignError(
             f"The LLM ({who}) gave invalid scripts for {domain} twice: {e}. Try another "
-            "model, or write the scripts by hand (--scripts FILE)."
+            "model, or write the scripts by hand (`scripts=FILE`)."
         ) from None

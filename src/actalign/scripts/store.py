@@ -111,7 +111,7 @@ class ScriptStore:
     def __init__(self, path: str | os.PathLike | None = None) -> None:
         self.path = Path(path).expanduser() if path else default_store_path()
         if self.path.is_dir():
-            raise ActAlignError(f"The script store {self.path} is a folder; give a file (--store PATH).")
+            raise ActAlignError(f"The script store {self.path} is a folder; give a file (`store=PATH`).")
         blocker = next((a for a in self.path.parents if a.exists() and not a.is_dir()), None)
         if blocker is not None:
             raise ActAlignError(
@@ -143,7 +143,7 @@ class ScriptStore:
     def _cannot_write(self) -> StoreReadOnly:
         return StoreReadOnly(
             f"Cannot write the script store {self.path}: it is on a read-only place; pass another "
-            "--store PATH."
+            "`store=PATH`."
         )
 
     def say_read_only(self) -> None:
@@ -191,7 +191,7 @@ class ScriptStore:
                 if _busy(e):
                     raise ActAlignError(
                         f"The script store {self.path} stayed locked by another process; try again "
-                        "when it is done, or pass --store PATH."
+                        "when it is done, or pass `store=PATH`."
                     ) from None
                 if write and _read_only_error(e):
                     raise self._cannot_write() from None
@@ -223,7 +223,7 @@ class ScriptStore:
             if write and isinstance(e, OSError) and e.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
                 raise self._cannot_write() from None
             raise ActAlignError(
-                f"Cannot open the script store {self.path} ({e}); pass --store PATH."
+                f"Cannot open the script store {self.path} ({e}); pass `store=PATH`."
             ) from None
 
     def _has_table(self, db: sqlite3.Connection) -> bool:
@@ -240,7 +240,7 @@ class ScriptStore:
         if version > STORE_VERSION:
             raise ActAlignError(
                 f"The script store {self.path} was written by a newer actalign (format {version}); "
-                "upgrade actalign or use another --store."
+                "upgrade actalign or use another `store`."
             )
         tables = sorted(
             name
@@ -251,14 +251,14 @@ class ScriptStore:
             if tables:
                 raise ActAlignError(
                     f"The script store {self.path} has no scripts table (it holds {', '.join(tables)}), "
-                    "so it is not a script store; it was left as it is: pass another --store PATH."
+                    "so it is not a script store; it was left as it is: pass another `store=PATH`."
                 )
             return  # an empty database: nothing stored yet
         columns = [r[1] for r in db.execute("PRAGMA table_info(scripts)")]
         if columns != _COLUMNS:
             raise ActAlignError(
                 f"The script store {self.path} has a scripts table with other columns "
-                f"({', '.join(columns)}) than actalign's; it was left as it is: pass another --store PATH."
+                f"({', '.join(columns)}) than actalign's; it was left as it is: pass another `store=PATH`."
             )
 
     def _damaged(self, e: Exception) -> ActAlignError:

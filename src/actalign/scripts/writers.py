@@ -50,7 +50,7 @@ def make_writer(
     if spec and spec.startswith(LOCAL):
         if base_url or model:
             raise ActAlignError(
-                "--llm local:... runs the model in-process; drop --llm-model and --llm-base-url."
+                "`llm=local:...` runs the model in-process; drop `llm_model` and `llm_base_url`."
             )
         from actalign.scripts.local import LocalWriter
 
@@ -62,7 +62,7 @@ def make_writer(
         )
     if spec and spec.startswith(("http://", "https://")):
         if base_url and base_url != spec:
-            raise ActAlignError(f"Give the endpoint once: --llm {spec} or --llm-base-url {base_url}.")
+            raise ActAlignError(f"Give the endpoint once: `llm={spec}` or `llm_base_url={base_url}`.")
         return LLMWriter(model=model, base_url=spec, timeout=timeout)
     if spec and spec != "openai":
         raise ActAlignError(
