@@ -152,7 +152,7 @@ def test_out_of_memory_is_one_clear_sentence(siglip, monkeypatch):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(siglip.model, "get_image_features", boom)
-    with pytest.raises(ActAlignError, match=r"smaller batch \(--batch-size 2\)"):
+    with pytest.raises(ActAlignError, match=r"smaller batch \(`batch_size=2`\)"):
         siglip.encode_images(frames(2))
 
 

@@ -447,7 +447,7 @@ def test_untrimmed_variants_measure_local_against_global(planted, tmp_path):
     make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=6.0, seed=1)
     assert first.video.stat().st_mtime_ns == stamp
     # another padding would leave the old clips under new spans: refused, nothing touched
-    with pytest.raises(ActAlignError, match=r"padded with --pad 6\.0"):
+    with pytest.raises(ActAlignError, match=r"padded with `pad=6\.0`"):
         make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=3.0, seed=1)
     assert load_manifest(manifest).clips[0].span == pytest.approx((6.0, 10.0))
 

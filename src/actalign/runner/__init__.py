@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from actalign.errors import ActAlignError
 from actalign.runner.decode import Failure
+from actalign.runner.engine import Engine
 from actalign.runner.output import RunFolder
 from actalign.runner.plan import Clip, Plan
 from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer, check_recorded
@@ -155,7 +156,8 @@ def stream(
         by_id = {c.id: c for c in todo}
         out: list[dict] = []  # rows and failures written since the last yield
 
-        def write(row: dict) -> None:
+        def write(scored) -> None:
+            row = scorer.row(scored)
             try:
                 for b in baselines:
                     row["methods"][b.name] = b.entry(by_id[row["id"]])
@@ -220,19 +222,19 @@ def _same_clip(row: dict, clip: Clip) -> bool:
     return all(row.get(k) == v for k, v in now.items())
 
 
-def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames):
-    """The engine of that name; both have `run(clips)` yielding rows or failures."""
+def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames) -> Engine:
+    """The engine of that name (`runner.engine.Engine`)."""
     if name == "ray":
         from actalign.runner.ray_engine import RayEngine
 
         options = _decode_options(encoder, fps, cache, threads=1)
-        return RayEngine(encoder, options, scorer, workers, ray_address, on_frames)
+        return RayEngine(encoder, options, scorer, workers, on_frames, address=ray_address)
     from actalign.runner.local import LocalEngine
 
     options = _decode_options(encoder, fps, cache, threads=1 if workers != 0 else 0)
     stall = _seconds_env("ACTALIGN_DECODE_STALL")
     extra = {"stall_seconds": stall} if stall else {}
-    return LocalEngine(encoder, options, scorer, workers, cache, on_frames, **extra)
+    return LocalEngine(encoder, options, scorer, workers, on_frames, **extra)
 
 
 def _seconds_env(name: str) -> float | None:
