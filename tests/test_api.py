@@ -330,3 +330,25 @@ def test_the_readme_python_runs_as_written(tmp_path, siglip_dir, scripts_file, m
         exec(compile(code, "README.md", "exec"), namespace)
         if "pred" in namespace:
             assert isinstance(namespace["pred"], Prediction)
+
+
+def test_a_run_folder_is_refused_or_found_finished_before_any_model_loads(
+    tmp_path, siglip_dir, scripts_file, monkeypatch
+):
+    video = make_video(tmp_path / "v.mp4", n=20, fps=10, colors=[(200, 40, 40)] * 20)
+    manifest = _manifest(tmp_path, [video])
+    out = tmp_path / "run"
+    first = ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=5, workers=1).batch(manifest, out)
+    assert len(first.rows) == 1
+
+    def no_model(self):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(Config, "encoder", no_model)
+    again = ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=5, workers=1)
+    assert again.batch(manifest, out).rows == first.rows  # finished: read, nothing loaded
+    assert [p.id for p in again.run(manifest, out=out)] == ["c0"]
+    with pytest.raises(ActAlignError, match=r"another configuration \(fps: 5\.0 -> 4\.0"):
+        ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=4.0, workers=1).batch(manifest, out)
+    with pytest.raises(ActAlignError, match="another configuration"):
+        ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=4.0).evaluate(manifest, out=out)

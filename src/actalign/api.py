@@ -274,10 +274,16 @@ class ActAlign:
         out: a run folder, written and resumable (finished clips are yielded from it again);
         None: a temporary one, removed afterwards. engine/workers: the Config's unless given.
         """
-        from actalign.runner import stream
+        from actalign.runner import finished, stream
 
         plan = self.plan(clips, domain, candidates)
         methods = [_primary(self.config)]
+        if out is not None:
+            done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+            if done is not None:  # a finished run: its rows, without loading any model
+                for row in done.rows:
+                    yield _item(row, self.config)
+                return
         sources = self.check_scripts(plan, methods, limit)
         with _folder(out) as folder:
             items = stream(
@@ -304,11 +310,14 @@ class ActAlign:
 
     def batch(self, clips, out: str | os.PathLike, **options):
         """A whole run into a run folder, as `actalign batch`: the runner's `RunResult`."""
-        from actalign.runner import run
+        from actalign.runner import finished, run
 
         plan = self.plan(clips, options.pop("domain", None), options.pop("candidates", None))
         methods = [_primary(self.config)]
         limit = options.pop("limit", None)
+        done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+        if done is not None:  # checked (or found finished) before any model loads
+            return done
         sources = self.check_scripts(plan, methods, limit)
         return run(
             plan,
@@ -359,6 +368,11 @@ class ActAlign:
                 "same scripts; drop the scripts files (their scripts then come from the store or "
                 "the LLM, per strategy)."
             )
+        if out is not None:  # another configuration: refused before any model loads
+            from actalign.runner import known_record
+            from actalign.runner.output import RunFolder
+
+            RunFolder(str(out)).precheck(known_record(plan, methods, self.config.fps, self._record()))
         sources = self.check_scripts(plan, methods, limit)
         for b in baselines:
             # loaded (or its server's settings checked) once, before the first clip: a baseline that
@@ -375,6 +389,10 @@ class ActAlign:
                 **self._run_options(engine, workers, limit, recorded_scripts, progress),
             )
 
+    def _record(self) -> dict:
+        """What a run folder's configuration records of the Config beyond methods and encoder."""
+        return {"model": self.config.model, "template": self.config.template}
+
     def _run_options(self, engine, workers, limit, recorded_scripts, progress) -> dict:
         c = self.config
         return {
@@ -383,7 +401,7 @@ class ActAlign:
             "engine": engine or c.engine,
             "workers": c.workers if workers is None else workers,
             "cache": self.cache,
-            "record": {"model": c.model, "template": c.template},
+            "record": self._record(),
             "ray_address": c.ray_address,
             "recorded_scripts": recorded_scripts,
             "progress": progress,

@@ -91,6 +91,9 @@ class Config:
                 raise ActAlignError(f"{name} must be 0 or more seconds, got {value!r}.")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ActAlignError(f"end ({self.end}) must be after start ({self.start}).")
+        for name in ("fps", "start", "end", "smooth"):  # 5 and 5.0 are one setting (and one record)
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
         if not (_number(self.smooth) and 0 <= self.smooth <= MAX_SMOOTH):
             raise ActAlignError(
                 f"`smooth` must be 0 to {MAX_SMOOTH:g} seconds (0: none), got {self.smooth!r}."

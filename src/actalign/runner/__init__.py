@@ -23,7 +23,7 @@ from actalign.runner.plan import Clip, Plan
 from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer, check_recorded
 
 ENGINES = ("local", "ray")
-__all__ = ["ENGINES", "RunResult", "run", "stream", "versions"]
+__all__ = ["ENGINES", "RunResult", "finished", "known_record", "run", "stream", "versions"]
 
 
 @dataclass
@@ -206,6 +206,31 @@ def run(plan: Plan, encoder, sources: dict, out: str, methods: Sequence[Method],
             next(items)
         except StopIteration as done:
             return done.value
+
+
+def known_record(plan: Plan, methods: Sequence[Method], fps: float | None, record: dict | None) -> dict:
+    """The part of a run's configuration known before any model loads (`RunFolder.precheck`)."""
+    from actalign.runner.score import primary_method
+
+    return {
+        "input": plan.source,
+        "fps": fps,
+        "methods": [m.record() for m in methods],
+        "primary": primary_method(list(methods)).name,
+        **(record or {}),
+    }
+
+
+def finished(plan: Plan, out: str, methods: Sequence[Method], fps, limit, record) -> RunResult | None:
+    """A run folder whose every clip is done under these settings, read without loading any model
+    (None when there is work to do); one sentence when the folder holds another configuration."""
+    folder = RunFolder(out)
+    known = known_record(plan, methods, fps, record)
+    clips = plan.clips[:limit]
+    rows = folder.finished([c.id for c in clips], known)
+    if rows is None or any(not _same_clip(r, c) for r, c in zip(rows, clips)) or plan.failures:
+        return None
+    return RunResult(rows, [], folder.precheck(known) or {}, len(clips))
 
 
 def _same_clip(row: dict, clip: Clip) -> bool:
