@@ -129,7 +129,7 @@ class FrameBatch(NamedTuple):
 
 @dataclass
 class DecodeStats:
-    """What decoding found, filled in while a `FrameStream` is read.
+    """What decoding found, filled in while a `FrameDecoder` is read.
 
     packets: video packets read; bad_packets: those the decoder rejected (skipped);
     decoded: frames decoded; in_window: those inside start/end; kept: frames the sampling kept;
@@ -480,7 +480,7 @@ def _reason(e: Exception) -> str:
     return str(getattr(e, "strerror", None) or e)
 
 
-class FrameStream:
+class FrameDecoder:
     """Sampled frames of one video as bounded batches; `stats` fills in while it is read.
 
     resize: None keeps the decoded size; an int sets the shorter display side (aspect kept);
@@ -653,9 +653,9 @@ def iter_frames(
     batch_size: int = 32,
     resize: int | tuple[int, int] | None = None,
     threads: int = 0,
-) -> FrameStream:
-    """Stream sampled frames as batches of at most `batch_size` (see `FrameStream`)."""
-    return FrameStream(path, sampling, batch_size, resize, threads)
+) -> FrameDecoder:
+    """Stream sampled frames as batches of at most `batch_size` (see `FrameDecoder`)."""
+    return FrameDecoder(path, sampling, batch_size, resize, threads)
 
 
 def _batches(frames, batch_size: int, resize) -> Iterator[FrameBatch]:

@@ -1,5 +1,6 @@
-"""Issue 11: SigLIP texts as trained, text batching, honest segment ends, file modes, closed pipes,
-hub loading, progress, several videos at once, readable plots and the API surface."""
+"""Outputs and surfaces: SigLIP texts as trained, text batching, honest segment ends, file modes,
+closed pipes, hub loading, progress, several videos at once, readable plots, the API surface and
+what a newcomer meets first."""
 
 from __future__ import annotations
 
