@@ -167,7 +167,7 @@ def test_ladder_ordering_on_planted_data(planted, tmp_path):
     md = (tmp_path / "run" / "summary.md").read_text()
     assert "| + smoothing (ActAlign) |" in md
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["run"]["encoder"] == "test:colour-v1" and "numpy" in config["versions"]
+    assert config["run"]["model_identity"] == "test:colour-v1" and "numpy" in config["versions"]
 
 
 class CountingEncoder(ColourEncoder):

@@ -647,16 +647,16 @@ def test_a_refused_configuration_names_the_setting_that_differs():
 
     old = {
         "fps": 2.0,
-        "methods": [{"name": "ActAlign", "smooth_seconds": 1.0, "alignment": "global"}],
+        "methods": [{"name": "ActAlign", "smooth": 1.0, "alignment": "global"}],
         "input": "videos:/data/f|domain=basketball|candidates=['Tip-in', 'Putback dunk', 'Alley-oop Dunk']",
     }
     new = {
         **old,
-        "methods": [{"name": "ActAlign", "smooth_seconds": 0.5, "alignment": "global"}],
+        "methods": [{"name": "ActAlign", "smooth": 0.5, "alignment": "global"}],
         "input": "videos:/data/f|domain=basketball|candidates=['Tip-in', 'Putback dunk']",
     }
     said = _differences(old, new)
-    assert "methods[0].smooth_seconds: 1.0 -> 0.5" in said
+    assert "methods[0].smooth: 1.0 -> 0.5" in said
     assert "'Alley-oop Dunk']\" -> " in said  # a long text is shown where it changes
     assert _differences({"fps": None}, {"fps": 4.0}) == "fps: null -> 4.0"
 

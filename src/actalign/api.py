@@ -277,7 +277,7 @@ class ActAlign:
         from actalign.runner import finished, stream
 
         plan = self.plan(clips, domain, candidates)
-        methods = [_primary(self.config)]
+        methods = [self.config.scoring()]
         if out is not None:
             done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
             if done is not None:  # a finished run: its rows, without loading any model
@@ -313,7 +313,7 @@ class ActAlign:
         from actalign.runner import finished, run
 
         plan = self.plan(clips, options.pop("domain", None), options.pop("candidates", None))
-        methods = [_primary(self.config)]
+        methods = [self.config.scoring()]
         limit = options.pop("limit", None)
         done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
         if done is not None:  # checked (or found finished) before any model loads
@@ -406,20 +406,6 @@ class ActAlign:
             "recorded_scripts": recorded_scripts,
             "progress": progress,
         }
-
-
-def _primary(config: Config):
-    from actalign.runner.score import Method
-
-    if config.method == "mean-pool":
-        return Method("mean-pool", method="mean-pool", prompt=config.mean_pool_template)
-    return Method(
-        "ActAlign",
-        template=config.template,
-        smooth_seconds=config.smooth,
-        strategy=config.strategy,
-        alignment=config.alignment,
-    )
 
 
 @contextlib.contextmanager

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from actalign.encoders import DEFAULT_MODEL
 from actalign.errors import ActAlignError
-from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MAX_SMOOTH, MEAN_POOL_TEMPLATE, METHODS
+from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MAX_SMOOTH, MEAN_POOL_TEMPLATE, METHODS, Method
 
 __all__ = ["ENGINES", "Config"]
 
@@ -130,6 +130,20 @@ class Config:
     def fields(self) -> dict:
         """The public fields, {name: value}."""
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+    def scoring(self, name: str | None = None, **changes) -> Method:
+        """The scoring method these fields name (`score.Method`, the one place options become
+        one), with `changes` to its fields; named "ActAlign" or "mean-pool" unless `name`."""
+        values = dict(
+            method=self.method,
+            template=self.template,
+            smooth_seconds=self.smooth,
+            strategy=self.strategy,
+            alignment=self.alignment,
+            prompt=self.mean_pool_template,
+        )
+        values.update(changes)
+        return Method(name or ("ActAlign" if values["method"] == "actalign" else "mean-pool"), **values)
 
     # ------------------------------------------------------------------ the record of a result
 

@@ -160,13 +160,13 @@ class Method:
 
     def record(self) -> dict:
         """What a run's configuration records of this method (for mean-pool only what it uses)."""
-        if self.method == "mean-pool":
-            return {"name": self.name, "method": self.method, "prompt": self.prompt}
+        if self.method == "mean-pool":  # the keys of `Config.record` (one set of keys)
+            return {"name": self.name, "method": self.method, "mean_pool_template": self.prompt}
         return {
             "name": self.name,
             "method": self.method,
             "template": self.template,
-            "smooth_seconds": self.smooth_seconds,
+            "smooth": self.smooth_seconds,
             "strategy": self.strategy,
             "alignment": self.alignment,
         }

@@ -114,8 +114,15 @@ class Sampling:
             )
 
     def key(self) -> str:
-        """Stable text form for cache keys."""
-        return ",".join(f"{k}={v}" for k, v in asdict(self).items())
+        """Stable text form for cache keys (fps=30 and fps=30.0 are one sampling)."""
+        return ",".join(f"{k}={_canonical(k, v)}" for k, v in asdict(self).items())
+
+
+def _canonical(name: str, v: object) -> object:
+    """Seconds and rates as floats, as the command line always gave them (30 -> 30.0)."""
+    if name in ("fps", "start", "end") and _is_number(v):
+        return float(v)
+    return v
 
 
 def _is_number(x: object) -> bool:

@@ -61,13 +61,7 @@ def methods_for(
     import dataclasses
 
     def actalign(name: str, **changes) -> Method:
-        fields = dict(
-            template=config.template,
-            smooth_seconds=config.smooth,
-            strategy=config.strategy,
-            alignment=config.alignment,
-        )
-        return Method(name, **{**fields, **changes})
+        return config.scoring(name, method="actalign", **changes)
 
     if table2:
         rungs = {m.name: m for m in _ladder(config.strategy, local=False)}
@@ -76,7 +70,7 @@ def methods_for(
     elif ladder:
         chosen = _ladder(config.strategy)
     else:
-        chosen = [Method("mean-pool", method="mean-pool", prompt=config.mean_pool_template)]
+        chosen = [config.scoring("mean-pool", method="mean-pool")]
         if not strategies:
             chosen.append(actalign("ActAlign"))
             if local and config.alignment != "subsequence":
@@ -247,5 +241,5 @@ def summary_markdown(summary: dict) -> str:
 
 def _model_named(config: dict) -> str:
     """The model as the user named it, with its identity (revision or weights hash, dtype)."""
-    named, identity = config.get("model"), config.get("encoder", "?")
+    named, identity = config.get("model"), config.get("model_identity", "?")
     return identity if named in (None, "default") else f"{named}, {identity}"

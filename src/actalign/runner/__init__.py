@@ -99,7 +99,7 @@ def stream(
     config = {
         "input": plan.source,  # not the limit: a later run may do more of the same clips
         "fps": fps,
-        "encoder": encoder.identity,
+        "model_identity": encoder.identity,
         "dtype": getattr(encoder, "dtype_name", None),  # chosen for the CPU or GPU unless --dtype
         "scale": encoder.scale,
         "bias": encoder.bias,

@@ -56,7 +56,7 @@ def is_uri(out: str) -> bool:
 
 def _differences(old: object, new: dict, most: int = 3) -> str:
     """What differs between a folder's configuration and this run's, down to the setting:
-    "fps: 2.0 -> 4.0", "methods[0].smooth_seconds: 1.0 -> 0.5", long texts cut around the change."""
+    "fps: 2.0 -> 4.0", "methods[0].smooth: 1.0 -> 0.5", long texts cut around the change."""
     if not isinstance(old, dict):
         return "its config.json is unreadable"
     before, after = _leaves(old), _leaves(new)
