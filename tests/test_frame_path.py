@@ -254,7 +254,7 @@ LAYERS = [
     {"score"},
     {"config"},
     {"classify", "baselines"},
-    {"locate", "viz", "runner"},
+    {"locate", "index", "viz", "runner"},
     {"eval"},
     {"api"},
     {"app", "cli", "__main__"},

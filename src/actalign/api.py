@@ -5,6 +5,7 @@
     pred = aa.classify("clip.mp4", ["Tip-in", "Putback dunk"], domain="basketball")
     pred.top.action, pred.top.score, pred.top.segments             # when each step happened
     hits = aa.locate("match.mp4", ["Putback dunk"], domain="basketball")
+    hits = aa.search("archive.idx", ["Putback dunk"], domain="basketball")   # an `actalign.index`
     for p in aa.run("clips.jsonl", out="runs/x"): ...               # Predictions (and Failures)
     summary = aa.evaluate("clips.jsonl", ladder=True)              # top-1/2/3 per method
 
@@ -214,6 +215,37 @@ class ActAlign:
             method="actalign", alignment="subsequence", fps=self.config.fps or DEFAULT_FPS
         )
         return {**config.record(self.encoder), **search}
+
+    def search(
+        self,
+        index,
+        candidates: Sequence[str],
+        domain: str | None = None,
+        top: int | None = 20,
+        min_score: float | None = None,
+        nms: float = DEFAULT_NMS,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    ):
+        """Every occurrence of each candidate across an archive index (`actalign.index.Index`, or
+        its folder), best first, `top` in all: per video what `locate` finds there, from the
+        index's frames. Scripts come from where `classify` gets them; template and smoothing are
+        this Config's; the model and sampling are the index's."""
+        from actalign.index import Index
+
+        check_search(nms, min_score, window_seconds)
+        if not isinstance(index, Index):
+            index = Index.open(index, config=self.config, model=self._encoder, cache=self.cache or False)
+        source = self.scripts()
+        source.get((domain or "").strip(), candidates)  # scripts: one sentence before any frame is read
+        return index.search(
+            candidates,
+            domain,
+            scripts=source,
+            top=top,
+            min_score=min_score,
+            nms=nms,
+            window_seconds=window_seconds,
+        )
 
     # ------------------------------------------------------------------ many clips
 
