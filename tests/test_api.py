@@ -309,7 +309,7 @@ def test_the_cli_says_parameters_as_flags(tmp_path, siglip_dir, video, capsys):
 
 def _python_blocks() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    return [b for b in blocks if b.startswith("from actalign")]
+    return [b for b in blocks if b.startswith("from actalign import ActAlign")]
 
 
 def test_the_readme_python_runs_as_written(tmp_path, siglip_dir, scripts_file, monkeypatch):

@@ -21,6 +21,8 @@ __all__ = [
     "Config",
     "Detection",
     "Failure",
+    "Hit",
+    "Index",
     "Prediction",
     "__version__",
     "load_encoder",
@@ -31,6 +33,7 @@ if TYPE_CHECKING:
     from actalign.api import ActAlign, Failure
     from actalign.config import Config
     from actalign.encoders import load_encoder, register_backend
+    from actalign.index import Hit, Index
     from actalign.locate import Detection
     from actalign.score import Prediction
 
@@ -39,6 +42,8 @@ _HOMES = {
     "Failure": "actalign.api",
     "Config": "actalign.config",
     "Detection": "actalign.locate",
+    "Hit": "actalign.index",
+    "Index": "actalign.index",
     "Prediction": "actalign.score",
     "load_encoder": "actalign.encoders",
     "register_backend": "actalign.encoders",
