@@ -3,6 +3,7 @@
     python benchmarks/bench_encode.py             # CPU: decode-only, encode-only, pipeline
     python benchmarks/bench_encode.py --cpu-precision  # CPU: float32 / bfloat16 / int8, 3 sizes
     python benchmarks/bench_encode.py --gpu-so400m  # GPU: a randomly initialised so400m vision tower
+    python benchmarks/bench_encode.py --ops --batch 4  # CPU: a forward pass split by op, per dtype
 
 Two random-weight models built here (throughput does not depend on the weights): the tests'
 tiny SigLIP (decode-bound) and a SigLIP-base-sized one at 224 px (encode-bound). The pipeline is
@@ -17,6 +18,12 @@ changing load falls on all alike. About 2.5 minutes with `--threads 1` on a 2-co
 bfloat16 units (where bfloat16 is emulated and slow); faster with them. On a machine shared with other
 work, `--threads 1` gives the steadier numbers (per core): with every core busy, torch's threads
 wait for each other at every operation (the tiny model's float32 fell from ~6,000 to 60 frames/s).
+
+--ops: the SigLIP-base-size vision tower's forward pass in float32, bfloat16, and bfloat16 with
+its tanh-GELU computed in float32, split by op group (activation, matmul/linear, attention, norms,
+the rest) by torch.profiler's self CPU time, with each one's lowest cosine to float32; then the
+tanh-GELU alone in each form. On a CPU without bfloat16 units the bfloat16 numbers are torch's
+emulation; they say what a CPU with AMX or AVX-512 BF16 does only when run there.
 """
 
 from __future__ import annotations
@@ -202,12 +209,107 @@ def gpu_so400m(batch: int, seconds: float) -> str:
     return f"{rate:,.0f} frames/s ({torch.cuda.get_device_name()}, bf16, batch {batch})"
 
 
+OP_GROUPS = (  # (group, what aten op names contain), first match wins
+    ("activation (GELU)", ("gelu",)),
+    ("attention", ("scaled_dot_product", "softmax", "bmm", "baddbmm")),
+    ("matmul / linear", ("addmm", "aten::mm", "linear", "matmul", "conv", "mkldnn")),
+    ("norms", ("layer_norm",)),
+)
+
+
+def op_group(name: str) -> str:
+    for group, keys in OP_GROUPS:
+        if any(k in name for k in keys):
+            return group
+    return "other elementwise / copies"
+
+
+class Float32Gelu(torch.nn.Module):
+    """tanh-GELU computed in float32 for a lower-precision input, the result cast back."""
+
+    def forward(self, x):
+        return torch.nn.functional.gelu(x.float(), approximate="tanh").to(x.dtype)
+
+
+def ops_split(batch: int, rounds: int) -> list[tuple]:
+    """Per dtype: the vision tower's forward (SigLIP-base size, random weights) split by op group,
+    by torch.profiler's self CPU time, and the whole forward's wall clock; bfloat16 twice, as is
+    and with the activation computed in float32."""
+    from torch.profiler import ProfilerActivity, profile
+    from transformers import SiglipVisionConfig, SiglipVisionModel
+
+    cfg = SiglipVisionConfig(
+        hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+        image_size=224, patch_size=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    reference = SiglipVisionModel(cfg).eval()
+    x = torch.randn(batch, 3, 224, 224)
+    with torch.inference_mode():
+        want = reference(pixel_values=x).pooler_output.float()
+    rows = []
+    for label, dtype, gelu32 in (
+        ("float32", torch.float32, False),
+        ("bfloat16", torch.bfloat16, False),
+        ("bfloat16, GELU in float32", torch.bfloat16, True),
+    ):
+        model = SiglipVisionModel(cfg).eval()
+        model.load_state_dict(reference.state_dict())
+        model.to(dtype)
+        if gelu32:
+            for layer in model.vision_model.encoder.layers:
+                layer.mlp.activation_fn = Float32Gelu()
+        xi = x.to(dtype)
+        with torch.inference_mode():
+            got = model(pixel_values=xi).pooler_output.float()  # warm-up (weight packing)
+            walls = []
+            for _ in range(rounds):
+                t0 = time.perf_counter()
+                model(pixel_values=xi)
+                walls.append(time.perf_counter() - t0)
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                model(pixel_values=xi)
+        groups: dict[str, float] = {}
+        for e in prof.key_averages():
+            if e.key.startswith("aten::"):
+                g = op_group(e.key)
+                groups[g] = groups.get(g, 0.0) + e.self_cpu_time_total / 1e6
+        total = sum(groups.values())
+        cos = float(torch.nn.functional.cosine_similarity(got, want).min())
+        shares = [f"{groups.get(g, 0.0):.2f} s ({100 * groups.get(g, 0.0) / total:.0f}%)" for g in OP_NAMES]
+        rows.append((label, f"{statistics.median(walls):.2f} s", *shares, f"{cos:.6f}"))
+    return rows
+
+
+OP_NAMES = [g for g, _ in OP_GROUPS] + ["other elementwise / copies"]
+
+
+def gelu_micro(tokens: int, rounds: int) -> list[tuple]:
+    """tanh-GELU alone on a (tokens, 3072) activation: ms per call in each form."""
+    x32 = torch.randn(tokens, 3072)
+    xb = x32.bfloat16()
+    forms = (
+        ("float32", lambda: torch.nn.functional.gelu(x32, approximate="tanh")),
+        ("bfloat16", lambda: torch.nn.functional.gelu(xb, approximate="tanh")),
+        ("bfloat16 in, float32 GELU, bfloat16 out", lambda: Float32Gelu()(xb)),
+    )
+    rows = []
+    for label, fn in forms:
+        fn()
+        rows.append((label, f"{1000 * median_seconds(fn, rounds):.1f} ms"))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--video", default=str(SHARED / "actionatlas-samples" / "basketball.mp4"))
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--gpu-so400m", action="store_true")
     parser.add_argument("--cpu-precision", action="store_true")
+    parser.add_argument(
+        "--ops", action="store_true", help="CPU: a forward pass split by op, float32 and bfloat16"
+    )
+    parser.add_argument("--batch", type=int, default=4, help="frames per forward pass for --ops")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -225,6 +327,17 @@ def main() -> None:
         )
         print("|---|---|---|---|---|---|---|")
         for row in precision_rows(Path(args.video)):
+            print("| " + " | ".join(row) + " |", flush=True)
+        return
+    if args.ops:
+        print(f"SigLIP-base-size vision tower, batch {args.batch}, 224 px, random weights; self CPU time")
+        print(f"by torch.profiler; forward: median wall of {args.runs}\n")
+        print(f"| dtype | forward | {' | '.join(OP_NAMES)} | min cos to float32 |")
+        print("|---|---:|" + "---:|" * len(OP_NAMES) + "---:|")
+        for row in ops_split(args.batch, args.runs):
+            print("| " + " | ".join(row) + " |", flush=True)
+        print(f"\n| tanh-GELU alone, ({args.batch * 197}, 3072) | ms per call |\n|---|---:|")
+        for row in gelu_micro(args.batch * 197, 10):
             print("| " + " | ".join(row) + " |", flush=True)
         return
     if args.gpu_so400m:

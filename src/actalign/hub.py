@@ -62,6 +62,9 @@ def quiet_transformers():
     """transformers' logging at errors only and its weight-loading bar off, inside the block."""
     from transformers.utils import logging as hf_logging
 
+    from actalign.progress import quiet_hub
+
+    quiet_hub()
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()

@@ -22,7 +22,13 @@ _settings = {"quiet": False}
 def configure(quiet: bool = False) -> None:
     """Silence (or restore) all progress output of this process."""
     _settings["quiet"] = bool(quiet)
-    if quiet:
+    if quiet and "huggingface_hub" in sys.modules:  # else when a model loads (`quiet_hub`): a
+        quiet_hub()  # command that loads none need not import the hub (and tqdm) at all
+
+
+def quiet_hub() -> None:
+    """The hub's download bars off when quiet; called where models load (`actalign.hub`)."""
+    if _settings["quiet"]:
         try:
             from huggingface_hub.utils import disable_progress_bars
 

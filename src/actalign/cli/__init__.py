@@ -200,8 +200,19 @@ def exit_with(code: int) -> None:
 
 
 def _main(args, progress) -> int:
+    from actalign import startup
 
+    startup.begin()
     progress.configure(quiet=getattr(args, "quiet", False))
+    try:
+        return _run(args)
+    finally:
+        said = startup.line() if getattr(args, "verbose", False) else None
+        if said:
+            print(said, file=sys.stderr)
+
+
+def _run(args) -> int:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("default")

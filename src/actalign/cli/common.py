@@ -136,6 +136,13 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="embedding cache folder (default: $ACTALIGN_CACHE_DIR, else the user cache folder)",
     )
     g.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+    g.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="say on stderr where the seconds before the first frame went (startup: imports, "
+        "model load, first batch), when this process loads a model",
+    )
 
 
 def add_script_options(p: argparse.ArgumentParser) -> None:

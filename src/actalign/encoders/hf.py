@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from actalign import startup
 from actalign.encoders.base import Encoder, select_device
 from actalign.errors import ActAlignError
 from actalign.hub import load_checkpoint
@@ -49,8 +50,6 @@ class TransformersEncoder(Encoder):
         text_encoding: str = "trained",
         compile: bool = False,
     ) -> None:
-        import torch
-
         if text_encoding not in TEXT_ENCODINGS:
             raise ActAlignError(
                 f"Unknown text encoding {text_encoding!r}; use one of {', '.join(TEXT_ENCODINGS)}."
@@ -67,6 +66,15 @@ class TransformersEncoder(Encoder):
             "text_encoding": text_encoding,
             "compile": compile,
         }
+        startup.mark_before()
+        with startup.timed("imports"):
+            _import_stack()
+        with startup.timed("model"):
+            self._build(name_or_path, device, dtype, batch_size, compile)
+
+    def _build(self, name_or_path: str, device, dtype, batch_size, compile: bool) -> None:
+        import torch
+
         self.device = select_device(device)
         self.dtype_name = dtype_name_for(dtype, self.device)  # settings.dtype of every result
         # int8: float32 tensors through dynamically quantised Linear layers (see _quantise)
@@ -135,22 +143,25 @@ class TransformersEncoder(Encoder):
         return {"pixel_values": x.to(self.dtype)}
 
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
-        import torch
-
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ActAlignError(f"Frames must be (B, H, W, 3) RGB arrays, got shape {frames.shape}.")
         out = []
         for i in range(0, len(frames), self.batch_size):
-            chunk = frames[i : i + self.batch_size]
-            n = len(chunk)
-            if self.compiled and n < self.batch_size:  # one shape for the compiled graph
-                chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - n, axis=0)])
-            with torch.inference_mode(), _oom_guard(self):
-                inputs = self._pixels(chunk)
-                forward = self._compiled or self.model.get_image_features
-                out.append(_unit(_features(forward(**inputs))[:n]))
+            with startup.timed("first batch"):  # this process's first forward pass (once)
+                out.append(self._encode_batch(frames[i : i + self.batch_size]))
         return np.concatenate(out) if out else np.empty((0, getattr(self, "dim", 0)), np.float32)
+
+    def _encode_batch(self, chunk: np.ndarray) -> np.ndarray:
+        import torch
+
+        n = len(chunk)
+        if self.compiled and n < self.batch_size:  # one shape for the compiled graph
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], self.batch_size - n, axis=0)])
+        with torch.inference_mode(), _oom_guard(self):
+            inputs = self._pixels(chunk)
+            forward = self._compiled or self.model.get_image_features
+            return _unit(_features(forward(**inputs))[:n])
 
     # ------------------------------------------------------------------ texts
 
@@ -254,6 +265,18 @@ def _quantise(model):
                 f"{torch.__version__} lacks; use `dtype=float32`."
             ) from None
         return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8, inplace=True).eval()
+
+
+def _import_stack():
+    """torch and the parts of transformers every model load needs (its modeling and processing
+    code, which pull in most of the stack), imported here so that `startup` can time them apart
+    from the load itself. Returns torch."""
+    import torch
+    import transformers.modeling_utils
+    import transformers.processing_utils  # noqa: F401
+    from transformers import AutoModel, AutoProcessor  # noqa: F401
+
+    return torch
 
 
 def _load(name: str):

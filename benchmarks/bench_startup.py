@@ -1,0 +1,137 @@
+"""Startup benchmark: a fresh process classifying a one-second clip, stage by stage (see
+docs/benchmarks.md).
+
+    python benchmarks/bench_startup.py            # tiny and SigLIP-base-size models, 3 runs each
+    python benchmarks/bench_startup.py --big      # and so400m size (slow on a CPU)
+    python benchmarks/bench_startup.py --dtype bfloat16 --runs 5
+
+Each run is `actalign classify CLIP ... --no-cache -v` in a new process, so nothing is cached
+but the files in the page cache (every model is loaded once before the timed runs). Its stages
+come from the `startup:` line that `-v` prints: before (from actalign's import to the model
+stack's), imports (torch, transformers), model (load, cast, one text probe), first batch (the
+first forward pass); `total` is the process's wall clock, interpreter start and exit included.
+Against it, in the same run and interleaved: `python -c "pass"` (the interpreter) and
+`python -c "import torch"`. The goal (issue 31): total <= 2.5x `import torch` for the base-size
+model on a CPU with bfloat16 units. Medians of `--runs` runs.
+
+The models are random-weight (speed does not depend on the weights) with real shapes: the tests'
+tiny SigLIP, SigLIP-base size (both towers 768 wide, 12 layers, 224 px, patch 16: ~200 M
+parameters) and so400m size (`bench_encode.so400m`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+STAGES = ("before", "imports", "model", "first batch")
+
+
+def base_size(directory: Path) -> Path:
+    """SigLIP-base size, both towers (768 wide, 12 layers, 12 heads, MLP 3072), 224 px, patch 16."""
+    from transformers import SiglipConfig, SiglipModel
+
+    from models import build_siglip
+
+    build_siglip(directory, image_size=224)  # tokenizer and processor
+    config = SiglipConfig.from_pretrained(directory)
+    for tower in (config.vision_config, config.text_config):
+        tower.hidden_size, tower.intermediate_size = 768, 3072
+        tower.num_hidden_layers, tower.num_attention_heads = 12, 12
+    config.vision_config.patch_size = 16
+    config.text_config.projection_size = 768
+    SiglipModel(config).save_pretrained(directory)
+    return directory
+
+
+def env() -> dict:
+    paths = [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+
+
+def wall(cmd: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env())
+    seconds = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    return seconds, out.stderr
+
+
+def stages(stderr: str) -> dict[str, float]:
+    line = next((x for x in stderr.splitlines() if x.startswith("startup: ")), "")
+    return {m[1]: float(m[2]) for m in re.finditer(r"([a-z ]+?) ([0-9.]+) s(?:,|$)", line[9:])}
+
+
+def main() -> None:
+    from actalign.encoders import cpu
+    from media import make_video
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--big", action="store_true", help="also the so400m-size model")
+    ap.add_argument("--dtype", default=None, help="the encoder's dtype (default: the CPU's default)")
+    ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every process")
+    args = ap.parse_args()
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+
+    from bench_encode import so400m
+    from models import build_siglip
+
+    tmp = Path(tempfile.mkdtemp(prefix="actalign-startup-"))
+    colors = [(i * 8, 90, 200) for i in range(30)]
+    clip = make_video(tmp / "clip.mp4", n=30, fps=30, size=(320, 240), colors=colors)
+    (tmp / "s.json").write_text('{"t": {"x": ["red ball", "blue net"], "y": ["blue net", "red ball"]}}')
+    models = [("tiny SigLIP (32 px)", build_siglip(tmp / "tiny"))]
+    models.append(("SigLIP-base size", base_size(tmp / "base")))
+    if args.big:
+        models.append(("so400m size", so400m(tmp / "so400m")))
+    py = sys.executable
+    dtype = ["--dtype", args.dtype] if args.dtype else []
+
+    def classify(model: Path) -> list[str]:
+        return [py, "-m", "actalign", "classify", str(clip), "--domain", "t", "--candidates", "x", "y",
+                "--scripts", str(tmp / "s.json"), "--model", str(model), "--device", "cpu",
+                "--no-cache", "-q", "-v", *dtype]  # fmt: skip
+
+    os.environ["ACTALIGN_HOME"] = str(tmp / "home")
+    for _, model in models:  # the files into the page cache
+        wall(classify(model))
+    python = {"pass": [], "import torch": []}
+    runs: dict[str, list[tuple[float, dict]]] = {label: [] for label, _ in models}
+    for _ in range(args.runs):  # interleaved, so that a changing load falls on all alike
+        python["pass"].append(wall([py, "-c", "pass"])[0])
+        python["import torch"].append(wall([py, "-c", "import torch"])[0])
+        for label, model in models:
+            seconds, err = wall(classify(model))
+            runs[label].append((seconds, stages(err)))
+
+    torch_s = statistics.median(python["import torch"])
+    print(f"CPU: {cpu.describe()}; {datetime.date.today()}; dtype {args.dtype or cpu.default_cpu_dtype()}; "
+          f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; medians of {args.runs} runs; "
+          f"load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+    interpreter = statistics.median(python["pass"])
+    print(f"`python -c pass` {interpreter:.2f} s, `python -c 'import torch'` {torch_s:.2f} s\n")
+    print("| model | before | imports | model load | first batch | total | total / import torch |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for label, got in runs.items():
+        cells = [f"{statistics.median(s.get(name, 0.0) for _, s in got):.2f}" for name in STAGES]
+        total = statistics.median(t for t, _ in got)
+        print(f"| {label} | {' | '.join(cells)} | {total:.2f} | {total / torch_s:.1f}x |")
+
+
+if __name__ == "__main__":
+    main()
