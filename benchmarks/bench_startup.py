@@ -72,7 +72,7 @@ def wall(cmd: list[str]) -> tuple[float, str]:
 
 def stages(stderr: str) -> dict[str, float]:
     line = next((x for x in stderr.splitlines() if x.startswith("startup: ")), "")
-    return {m[1]: float(m[2]) for m in re.finditer(r"([a-z ]+?) ([0-9.]+) s(?:,|$)", line[9:])}
+    return {m[1]: float(m[2]) for m in re.finditer(r"([a-z][a-z ]*?) ([0-9.]+) s", line[9:])}
 
 
 def main() -> None:

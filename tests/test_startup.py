@@ -112,3 +112,44 @@ def test_stages_count_once_and_in_order():
     assert startup.line().startswith("startup: imports 0.00 s, model 0.50 s")
     startup.begin()
     assert startup.line() is None
+
+
+# --------------------------------------------------------------------------- the forward pass on CPU
+
+
+def test_the_in_place_gelu_gives_the_plain_float32_models_numbers(siglip_dir):
+    import numpy as np
+    import torch
+    from transformers import AutoModel
+
+    from actalign import load_encoder
+    from actalign.encoders.hf import _features, _unit
+
+    enc = load_encoder(str(siglip_dir), device="cpu", dtype="float32")
+    acts = [type(m.activation_fn).__name__ for m in enc.model.modules() if hasattr(m, "activation_fn")]
+    assert acts and set(acts) == {"InPlaceGeluTanh"}
+    plain = AutoModel.from_pretrained(str(siglip_dir)).float().eval()
+    assert {type(m.activation_fn).__name__ for m in plain.modules() if hasattr(m, "activation_fn")} == {
+        "GELUTanh"
+    }
+    frames = np.random.default_rng(0).integers(0, 256, (20, 48, 64, 3), dtype=np.uint8)
+    got = enc.encode_images(frames)
+    with torch.inference_mode():
+        want = _unit(_features(plain.get_image_features(**enc._pixels(frames))))
+    assert float((got * want).sum(1).min()) >= 0.9999
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    texts = ["red ball", "a player jumps with the ball"]
+    with torch.inference_mode():
+        want_t = _unit(_features(plain.get_text_features(**enc.tokenize(texts))))
+    assert float((enc.encode_texts(texts) * want_t).sum(1).min()) >= 0.9999
+
+
+def test_the_in_place_gelu_leaves_autograd_alone(siglip_dir):
+    import torch
+
+    from actalign import load_encoder
+
+    enc = load_encoder(str(siglip_dir), device="cpu", dtype="float32")
+    x = torch.randn(2, 3, 32, 32, requires_grad=True)
+    enc.model.get_image_features(pixel_values=x).pooler_output.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -92,6 +93,8 @@ class TransformersEncoder(Encoder):
         bias = getattr(self.model, "logit_bias", None)
         self.bias = float(bias.detach().float()) if bias is not None else None
         self.model.to(device=self.device, dtype=self.dtype).eval()
+        if self.device == "cpu":
+            _gelu_in_place(self.model)
         if self.dtype_name == "int8":
             self.model = _quantise(self.model)
         self.batch_size = batch_size or (64 if self.device != "cpu" else 16)
@@ -245,6 +248,37 @@ def dtype_name_for(dtype: str | None, device: str) -> str:
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
         raise ActAlignError(f"Unknown dtype {dtype!r}; use float32, float16, bfloat16 or int8 (CPU).")
     return str(value).removeprefix("torch.")
+
+
+def _gelu_in_place(model) -> int:
+    """Each tanh-GELU of the model (SigLIP's MLPs) computed in place on CPU: the same kernel and
+    the same numbers, without a new activation-sized buffer per layer (float32, batch 16, a
+    SigLIP-base MLP's 3152x3072 activation: 73 instead of 92 ms on an AVX2 EPYC; no change in
+    bfloat16; docs/benchmarks.md). Returns how many it replaced."""
+    from transformers.activations import GELUTanh
+
+    replaced = 0
+    for module in model.modules():
+        if type(getattr(module, "activation_fn", None)) is GELUTanh:
+            module.activation_fn = _in_place_gelu()()
+            replaced += 1
+    return replaced
+
+
+@functools.lru_cache(maxsize=1)
+def _in_place_gelu():
+    """The module class (built on first use: this module does not import torch on import)."""
+    import torch
+
+    class InPlaceGeluTanh(torch.nn.Module):
+        """tanh-GELU written over its input, where nothing needs the input kept (no autograd)."""
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if torch.is_grad_enabled() and x.requires_grad:
+                return torch.nn.functional.gelu(x, approximate="tanh")
+            return torch._C._nn.gelu_(x, approximate="tanh")
+
+    return InPlaceGeluTanh
 
 
 def _quantise(model):
