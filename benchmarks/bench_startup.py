@@ -4,6 +4,7 @@ docs/benchmarks.md).
     python benchmarks/bench_startup.py            # tiny and SigLIP-base-size models, 3 runs each
     python benchmarks/bench_startup.py --big      # and so400m size (slow on a CPU)
     python benchmarks/bench_startup.py --dtype bfloat16 --runs 5
+    python benchmarks/bench_startup.py --split    # where the imports and the model load go
 
 Each run is `actalign classify CLIP ... --no-cache -v` in a new process, so nothing is cached
 but the files in the page cache (every model is loaded once before the timed runs). Its stages
@@ -75,6 +76,71 @@ def stages(stderr: str) -> dict[str, float]:
     return {m[1]: float(m[2]) for m in re.finditer(r"([a-z][a-z ]*?) ([0-9.]+) s", line[9:])}
 
 
+IMPORTS = """
+import sys, time
+marks = [("start", time.perf_counter(), time.process_time())]
+def mark(name):
+    marks.append((name, time.perf_counter(), time.process_time()))
+import torch; mark("torch")
+import transformers; mark("transformers (its top level)")
+import scipy.optimize; mark("scipy.optimize (transformers.loss)")
+import torch.distributed.tensor; mark("torch.distributed.tensor (transformers.core_model_loading)")
+import torch._dynamo; mark("torch._dynamo (transformers.integrations)")
+import transformers.modeling_utils; mark("the rest of transformers.modeling_utils")
+import transformers.processing_utils; mark("transformers.processing_utils")
+from transformers.models.siglip import modeling_siglip, processing_siglip, tokenization_siglip
+mark("transformers' SigLIP modules")
+for (name, t, c), (_, t0, c0) in zip(marks[1:], marks):
+    print(f"{name}\t{t - t0:.3f}\t{c - c0:.3f}")
+"""
+
+LOADER = """
+import sys, time, torch
+from transformers import AutoModel, SiglipConfig, SiglipModel
+torch.set_num_threads(1)
+AutoModel.from_pretrained(sys.argv[2])  # its lazy imports and first-call caches, on the tiny model
+config = SiglipConfig.from_pretrained(sys.argv[1])
+def timed(name, fn):
+    t, c = time.perf_counter(), time.process_time()
+    out = fn()
+    print(f"{name}\t{time.perf_counter() - t:.3f}\t{time.process_time() - c:.3f}")
+    return out
+timed("SiglipModel(config): weights initialised at random on the CPU", lambda: SiglipModel(config))
+model = timed("AutoModel.from_pretrained (transformers 5: meta device, mmap'd safetensors)",
+              lambda: AutoModel.from_pretrained(sys.argv[1]))
+timed(".to(torch.bfloat16) of the loaded model", lambda: model.to(torch.bfloat16))
+print(f"parameters\t{sum(p.numel() for p in model.parameters()) / 1e6:.0f} M\t")
+"""
+
+
+def split(code: str, *argv: str, runs: int) -> list[tuple[str, float, float]]:
+    """Medians over fresh processes of a script's (name, wall s, CPU s) lines."""
+    got: dict[str, list[tuple[float, float]]] = {}
+    extra: dict[str, str] = {}
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env())
+        if out.returncode != 0:
+            raise SystemExit(out.stderr[-2000:])
+        for line in out.stdout.splitlines():
+            name, a, b = line.split("\t")
+            if b:
+                got.setdefault(name, []).append((float(a), float(b)))
+            else:
+                extra[name] = a
+    rows = [
+        (n, statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for n, v in got.items()
+    ]
+    for name, value in extra.items():
+        print(f"{name}: {value}")
+    return rows
+
+
+def print_split(title: str, rows: list[tuple[str, float, float]]) -> None:
+    print(f"\n| {title} | wall s | CPU s |\n|---|---:|---:|")
+    for name, w, c in rows:
+        print(f"| {name} | {w:.2f} | {c:.2f} |")
+
+
 def main() -> None:
     from actalign.encoders import cpu
     from media import make_video
@@ -84,6 +150,7 @@ def main() -> None:
     ap.add_argument("--big", action="store_true", help="also the so400m-size model")
     ap.add_argument("--dtype", default=None, help="the encoder's dtype (default: the CPU's default)")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every process")
+    ap.add_argument("--split", action="store_true", help="only the imports' and the loader's split")
     args = ap.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -107,6 +174,13 @@ def main() -> None:
                 "--scripts", str(tmp / "s.json"), "--model", str(model), "--device", "cpu",
                 "--no-cache", "-q", "-v", *dtype]  # fmt: skip
 
+    if args.split:
+        print(f"CPU: {cpu.describe()}; {datetime.date.today()}; medians of {args.runs} fresh processes; "
+              f"load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+        print_split("import (in this order, each after the ones above)", split(IMPORTS, runs=args.runs))
+        rows = split(LOADER, str(models[1][1]), str(models[0][1]), runs=args.runs)
+        print_split("SigLIP-base size, loading (files in the page cache)", rows)
+        return
     os.environ["ACTALIGN_HOME"] = str(tmp / "home")
     for _, model in models:  # the files into the page cache
         wall(classify(model))
