@@ -247,7 +247,7 @@ def test_one_rule_for_candidates_everywhere(tmp_path):
 # --------------------------------------------------------------------------- the shape of the house
 
 LAYERS = [
-    {"errors", "files", "progress", "exports", "prefetch", "text", "reaper"},
+    {"errors", "files", "progress", "startup", "exports", "prefetch", "text", "reaper"},
     {"video", "align", "_dtw", "candidates", "hub"},
     {"encoders"},
     {"embed", "scripts"},
