@@ -114,7 +114,7 @@ def test_cli_batch_on_a_manifest_with_a_bad_video(tmp_path, siglip_dir, tiny_scr
     config = json.loads((out / "config.json").read_text())
     assert config["run"]["methods"][0]["name"] == "ActAlign" and config["versions"]["actalign"]
     err = capsys.readouterr().err
-    assert "1 clip(s) failed and 1 manifest row(s) rejected" in err and "Traceback" not in err
+    assert "1 clip failed and 1 manifest row rejected" in err and "Traceback" not in err
     assert main(args) == 1  # a rerun: nothing redone, failures tried again
     assert rows_by_id(out / "predictions.jsonl") == done
 

@@ -361,3 +361,71 @@ def test_shortest_edge_sizes_are_the_processors(width, height, edge):
     image = np.zeros((height, width, 3), np.uint8)
     h, w = get_resize_output_image_size(image, edge, default_to_square=False)
     assert shortest_edge_size(width, height, edge) == (w, h)
+
+
+# --------------------------------------------------------------------------- your own encoder, the list
+
+
+def test_the_readme_encoder_example_registers_loads_and_classifies(tmp_path, monkeypatch):
+    """The README's example of an encoder of one's own, run as written: a few lines returning
+    random unit vectors, registered, loaded by `load_encoder("mine:x")` and used by ActAlign."""
+    import json
+    import re
+    from pathlib import Path
+
+    from actalign import encoders
+    from actalign.score import Prediction
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "register_backend(" in b]
+    assert len(blocks) == 1, "the README shows how to register an encoder of one's own, once"
+    monkeypatch.setattr(encoders, "_BACKENDS", dict(encoders._BACKENDS))  # the registration stays here
+    make_video(tmp_path / "clip.mp4", n=20, fps=10)
+    steps = ["a player jumps", "the ball goes in"]
+    (tmp_path / "scripts.json").write_text(
+        json.dumps({"basketball": {"Tip-in": steps, "Putback dunk": steps}})
+    )
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert type(namespace["encoder"]).__name__ == "RandomEncoder"
+    pred = namespace["pred"]
+    assert isinstance(pred, Prediction) and pred.top.action in ("Tip-in", "Putback dunk")
+    assert len(pred.timestamps) == 20 and pred.top.segments
+    assert "mine" in encoders.backends()
+
+
+def test_models_lists_backend_parameters_width_and_what_is_on_disk(tmp_path, monkeypatch, capsys):
+    """`actalign models`: one row per short name; "on disk" read offline from the Hugging Face cache
+    (here a cache holding siglip-base's config and weights, nothing else)."""
+    import huggingface_hub.constants
+
+    from actalign.cli import main
+    from actalign.encoders import MODELS
+
+    repo = tmp_path / "hub" / "models--google--siglip-base-patch16-224"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"")
+    # only the config of clip-b32: not usable offline, so not "on disk"
+    other = tmp_path / "hub" / "models--openai--clip-vit-base-patch32"
+    (other / "snapshots" / ("b" * 40)).mkdir(parents=True)
+    (other / "refs").mkdir()
+    (other / "refs" / "main").write_text("b" * 40)
+    (other / "snapshots" / ("b" * 40) / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "checkpoint", "backend", "parameters", "width", "on", "disk"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.split()[0] in MODELS}
+    assert set(rows) == set(MODELS)
+    assert rows["siglip-base"].split()[-1] == "yes"
+    assert "no (downloaded on first use)" in rows["clip-b32"]
+    so400m = " ".join(rows["siglip-so400m"].split()[1:])
+    assert (
+        so400m
+        == "google/siglip-so400m-patch14-384 transformers SigLIP 878 M 1152 no (downloaded on first use)"
+    )

@@ -479,7 +479,7 @@ def test_untrimmed_lists_clips_it_cannot_use_and_pads_the_others(planted, tmp_pa
     )
     out, err = capsys.readouterr()
     assert code == 1 and "3 padded clips" in out
-    assert "2 clip(s) failed and 1 manifest row(s) rejected" in err and "Traceback" not in err
+    assert "2 clips failed and 1 manifest row rejected" in err and "Traceback" not in err
     failed = {
         f.get("id", f["line"]): f["reason"]
         for f in map(json.loads, (tmp_path / "u" / "failed.jsonl").read_text().splitlines())

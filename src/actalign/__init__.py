@@ -20,6 +20,7 @@ __all__ = [
     "ActAlignError",
     "Config",
     "Detection",
+    "Encoder",
     "Failure",
     "Prediction",
     "__version__",
@@ -30,7 +31,7 @@ __all__ = [
 if TYPE_CHECKING:
     from actalign.api import ActAlign, Failure
     from actalign.config import Config
-    from actalign.encoders import load_encoder, register_backend
+    from actalign.encoders import Encoder, load_encoder, register_backend
     from actalign.locate import Detection
     from actalign.score import Prediction
 
@@ -39,6 +40,7 @@ _HOMES = {
     "Failure": "actalign.api",
     "Config": "actalign.config",
     "Detection": "actalign.locate",
+    "Encoder": "actalign.encoders",
     "Prediction": "actalign.score",
     "load_encoder": "actalign.encoders",
     "register_backend": "actalign.encoders",

@@ -11,7 +11,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from actalign.text import printable
+from actalign.text import plural, printable
 
 FORMATS = ("table", "json", "jsonl", "csv", "vtt", "srt")
 CUE_FORMATS = ("vtt", "srt")
@@ -230,7 +230,10 @@ def format_detections(
             "detections": [d.to_dict() for d in detections],
         }
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    lines = [f"{video}  ({len(detections)} occurrences)", f"  {'start':>8}  {'end':>8}  {'score':>7}  action"]
+    lines = [
+        f"{video}  ({plural(len(detections), 'occurrence')})",
+        f"  {'start':>8}  {'end':>8}  {'score':>7}  action",
+    ]
     for d in detections:
         lines.append(f"  {d.start:8.2f}  {d.end:8.2f}  {d.score:7.4f}  {d.action}")
         lines += [f"      {s.start:8.2f} - {s.end:8.2f} s  {s.step}" for s in d.segments]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from actalign.cli import common
 from actalign.errors import ActAlignError
+from actalign.text import plural
 
 
 def add_parser(sub) -> None:
@@ -60,8 +61,10 @@ def run(args) -> int:
     where = f"{args.out.rstrip('/')}/predictions.jsonl"
     left = len(clips.clips) - result.planned
     limited = (
-        f" (--limit {args.limit}: {left} more clip(s) in the input; rerun without it)" if left > 0 else ""
+        f" (--limit {args.limit}: {plural(left, 'more clip')} in the input; rerun without it)"
+        if left > 0
+        else ""
     )
-    print(f"{len(result.rows)} of {result.planned} clips done{limited}; predictions in {where}")
+    print(f"{len(result.rows)} of {plural(result.planned, 'clip')} done{limited}; predictions in {where}")
     common.report_failures(args.out, result.failures)
     return 1 if result.failures else 0

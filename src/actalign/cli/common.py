@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from actalign.errors import ActAlignError
+from actalign.text import plural
 
 # --------------------------------------------------------------------------- value types
 
@@ -420,8 +421,9 @@ def report_failures(out: str, failures: list[dict]) -> None:
         first = failures[0]
         where = "" if first.get("rejected") else f"{first['id']}: "  # a row's reason names its line
         rejected = sum(1 for f in failures if f.get("rejected"))
-        counts = [f"{len(failures) - rejected} clip(s) failed"] if len(failures) > rejected else []
-        counts += [f"{rejected} manifest row(s) rejected"] if rejected else []
+        failed = len(failures) - rejected
+        counts = [f"{plural(failed, 'clip')} failed"] if failed else []
+        counts += [f"{plural(rejected, 'manifest row')} rejected"] if rejected else []
         print(
             f"{' and '.join(counts)}; see {out.rstrip('/')}/failed.jsonl (first: {where}{first['reason']})",
             file=sys.stderr,

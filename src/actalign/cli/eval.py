@@ -102,5 +102,6 @@ def run(args) -> int:
     problems = summary["failed"] + summary["rows_rejected"]
     if problems:
         where = f"{args.out.rstrip('/')}/failed.jsonl"
-        print(f"{problems} clip(s) or manifest row(s) could not be evaluated; see {where}", file=sys.stderr)
+        what = "clip or manifest row" if problems == 1 else "clips or manifest rows"
+        print(f"{problems} {what} could not be evaluated; see {where}", file=sys.stderr)
     return 1 if problems else 0

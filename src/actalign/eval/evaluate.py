@@ -18,6 +18,7 @@ from actalign.runner import RunResult, run
 from actalign.runner.plan import Plan
 from actalign.runner.score import Method
 from actalign.score import DEFAULT_TEMPLATE
+from actalign.text import human_count, plural
 
 KS = (1, 2, 3)
 Rung = Method  # a rung of the paper's ablation ladder is one method
@@ -199,7 +200,7 @@ def summary_markdown(summary: dict) -> str:
     if summary.get("rows_rejected"):
         skipped.append(f"{summary['rows_rejected']} manifest rows rejected")
     lines = [
-        f"Evaluated {summary['clips']} of {summary['clips_in_manifest']} clips"
+        f"Evaluated {summary['clips']} of {plural(summary['clips_in_manifest'], 'clip')}"
         + (f" ({', '.join(skipped)}; see failed.jsonl)" if skipped else "")
         + f" (model {_model_named(summary.get('config', {}))}).",
         "",
@@ -220,7 +221,7 @@ def summary_markdown(summary: dict) -> str:
             cells.append(f"{m['span_iou']:.3f}" if "span_iou" in m else "")
         if costs:
             c = costs.get(name, {})
-            cells.append(f"{c['parameters'] / 1e9:.2f} B" if c.get("parameters") else "")
+            cells.append(human_count(c.get("parameters")) if c.get("parameters") else "")
             cells.append(f"{c['clips_per_s']:.3g}" if c.get("clips_per_s") else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, m in summary["methods"].items():
