@@ -13,8 +13,9 @@ def add_parser(sub) -> None:
     p = sub.add_parser(
         "batch",
         help="classify many clips (a manifest or videos) into a run folder",
-        description="Classify many clips into a run folder (predictions.jsonl, failed.jsonl, "
-        "summary.json): either one JSONL manifest (a video, domain and candidates per row) or "
+        description="Classify many clips into a run folder (predictions.jsonl: one row per clip as "
+        "clips finish; failed.jsonl; config.json; scripts.json: the scripts used; eval adds "
+        "summary.json and summary.md): either one JSONL manifest (a video, domain and candidates per row) or "
         "videos, folders and globs with --domain and --candidates. Decoding runs in worker "
         "processes (or on a Ray cluster); an interrupted run resumes where it stopped when run again "
         "with the same --out.",

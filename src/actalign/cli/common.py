@@ -235,8 +235,17 @@ def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> 
 
 
 def add_baseline_options(p: argparse.ArgumentParser) -> None:
-    """The video LLM's settings (the paper's Table 2 peers)."""
-    g = p.add_argument_group("video LLM (--method vlm, eval --vlm)")
+    """The X-CLIP checkpoint and the video LLM's settings (the paper's Table 2 peers): one option
+    name for one thing, in classify and eval."""
+    g = p.add_argument_group("baselines (classify --method xclip|vlm; eval --xclip, --vlm, --table2)")
+    g.add_argument(
+        "--xclip",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="the X-CLIP checkpoint: classify --method xclip uses it (--model is taken as an alias "
+        "there), eval adds the X-CLIP baseline with it (default: none; for classify --method xclip "
+        "and eval --table2, microsoft/xclip-large-patch14-16-frames)",
+    )
     g.add_argument(
         "--vlm",
         default=None,
@@ -296,7 +305,7 @@ def add_classify_options(p: argparse.ArgumentParser, baseline: bool = True) -> N
             choices=["actalign", "mean-pool", "xclip", "vlm"],
             default="actalign",
             help="actalign; mean-pool: the mean frame embedding against one text per candidate; xclip: "
-            "X-CLIP's video-text logits (--model names an X-CLIP checkpoint, else "
+            "X-CLIP's video-text logits (--xclip names the checkpoint, else "
             "microsoft/xclip-large-patch14-16-frames); vlm: a video LLM answers the multiple-choice "
             "question (--vlm). Only actalign aligns: --smooth, --template and --alignment apply to it",
         )
@@ -356,6 +365,8 @@ def front(args):
     from actalign.api import ActAlign
     from actalign.config import Config
 
+    if getattr(args, "method", None) in ("xclip", "vlm"):  # a baseline: the Config holds the rest
+        args = argparse.Namespace(**{**vars(args), "method": "actalign"})
     return ActAlign(Config.from_args(args))
 
 
