@@ -82,6 +82,21 @@ class Prediction:
     settings: dict = field(default_factory=dict)  # model, sampling, smoothing, template, ...
     warnings: list[str] = field(default_factory=list)  # e.g. damaged packets skipped while decoding
     id: str | None = None  # the clip's id in a run (`ActAlign.run`)
+    # the frames the method saw, where they are not `timestamps` (a baseline's own few frames)
+    frames_seen: int | None = None
+    score_kind: str | None = None  # what a score is (SCORE_KINDS); None: the method's own kind
+
+    @property
+    def frames(self) -> int:
+        """How many frames the method saw: the sampled frames, or a baseline's own frames."""
+        return len(self.timestamps) if self.frames_seen is None else self.frames_seen
+
+    @property
+    def score_is(self) -> str:
+        """What this prediction's scores are: a key of SCORE_KINDS."""
+        if self.score_kind:
+            return self.score_kind
+        return "affinity" if self.method == "mean-pool" else "eq13"
 
     @property
     def top(self) -> CandidateResult:
