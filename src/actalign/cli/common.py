@@ -100,6 +100,13 @@ def positive_int(text: str) -> int:
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress lines")
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also the log lines and warnings of the libraries underneath (Ray, transformers, torch, "
+        "Gradio), hidden otherwise",
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
