@@ -364,6 +364,10 @@ class ActAlign:
             # loaded (or its server's settings checked) once, before the first clip: a baseline that
             # cannot run at all is one sentence, not a failure per clip and a table of n/a
             b.model  # noqa: B018
+        from actalign.eval.datasets import coverage
+
+        where = manifest if isinstance(manifest, (str, os.PathLike)) else getattr(manifest, "source", "")
+        dataset = coverage(where) if where else None  # ActionAtlas: how many of its clips could be had
         with _folder(out) as folder:
             return evaluate(
                 plan,
@@ -371,6 +375,7 @@ class ActAlign:
                 sources,
                 folder,
                 methods,
+                dataset=dataset,
                 baselines=list(baselines),
                 **self._run_options(engine, workers, limit, recorded_scripts, progress),
             )

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from actalign.errors import ActAlignError
+from actalign.eval.datasets import coverage_line
 from actalign.eval.metrics import random_topk, topk, wilson_interval
 from actalign.runner import RunResult, run
 from actalign.runner.plan import Plan
@@ -92,9 +93,11 @@ def evaluate(
     sources: dict,
     out: str,
     methods: Sequence[Method],
+    dataset: dict | None = None,
     **run_options,
 ) -> dict:
-    """Run every method on every clip (resuming), then write and return the summary."""
+    """Run every method on every clip (resuming), then write and return the summary. dataset: a
+    benchmark's coverage (`datasets.coverage`), kept in the summary and said in its first lines."""
     missing = [c.id for c in plan.clips if c.answer is None]
     if missing:
         raise ActAlignError(f"Evaluation needs an 'answer' for every clip; {missing[0]!r} has none.")
@@ -102,6 +105,8 @@ def evaluate(
     result = run(plan, encoder, sources, out, methods, **run_options)
     summary = summarise(result, [*methods, *baselines])
     summary["cost"] = cost(result, methods, baselines, encoder)
+    if dataset is not None:  # a benchmark's coverage: how many of its clips there were, and why
+        summary["dataset"] = dataset
     from actalign.runner.output import RunFolder
 
     folder = RunFolder(out)
@@ -199,7 +204,8 @@ def summary_markdown(summary: dict) -> str:
         skipped.append(f"{summary['failed']} failed")
     if summary.get("rows_rejected"):
         skipped.append(f"{summary['rows_rejected']} manifest rows rejected")
-    lines = [
+    lines = [coverage_line(summary["dataset"]), ""] if summary.get("dataset") else []
+    lines += [
         f"Evaluated {summary['clips']} of {plural(summary['clips_in_manifest'], 'clip')}"
         + (f" ({', '.join(skipped)}; see failed.jsonl)" if skipped else "")
         + f" (model {_model_named(summary.get('config', {}))}).",
