@@ -424,7 +424,7 @@ def test_ray_and_local_agree_on_the_shared_clips(ray_instance, tmp_path, siglip_
     for c in plan.clips:
         for a in c.candidates:
             scripts.setdefault(c.domain, {})[a] = [f"{a} begins", f"{a} happens", f"{a} ends"]
-    enc = load_encoder(str(siglip_dir), device="cpu")
+    enc = load_encoder(str(siglip_dir), device="cpu", dtype="float32")
     local = run(plan, enc, source(scripts), str(tmp_path / "local"), METHODS, fps=2, progress=False)
     remote = run(
         plan, enc, source(scripts), str(tmp_path / "ray"), METHODS, fps=2, engine="ray", progress=False

@@ -23,12 +23,12 @@ from media import make_video
 
 @pytest.fixture(scope="module")
 def siglip(siglip_dir):
-    return load_encoder(str(siglip_dir), batch_size=4)
+    return load_encoder(str(siglip_dir), batch_size=4, dtype="float32")
 
 
 @pytest.fixture(scope="module")
 def clip(clip_dir):
-    return load_encoder(str(clip_dir))
+    return load_encoder(str(clip_dir), dtype="float32")
 
 
 def frames(n: int = 6, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -44,13 +44,13 @@ def test_siglip_loads_with_its_calibration(siglip, siglip_dir):
     assert siglip.bias == pytest.approx(-2.0)
     assert siglip.identity.startswith("dir:") and siglip.identity.endswith("|float32")
     assert siglip.decode_size == (32, 32)
-    assert load_encoder(str(siglip_dir)).identity == siglip.identity  # stable
+    assert load_encoder(str(siglip_dir), dtype="float32").identity == siglip.identity  # stable
 
 
 def test_identity_changes_with_the_weights(tmp_path, siglip):
     from models import build_siglip
 
-    other = load_encoder(str(build_siglip(tmp_path / "other", seed=1)))
+    other = load_encoder(str(build_siglip(tmp_path / "other", seed=1)), dtype="float32")
     assert other.identity != siglip.identity
 
 
@@ -110,8 +110,8 @@ def test_text_shapes_and_unit_norms(siglip, clip):
 
 
 def test_image_shapes_unit_norms_and_batch_invariance(siglip_dir):
-    one = load_encoder(str(siglip_dir), batch_size=1)
-    many = load_encoder(str(siglip_dir), batch_size=16)
+    one = load_encoder(str(siglip_dir), batch_size=1, dtype="float32")
+    many = load_encoder(str(siglip_dir), batch_size=16, dtype="float32")
     x = frames(7)
     a, b = one.encode_images(x), many.encode_images(x)
     assert a.shape == (7, one.dim)
@@ -152,7 +152,7 @@ def test_out_of_memory_is_one_clear_sentence(siglip, monkeypatch):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(siglip.model, "get_image_features", boom)
-    with pytest.raises(ActAlignError, match=r"smaller batch \(--batch-size 2\)"):
+    with pytest.raises(ActAlignError, match=r"smaller batch \(`batch_size=2`\)"):  # the CLI: --batch-size 2
         siglip.encode_images(frames(2))
 
 
@@ -336,10 +336,12 @@ def test_siglip2_fixed_resolution_texts_are_lower_cased(tmp_path, siglip_dir):
         encoder.processor.tokenizer = Spy()
         return encoder
 
-    v2 = spy(load_encoder(str(build_siglip(tmp_path / "siglip2-fixed", gemma=True)), device="cpu"))
+    v2 = spy(
+        load_encoder(str(build_siglip(tmp_path / "siglip2-fixed", gemma=True)), device="cpu", dtype="float32")
+    )
     assert v2.family == "siglip" and v2.lowercase  # loads as SigLIP; its Gemma tokenizer tells
     v2.encode_texts(["Alley-oop Dunk in Basketball"])
-    v1 = spy(load_encoder(str(siglip_dir), device="cpu"))
+    v1 = spy(load_encoder(str(siglip_dir), device="cpu", dtype="float32"))
     assert not v1.lowercase
     v1.encode_texts(["Alley-oop Dunk in Basketball"])
     assert seen == [["alley-oop dunk in basketball"], ["Alley-oop Dunk in Basketball"]]
