@@ -5,6 +5,7 @@ written to, and the keys of `--save-arrays` and of `locate --format json`, are t
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -49,18 +50,25 @@ def example() -> tuple[list[str], list[str]]:
 
 def test_the_example_output_is_what_the_documented_command_prints(siglip_dir):
     """The block is the output of its command with the tiny model of tests/models.py (build_siglip,
-    as the README says), on the CPU; regenerate the block when the scores change on purpose."""
+    as the README says), on the CPU, run as a user's machine runs it: with the machine's real CPU
+    flags (no ACTALIGN_CPU_FLAGS), so the command itself must pin its dtype; regenerate the block
+    when the scores change on purpose."""
     words, expected = example()
     assert words[:2] == ["actalign", "classify"], words
+    assert words[words.index("--dtype") + 1] == "float32", "the example's numbers need a pinned dtype"
+    assert "`--dtype float32`" in prose("What you get")
     documented = "`build_siglip` in `tests/models.py` (passed as `--model DIR --device cpu`)"
     assert documented in prose("What you get")
     video = ROOT / words[2]
     if not video.exists():
         pytest.skip(f"the shared sample {video} is absent (see ../shared/data)")
     extra = ["--model", str(siglip_dir), "--device", "cpu", "--quiet"]
+    # the environment as it is: the CPU's real flags (a bfloat16 CPU can be simulated by running
+    # this file with ACTALIGN_CPU_FLAGS="amx_bf16 avx512_bf16")
     done = subprocess.run(
         [sys.executable, "-m", "actalign", *words[1:], *extra],
         cwd=ROOT,
+        env=dict(os.environ),
         capture_output=True,
         text=True,
         timeout=600,
