@@ -502,7 +502,7 @@ def test_an_ipv6_loopback_host_serves_the_page(siglip_dir, tmp_path):
 
 
 def _rest(url: str, path: str, payload: dict | None = None, files: Path | None = None) -> str:
-    """A plain HTTP call to the app, as the README shows it (no Gradio client)."""
+    """A plain HTTP call to the app, as docs/app.md shows it (no Gradio client)."""
     import urllib.request
 
     if files is not None:
@@ -532,4 +532,4 @@ def test_the_plain_http_call_the_readme_shows_works(served, clip):
     assert "event: complete" in stream, stream
     assert '\\"predictions\\"' in stream or "predictions" in stream
     event = json.loads(_rest(url, "/gradio_api/call/classify", {"data": required}))["event_id"]
-    assert "event: error" in _rest(url, f"/gradio_api/call/classify/{event}")  # as the README says
+    assert "event: error" in _rest(url, f"/gradio_api/call/classify/{event}")  # as docs/app.md says

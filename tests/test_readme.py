@@ -1,6 +1,8 @@
 """The README's claims against what the code does: its example output is what the documented
 command prints with the documented tiny model; the files `--plot`, `--save-arrays` and cues are
-written to, and the keys of `--save-arrays` and of `locate --format json`, are the ones it names."""
+written to, and the keys of `--save-arrays` and of `locate --format json`, are the ones its pages in
+docs/ (output.md, untrimmed.md) name; the README keeps its two set-up commands at the top and links
+every page the long sections moved to."""
 
 from __future__ import annotations
 
@@ -33,6 +35,12 @@ def section(title: str) -> str:
 def prose(title: str) -> str:
     """A section's text with the line breaks of its paragraphs undone."""
     return " ".join(section(title).split())
+
+
+def doc(name: str) -> str:
+    """A page of docs/ (the README links it) with the line breaks of its paragraphs undone."""
+    assert f"](docs/{name})" in README.read_text(encoding="utf-8"), f"the README does not link docs/{name}"
+    return " ".join((ROOT / "docs" / name).read_text(encoding="utf-8").split())
 
 
 def example() -> tuple[list[str], list[str]]:
@@ -86,8 +94,8 @@ def scripts_file(tmp_path) -> Path:
     return path
 
 
-def test_per_video_files_are_named_and_hold_what_the_readme_says(siglip_dir, scripts_file, tmp_path):
-    text = prose("What you get")
+def test_per_video_files_are_named_and_hold_what_the_docs_say(siglip_dir, scripts_file, tmp_path):
+    text = doc("output.md")
     for claim in ["`DIR/<video>.npz`", "(`clip.png`, `clip.npz`, `clip.vtt`)"]:
         assert claim in text, claim
     assert "(`a/clip.mp4`, `b/clip.mp4`) are named by their path below the folder they share" in text
@@ -137,10 +145,10 @@ def test_per_video_files_are_named_and_hold_what_the_readme_says(siglip_dir, scr
         }
 
 
-def test_locate_json_has_the_keys_the_readme_names(siglip_dir, scripts_file, tmp_path, capsys):
-    text = prose("Untrimmed footage: local alignment and `actalign locate`")
+def test_locate_json_has_the_keys_the_docs_name(siglip_dir, scripts_file, tmp_path, capsys):
+    text = doc("untrimmed.md")
     claim = re.search(r"`--format json` \((.*?)\), or WebVTT", text)
-    assert claim, "README: locate's JSON is not described as `--format json` (...), or WebVTT"
+    assert claim, "docs/untrimmed.md: locate's JSON is not described as `--format json` (...), or WebVTT"
     named = set()
     for token in re.findall(r"`([^`]+)`", claim.group(1)):
         named |= set(re.findall(r"[a-z_]+", token))
@@ -157,6 +165,32 @@ def test_locate_json_has_the_keys_the_readme_names(siglip_dir, scripts_file, tmp
     run_settings = {"candidates", "start", "end", "window_seconds", "nms", "min_score", "top"}
     assert run_settings <= set(data["settings"])
     assert named == keys | run_settings, (
-        f"README names {sorted(named - keys - run_settings)} that locate does not write, "
+        f"docs/untrimmed.md names {sorted(named - keys - run_settings)} that locate does not write, "
         f"and not {sorted(keys | run_settings - named)}"
     )
+
+
+def test_the_readme_is_short_keeps_its_two_commands_and_links_the_rest():
+    text = README.read_text(encoding="utf-8")
+    first = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    commands = [line for line in first.splitlines() if line and not line.startswith("#")]
+    assert commands[0].startswith("bash scripts/setup.sh && .venv/bin/actalign classify ")
+    assert commands[1] == "bash scripts/setup.sh --dev && .venv/bin/python -m pytest -q"
+    assert 'pip install ".[' in text  # the pip path beside setup.sh
+    for page in [
+        "output.md",
+        "untrimmed.md",
+        "batch.md",
+        "evaluation.md",
+        "table2.md",
+        "scripts.md",
+        "app.md",
+    ]:
+        assert f"](docs/{page})" in text and (ROOT / "docs" / page).is_file(), page
+    for page in ["models.md", "faithfulness.md", "troubleshooting.md", "alignment.md", "benchmarks.md"]:
+        assert f"](docs/{page})" in text and (ROOT / "docs" / page).is_file(), page
+    assert len(text.splitlines()) < 260, "the README grew long again: move the details to docs/"
+    # links between the pages of docs/ lead somewhere
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name} links {target}, which is not there"
