@@ -357,7 +357,15 @@ def ray_instance(tmp_path_factory):
         num_cpus=2,
         include_dashboard=False,
         log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": f"{TESTS}:{here}", "ACTALIGN_TEST_KILL_MARKER": str(marker)}},
+        runtime_env={
+            "env_vars": {
+                # this checkout's actalign where PYTHONPATH names it (a worktree beside an editable install)
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(TESTS), str(here), os.environ.get("PYTHONPATH")])
+                ),
+                "ACTALIGN_TEST_KILL_MARKER": str(marker),
+            }
+        },
     )
     sys.path.insert(0, str(here))
     yield marker
@@ -390,7 +398,7 @@ def test_ray_refuses_workers_that_leave_no_cpu_for_decoding(ray_instance, tmp_pa
     """Before: --workers 2 on 2 CPUs gave both to encoder actors; no clip was ever decoded, 0 rows,
     idle, no word."""
     clips, scripts = colour_clips(tmp_path, n=2)
-    with pytest.raises(ActAlignError, match="use --workers 1 or fewer"):
+    with pytest.raises(ActAlignError, match="use `workers=1` or fewer"):  # the CLI: --workers 1
         run(
             Plan(clips), ColourEncoder(), source(scripts), str(tmp_path / "run"), METHODS, engine="ray",
             workers=2, progress=False,
