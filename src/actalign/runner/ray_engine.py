@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
-from actalign.embed import VideoEmbedding
+from actalign.embed import VideoEmbedding, write_entry
 from actalign.errors import ActAlignError
 from actalign.runner.decode import Cached, Chunk, DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
@@ -90,7 +90,8 @@ class EncodeActor:
                 emb = embedded[at : at + n]
                 at += n
                 if self.cache is not None and batch["key"][i]:
-                    self.cache.put_video(
+                    write_entry(
+                        self.cache,
                         batch["key"][i],
                         emb,
                         batch["timestamps"][i],
