@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actalign import load_encoder
-from actalign.embed import embed_texts, embed_video, prefetch
+from actalign.embed import embed_texts, embed_video
 from actalign.encoders import hf
 from actalign.encoders.cache import EmbeddingCache
 from actalign.errors import ActAlignError
+from actalign.prefetch import prefetch
 from actalign.video import Sampling
 from media import make_video
 

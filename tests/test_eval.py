@@ -497,7 +497,8 @@ def test_untrimmed_lists_clips_it_cannot_use_and_pads_the_others(planted, tmp_pa
 
 def test_rows_carry_the_papers_actalign_whatever_else_runs_beside_it():
     from actalign.eval.evaluate import ladder
-    from actalign.runner.score import Method, primary_method
+    from actalign.runner.score import primary_method
+    from actalign.score import Method
 
     assert primary_method(ladder()).name == "+ smoothing (ActAlign)"  # not the local rung after it
     pool = Method("mean-pool", method="mean-pool")

@@ -19,8 +19,7 @@ from actalign.encoders.cache import EmbeddingCache, make_key
 from actalign.errors import ActAlignError
 from actalign.runner import run
 from actalign.runner.plan import load_manifest, plan_videos
-from actalign.runner.score import Method
-from actalign.score import Calibration, score
+from actalign.score import Calibration, Method, score
 from actalign.scripts import ScriptSource
 from actalign.video import Sampling, fingerprint
 from media import make_video

@@ -28,13 +28,16 @@ from actalign.prefetch import prefetch
 from actalign.video import ArrayVideo, Sampling, as_video, expected_frames, fingerprint, iter_frames, probe
 
 __all__ = [
+    "EntryWriter",
     "FrameStream",
     "VideoEmbedding",
     "embed_text_groups",
     "embed_texts",
     "embed_video",
     "frame_key",
-    "prefetch",
+    "read_blocks",
+    "read_entry",
+    "write_entry",
 ]
 
 # /3: frames scaled as the processor scales them (RGB first, then bicubic). Bump it whenever the

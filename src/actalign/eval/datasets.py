@@ -19,10 +19,10 @@ import numpy as np
 
 from actalign.errors import ActAlignError
 from actalign.files import atomic_write_bytes
-from actalign.runner.plan import Clip, clean_candidate, load_manifest, write_manifest
+from actalign.runner.plan import Clip, clean_candidate, write_manifest
 
 DATASET_ID = "mrsalehi/ActionAtlas-v1.0"
-__all__ = ["DATASET_ID", "Clip", "clean_candidate", "load_manifest", "prepare_actionatlas", "write_manifest"]
+__all__ = ["DATASET_ID", "prepare_actionatlas"]
 
 
 # --------------------------------------------------------------------------- ActionAtlas

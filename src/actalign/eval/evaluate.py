@@ -16,8 +16,7 @@ from actalign.errors import ActAlignError
 from actalign.eval.metrics import random_topk, topk, wilson_interval
 from actalign.runner import RunResult, run
 from actalign.runner.plan import Plan
-from actalign.runner.score import Method
-from actalign.score import DEFAULT_TEMPLATE
+from actalign.score import DEFAULT_TEMPLATE, Method
 
 KS = (1, 2, 3)
 Rung = Method  # a rung of the paper's ablation ladder is one method

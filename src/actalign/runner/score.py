@@ -22,8 +22,7 @@ from actalign.score import Calibration, Method, Prediction, score
 
 __all__ = [
     "SCRIPTS_FILE",
-    "Calibration",
-    "Method",
+    "Scored",
     "Scorer",
     "check_recorded",
     "primary_method",
