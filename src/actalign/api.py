@@ -50,8 +50,9 @@ class ActAlign:
     ActAlign(config) or ActAlign(model=..., **config_fields); `model` may also be an encoder
     object (anything with `encode_images`, `encode_texts`, `identity`, `scale`, `bias`) for one of
     your own. scripts: a scripts JSON file (or several), or a {domain: {action: [steps]}} dict;
-    they win over the store and the LLM. cache: an `EmbeddingCache`, or False for none (default:
-    the Config's `cache_dir` / `no_cache`).
+    they win over the store and the LLM. encoder: an encoder already loaded (shared by several
+    front doors; default: the Config's model, loaded on first use). cache: an `EmbeddingCache`, or
+    False for none (default: the Config's `cache_dir` / `no_cache`).
     """
 
     def __init__(
@@ -59,10 +60,10 @@ class ActAlign:
         config: Config | str | object | None = None,
         scripts: str | os.PathLike | Sequence | dict | None = None,
         *,
+        encoder=None,
         cache: EmbeddingCache | bool | None = None,
         **fields,
     ) -> None:
-        encoder = None
         if isinstance(config, Config):
             base = config
         elif config is None or isinstance(config, (str, os.PathLike)):
