@@ -226,7 +226,7 @@ def test_a_run_folder_refuses_another_configuration(planted, tmp_path):
     clips, scripts = planted
     sources = {"context-rich": source(scripts)}
     evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), ladder())
-    other = [Rung("mean-pool", method="mean-pool")]
+    other = [Rung("mean-pool", kind="mean-pool")]
     with pytest.raises(ActAlignError, match="another configuration"):
         evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), other)
     with pytest.raises(ActAlignError, match=r"another configuration \(fps: null -> 4\.0\)"):
@@ -501,7 +501,7 @@ def test_rows_carry_the_papers_actalign_whatever_else_runs_beside_it():
     from actalign.score import Method
 
     assert primary_method(ladder()).name == "+ smoothing (ActAlign)"  # not the local rung after it
-    pool = Method("mean-pool", method="mean-pool")
+    pool = Method("mean-pool", kind="mean-pool")
     beside = [pool, Method("ActAlign"), Method("ActAlign (local)", alignment="subsequence")]
     assert primary_method(beside).name == "ActAlign"
     strategies = [

@@ -193,10 +193,10 @@ def test_actalign_and_the_runner_give_the_same_prediction(tmp_path, siglip_dir, 
     enc = load_encoder(str(siglip_dir))
     for method in (
         Method("ActAlign"),
-        Method("mean-pool", method="mean-pool"),
+        Method("mean-pool", kind="mean-pool"),
         Method("sub", alignment="subsequence"),
     ):
-        model = ActAlign(enc, SCRIPTS, fps=5, cache=False, method=method.method, alignment=method.alignment)
+        model = ActAlign(enc, SCRIPTS, fps=5, cache=False, method=method.kind, alignment=method.alignment)
         pred = model.classify(video, ["a", "b"], "t")
         source = ScriptSource()
         source.hand = [SCRIPTS]

@@ -278,7 +278,7 @@ class ActAlign:
         sources = {}
         wanted: dict[tuple[str, str], list[str]] = {}
         for m in methods:
-            if m.method != "actalign":
+            if m.kind != "actalign":
                 continue
             sources[m.strategy] = self.scripts(m.strategy)
             for c in plan.clips[:limit]:

@@ -23,6 +23,7 @@ from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MAX_SMOOTH, MEAN_POOL_T
 __all__ = ["ENGINES", "Config"]
 
 ENGINES = ("local", "ray")
+BASELINES = ("xclip", "vlm")  # the paper's Table 2 peers (`actalign.baselines`): `model` names X-CLIP
 STRATEGIES = ("context-rich", "context-rich-t1", "short-fixed")  # scripts.prompts.STRATEGIES
 
 
@@ -78,7 +79,7 @@ class Config:
             object.__setattr__(self, "scripts", _paths(self.scripts))
         if self.model is None:
             object.__setattr__(self, "model", DEFAULT_MODEL)
-        _check_choice("method", self.method, METHODS)
+        _check_choice("method", self.method, (*METHODS, *BASELINES))
         _check_choice("alignment", self.alignment, ALIGNMENTS)
         _check_choice("engine", self.engine, ENGINES)
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -135,7 +136,7 @@ class Config:
         """The scoring method these fields name (`score.Method`, the one place options become
         one), with `changes` to its fields; named "ActAlign" or "mean-pool" unless `name`."""
         values = dict(
-            method=self.method,
+            kind=self.method,
             template=self.template,
             smooth_seconds=self.smooth,
             strategy=self.strategy,
@@ -143,7 +144,9 @@ class Config:
             prompt=self.mean_pool_template,
         )
         values.update(changes)
-        return Method(name or ("ActAlign" if values["method"] == "actalign" else "mean-pool"), **values)
+        if values["kind"] in BASELINES:  # a baseline aligns nothing: its Config's ActAlign
+            values["kind"] = "actalign"
+        return Method(name or ("ActAlign" if values["kind"] == "actalign" else "mean-pool"), **values)
 
     # ------------------------------------------------------------------ the record of a result
 

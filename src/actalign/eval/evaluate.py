@@ -26,7 +26,7 @@ def ladder(strategy: str = "context-rich", local: bool = True) -> list[Method]:
     """Table 3 of the paper: each rung adds one component; then our "+ local alignment" rung
     beside them (the last rung with subsequence alignment; `local=False` leaves it out)."""
     rungs = [
-        Method("mean-pool", method="mean-pool"),
+        Method("mean-pool", kind="mean-pool"),
         Method("+ DTW (bare steps)", template="{step}", smooth_seconds=0.0, strategy=strategy),
         Method("+ context", template=DEFAULT_TEMPLATE, smooth_seconds=0.0, strategy=strategy),
         Method("+ smoothing (ActAlign)", template=DEFAULT_TEMPLATE, smooth_seconds=1.0, strategy=strategy),
@@ -60,7 +60,7 @@ def methods_for(
     import dataclasses
 
     def actalign(name: str, **changes) -> Method:
-        return config.scoring(name, method="actalign", **changes)
+        return config.scoring(name, kind="actalign", **changes)
 
     if table2:
         rungs = {m.name: m for m in _ladder(config.strategy, local=False)}
@@ -69,7 +69,7 @@ def methods_for(
     elif ladder:
         chosen = _ladder(config.strategy)
     else:
-        chosen = [config.scoring("mean-pool", method="mean-pool")]
+        chosen = [config.scoring("mean-pool", kind="mean-pool")]
         if not strategies:
             chosen.append(actalign("ActAlign"))
             if local and config.alignment != "subsequence":
@@ -123,7 +123,7 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
         errors = sum(1 for e in entries if e.get("error"))
         if errors:  # no usable reply (a malformed server body, ...): wrong, as ActionAtlas counts it
             table[m.name]["errors"] = errors
-        if located and getattr(m, "method", None) == "actalign":
+        if located and getattr(m, "kind", None) == "actalign":
             table[m.name]["span_iou"] = float(
                 np.mean([span_iou(r["methods"][m.name]["span"], r["span"]) for r in located])
             )
