@@ -665,7 +665,7 @@ def test_one_sampled_frame_says_how_many_were_there_to_sample(tmp_path):
     from actalign.video import Sampling, read_frames
 
     video = make_video(tmp_path / "v.mp4", n=16, fps=8)  # frames every 0.125 s up to 1.875 s
-    with pytest.warns(UserWarning, match=r"only 1 frame was sampled, of 4 in the chosen span .*raise --fps"):
+    with pytest.warns(UserWarning, match=r"only 1 frame was sampled, of 4 in the chosen span .*raise `fps`"):
         read_frames(video, Sampling(fps=2, start=1.5))
-    with pytest.warns(UserWarning, match=r"of 1 in the chosen span .*widen --start/--end"):
+    with pytest.warns(UserWarning, match=r"of 1 in the chosen span .*widen `start`/`end`"):
         read_frames(video, Sampling(start=1.8))
