@@ -61,7 +61,7 @@ def peak_rss_gb() -> float:
 def clip_frames(count: int, seed: int = 0) -> np.ndarray:
     """`count` segment-centre frames of the shared basketball clip, full size (random 720p frames
     when the clip is absent)."""
-    from actalign.baselines._load import segment_centres
+    from actalign.baselines.common import segment_centres
 
     path = SHARED / "basketball.mp4"
     if not path.exists():

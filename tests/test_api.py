@@ -309,7 +309,7 @@ def test_the_cli_says_parameters_as_flags(tmp_path, siglip_dir, video, capsys):
 
 def _python_blocks() -> list[str]:
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-    return [b for b in blocks if b.startswith("from actalign")]
+    return [b for b in blocks if b.startswith("from actalign import ActAlign")]
 
 
 def test_the_readme_python_runs_as_written(tmp_path, siglip_dir, scripts_file, monkeypatch):
@@ -330,3 +330,42 @@ def test_the_readme_python_runs_as_written(tmp_path, siglip_dir, scripts_file, m
         exec(compile(code, "README.md", "exec"), namespace)
         if "pred" in namespace:
             assert isinstance(namespace["pred"], Prediction)
+
+
+def test_a_run_folder_is_refused_or_found_finished_before_any_model_loads(
+    tmp_path, siglip_dir, scripts_file, monkeypatch
+):
+    video = make_video(tmp_path / "v.mp4", n=20, fps=10, colors=[(200, 40, 40)] * 20)
+    manifest = _manifest(tmp_path, [video])
+    out = tmp_path / "run"
+    first = ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=5, workers=1).batch(manifest, out)
+    assert len(first.rows) == 1
+
+    def no_model(self):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(Config, "encoder", no_model)
+    again = ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=5, workers=1)
+    assert again.batch(manifest, out).rows == first.rows  # finished: read, nothing loaded
+    assert [p.id for p in again.run(manifest, out=out)] == ["c0"]
+    with pytest.raises(ActAlignError, match=r"another configuration \(fps: 5\.0 -> 4\.0"):
+        ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=4.0, workers=1).batch(manifest, out)
+    with pytest.raises(ActAlignError, match="another configuration"):
+        ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=4.0).evaluate(manifest, out=out)
+
+
+def test_locate_smooths_at_the_rate_classify_measures(tmp_path, siglip_dir, scripts_file):
+    """A 12 fps video asked for at 30 fps is sampled at 12: classify measures 12 from the frames,
+    and locate's smoothing window and span prior follow the same rate, cached or not."""
+    from actalign.embed import FrameStream
+    from actalign.score import smoothing_window
+    from actalign.video import Sampling
+
+    video = make_video(tmp_path / "v.mp4", n=36, fps=12, colors=[(i * 7, 90, 200 - i * 5) for i in range(36)])
+    aa = ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=30, cache=EmbeddingCache(tmp_path / "c"))
+    rate = FrameStream(aa.encoder, video, Sampling(fps=30), aa.cache).sampled_fps()  # before any entry
+    emb = aa.pipeline().embed(video)
+    assert rate == pytest.approx(emb.fps, rel=1e-3)
+    assert smoothing_window(1.0, rate) == smoothing_window(1.0, emb.fps) == 12
+    cached = FrameStream(aa.encoder, video, Sampling(fps=30), aa.cache).sampled_fps()
+    assert cached == emb.fps

@@ -60,7 +60,7 @@ def test_parse_vlm_spec():
     assert parse_vlm_spec("gpt-4o") == ("server", "gpt-4o")
     assert parse_vlm_spec("Qwen/Qwen2-VL-7B-Instruct") == ("server", "Qwen/Qwen2-VL-7B-Instruct")
     for bad in ("local:", "local:  ", "", "  "):
-        with pytest.raises(ActAlignError, match="--vlm"):
+        with pytest.raises(ActAlignError, match="`vlm"):
             parse_vlm_spec(bad)
 
 

@@ -398,7 +398,7 @@ def test_ray_refuses_workers_that_leave_no_cpu_for_decoding(ray_instance, tmp_pa
     """Before: --workers 2 on 2 CPUs gave both to encoder actors; no clip was ever decoded, 0 rows,
     idle, no word."""
     clips, scripts = colour_clips(tmp_path, n=2)
-    with pytest.raises(ActAlignError, match="use `workers=1` or fewer"):  # the CLI: --workers 1
+    with pytest.raises(ActAlignError, match="use `workers=1` or fewer"):
         run(
             Plan(clips), ColourEncoder(), source(scripts), str(tmp_path / "run"), METHODS, engine="ray",
             workers=2, progress=False,

@@ -104,7 +104,7 @@ def test_dtype_given_overrides_the_choice(siglip_dir, monkeypatch):
     assert isinstance(int8.model.vision_model.encoder.layers[0].mlp.fc1, quantised)
     assert isinstance(int8.model.text_model.encoder.layers[0].mlp.fc1, quantised)
     with pytest.raises(ActAlignError, match="CPU only"):
-        hf._resolve_dtype("int8", "cuda:0")
+        hf.dtype_name_for("int8", "cuda:0")
     with pytest.raises(ActAlignError, match="int8"):
         load_encoder(str(siglip_dir), device="cpu", dtype="int4")
 

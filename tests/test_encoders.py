@@ -13,10 +13,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actalign import load_encoder
-from actalign.embed import embed_texts, embed_video, prefetch
+from actalign.embed import embed_texts, embed_video
 from actalign.encoders import hf
 from actalign.encoders.cache import EmbeddingCache
 from actalign.errors import ActAlignError
+from actalign.prefetch import prefetch
 from actalign.video import Sampling
 from media import make_video
 
@@ -152,7 +153,7 @@ def test_out_of_memory_is_one_clear_sentence(siglip, monkeypatch):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
     monkeypatch.setattr(siglip.model, "get_image_features", boom)
-    with pytest.raises(ActAlignError, match=r"smaller batch \(`batch_size=2`\)"):  # the CLI: --batch-size 2
+    with pytest.raises(ActAlignError, match=r"smaller batch \(`batch_size=2`\)"):
         siglip.encode_images(frames(2))
 
 

@@ -363,7 +363,7 @@ def test_ray_pools_always_leave_a_cpu_for_decoding():
     from actalign.runner.ray_engine import cpu_actors
 
     assert cpu_actors(2, None) == 1 and cpu_actors(16, None) == 4 and cpu_actors(16, 15) == 15
-    with pytest.raises(ActAlignError, match="use --workers 1 or fewer"):
+    with pytest.raises(ActAlignError, match="use `workers=1` or fewer"):
         cpu_actors(2, 2)  # before: both CPUs held by encoders, no clip ever decoded, no word
     with pytest.raises(ActAlignError, match="at least 2 CPUs"):
         cpu_actors(1, None)

@@ -167,7 +167,7 @@ def test_ladder_ordering_on_planted_data(planted, tmp_path):
     md = (tmp_path / "run" / "summary.md").read_text()
     assert "| + smoothing (ActAlign) |" in md
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["run"]["encoder"] == "test:colour-v1" and "numpy" in config["versions"]
+    assert config["run"]["model_identity"] == "test:colour-v1" and "numpy" in config["versions"]
 
 
 class CountingEncoder(ColourEncoder):
@@ -226,7 +226,7 @@ def test_a_run_folder_refuses_another_configuration(planted, tmp_path):
     clips, scripts = planted
     sources = {"context-rich": source(scripts)}
     evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), ladder())
-    other = [Rung("mean-pool", method="mean-pool")]
+    other = [Rung("mean-pool", kind="mean-pool")]
     with pytest.raises(ActAlignError, match="another configuration"):
         evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), other)
     with pytest.raises(ActAlignError, match=r"another configuration \(fps: null -> 4\.0\)"):
@@ -447,7 +447,7 @@ def test_untrimmed_variants_measure_local_against_global(planted, tmp_path):
     make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=6.0, seed=1)
     assert first.video.stat().st_mtime_ns == stamp
     # another padding would leave the old clips under new spans: refused, nothing touched
-    with pytest.raises(ActAlignError, match=r"padded with --pad 6\.0"):
+    with pytest.raises(ActAlignError, match=r"padded with `pad=6\.0`"):
         make_untrimmed(load_manifest(tmp_path / "m.jsonl"), tmp_path / "u", pad=3.0, seed=1)
     assert load_manifest(manifest).clips[0].span == pytest.approx((6.0, 10.0))
 
@@ -497,10 +497,11 @@ def test_untrimmed_lists_clips_it_cannot_use_and_pads_the_others(planted, tmp_pa
 
 def test_rows_carry_the_papers_actalign_whatever_else_runs_beside_it():
     from actalign.eval.evaluate import ladder
-    from actalign.runner.score import Method, primary_method
+    from actalign.runner.score import primary_method
+    from actalign.score import Method
 
     assert primary_method(ladder()).name == "+ smoothing (ActAlign)"  # not the local rung after it
-    pool = Method("mean-pool", method="mean-pool")
+    pool = Method("mean-pool", kind="mean-pool")
     beside = [pool, Method("ActAlign"), Method("ActAlign (local)", alignment="subsequence")]
     assert primary_method(beside).name == "ActAlign"
     strategies = [

@@ -17,7 +17,19 @@ from actalign.cli import build_parser, main
 SKIPPED = {"scripts"}
 
 ENDING = re.compile(r"\((default: [^()]*(\([^()]*\)[^()]*)*|required)\)$")
+NESTED = {"index"}  # commands with actions of their own: each action is walked as a command
+
+
+def command_parser(name: str) -> argparse.ArgumentParser:
+    """The parser of "classify" or of a nested action, "index build"."""
+    parser = build_parser()
+    for word in name.split():
+        parser = subparsers(parser)[word]
+    return parser
+
+
 COMMANDS = [name for name in subparsers(build_parser()) if name not in SKIPPED]
+COMMANDS += [f"{n} {a}" for n in NESTED for a in subparsers(command_parser(n))]
 
 
 def shown_help(parser: argparse.ArgumentParser, action: argparse.Action) -> str:
@@ -33,7 +45,7 @@ def options(parser: argparse.ArgumentParser):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_option_states_its_default_in_one_style(name):
-    parser = subparsers(build_parser())[name]
+    parser = command_parser(name)
     for action in options(parser):
         if not action.option_strings:
             continue
@@ -52,7 +64,7 @@ def test_every_option_states_its_default_in_one_style(name):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_positionals_are_named_alike(name):
-    parser = subparsers(build_parser())[name]
+    parser = command_parser(name)
     for action in options(parser):
         if action.option_strings:
             continue
@@ -66,11 +78,11 @@ def test_positionals_are_named_alike(name):
 
 @pytest.mark.parametrize("name", COMMANDS)
 def test_every_subcommand_has_a_one_paragraph_description(name, capsys):
-    parser = subparsers(build_parser())[name]
+    parser = command_parser(name)
     text = parser.description or ""
     assert len(text.split()) >= 8 and "\n\n" not in text and text.rstrip().endswith("."), text
     with pytest.raises(SystemExit) as done:
-        main([name, "--help"])
+        main([*name.split(), "--help"])
     assert done.value.code == 0
     shown = " ".join(capsys.readouterr().out.split())
     assert " ".join(text.split()) in shown

@@ -1,4 +1,4 @@
-"""Issue 10: hostile input. A fuzz harness over damaged videos (a fixed set of cases, the same on
+"""Hostile input. A fuzz harness over damaged videos (a fixed set of cases, the same on
 every machine), and a test per class of bad input: damaged and odd videos, every input checked,
 stored state that cannot be poisoned, run folders that cannot be corrupted."""
 
@@ -590,7 +590,7 @@ def test_actionatlas_without_the_hub_is_one_sentence_in_seconds(tmp_path, why):
     assert not (tmp_path / "run").exists() and not (tmp_path / "data").exists()
 
 
-# --------------------------------------------------------------------------- issue 30: run folders
+# --------------------------------------------------------------------------- run folders
 
 
 def test_a_lock_file_that_is_a_link_is_refused_and_its_target_never_written(tmp_path):

@@ -1,4 +1,4 @@
-"""Issue 22: LLM servers that misbehave. A loopback HTTP server sends each bad answer byte for byte
+"""LLM servers that misbehave. A loopback HTTP server sends each bad answer byte for byte
 (bodies that are not UTF-8, not JSON, nested 100,000 deep, cut off, not a chat completion; answers
 trickled a byte at a time or sent too late; model text with terminal escape sequences): each is one
 sentence, within the stated timeout, and model text is never printed unescaped."""

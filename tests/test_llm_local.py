@@ -147,7 +147,7 @@ def test_make_writer_resolves_specs(lm_dir, monkeypatch):
     assert server.source == "http://127.0.0.1:9/v1|json_schema"
     with pytest.raises(ActAlignError, match="Unknown LLM 'gpt-4o'"):
         make_writer("gpt-4o")
-    with pytest.raises(ActAlignError, match="drop --llm-model"):
+    with pytest.raises(ActAlignError, match="drop `llm_model`"):
         make_writer(f"local:{lm_dir}", model="m")
     monkeypatch.setenv("ACTALIGN_LLM_TIMEOUT", "soon")
     with pytest.raises(ActAlignError, match="ACTALIGN_LLM_TIMEOUT must be a number"):

@@ -1,4 +1,4 @@
-"""A run's scripts are part of its configuration (issue 23): recorded in the run folder the first
+"""A run's scripts are part of its configuration: recorded in the run folder the first
 time each is used, never mixed on resume, named by hash in every row and in the summary."""
 
 from __future__ import annotations

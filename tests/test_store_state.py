@@ -1,4 +1,4 @@
-"""Issue 22: stored state. A healthy script store or embedding cache on a read-only place is read
+"""Stored state. A healthy script store or embedding cache on a read-only place is read
 and never written (one warning says so); a damaged row is one sentence naming the file; a store
 that is not one of ours is never modified by reading it; a frames entry keeps its decoding warnings.
 

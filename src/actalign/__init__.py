@@ -22,6 +22,8 @@ __all__ = [
     "Detection",
     "Encoder",
     "Failure",
+    "Hit",
+    "Index",
     "Prediction",
     "__version__",
     "load_encoder",
@@ -31,7 +33,9 @@ __all__ = [
 if TYPE_CHECKING:
     from actalign.api import ActAlign, Failure
     from actalign.config import Config
-    from actalign.encoders import Encoder, load_encoder, register_backend
+    from actalign.encoders import load_encoder, register_backend
+    from actalign.encoders.base import Encoder
+    from actalign.index import Hit, Index
     from actalign.locate import Detection
     from actalign.score import Prediction
 
@@ -40,7 +44,9 @@ _HOMES = {
     "Failure": "actalign.api",
     "Config": "actalign.config",
     "Detection": "actalign.locate",
-    "Encoder": "actalign.encoders",
+    "Encoder": "actalign.encoders.base",
+    "Hit": "actalign.index",
+    "Index": "actalign.index",
     "Prediction": "actalign.score",
     "load_encoder": "actalign.encoders",
     "register_backend": "actalign.encoders",

@@ -5,6 +5,7 @@
     pred = aa.classify("clip.mp4", ["Tip-in", "Putback dunk"], domain="basketball")
     pred.top.action, pred.top.score, pred.top.segments             # when each step happened
     hits = aa.locate("match.mp4", ["Putback dunk"], domain="basketball")
+    hits = aa.search("archive.idx", ["Putback dunk"], domain="basketball")   # an `actalign.index`
     for p in aa.run("clips.jsonl", out="runs/x"): ...               # Predictions (and Failures)
     summary = aa.evaluate("clips.jsonl", ladder=True)              # top-1/2/3 per method
 
@@ -49,8 +50,9 @@ class ActAlign:
     ActAlign(config) or ActAlign(model=..., **config_fields); `model` may also be an encoder
     object (anything with `encode_images`, `encode_texts`, `identity`, `scale`, `bias`) for one of
     your own. scripts: a scripts JSON file (or several), or a {domain: {action: [steps]}} dict;
-    they win over the store and the LLM. cache: an `EmbeddingCache`, or False for none (default:
-    the Config's `cache_dir` / `no_cache`).
+    they win over the store and the LLM. encoder: an encoder already loaded (shared by several
+    front doors; default: the Config's model, loaded on first use). cache: an `EmbeddingCache`, or
+    False for none (default: the Config's `cache_dir` / `no_cache`).
     """
 
     def __init__(
@@ -58,10 +60,10 @@ class ActAlign:
         config: Config | str | object | None = None,
         scripts: str | os.PathLike | Sequence | dict | None = None,
         *,
+        encoder=None,
         cache: EmbeddingCache | bool | None = None,
         **fields,
     ) -> None:
-        encoder = None
         if isinstance(config, Config):
             base = config
         elif config is None or isinstance(config, (str, os.PathLike)):
@@ -215,6 +217,37 @@ class ActAlign:
         )
         return {**config.record(self.encoder), **search}
 
+    def search(
+        self,
+        index,
+        candidates: Sequence[str],
+        domain: str | None = None,
+        top: int | None = 20,
+        min_score: float | None = None,
+        nms: float = DEFAULT_NMS,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    ):
+        """Every occurrence of each candidate across an archive index (`actalign.index.Index`, or
+        its folder), best first, `top` in all: per video what `locate` finds there, from the
+        index's frames. Scripts come from where `classify` gets them; template and smoothing are
+        this Config's; the model and sampling are the index's."""
+        from actalign.index import Index
+
+        check_search(nms, min_score, window_seconds)
+        if not isinstance(index, Index):
+            index = Index.open(index, config=self.config, model=self._encoder, cache=self.cache or False)
+        source = self.scripts()
+        source.get((domain or "").strip(), candidates)  # scripts: one sentence before any frame is read
+        return index.search(
+            candidates,
+            domain,
+            scripts=source,
+            top=top,
+            min_score=min_score,
+            nms=nms,
+            window_seconds=window_seconds,
+        )
+
     # ------------------------------------------------------------------ many clips
 
     def plan(
@@ -245,7 +278,7 @@ class ActAlign:
         sources = {}
         wanted: dict[tuple[str, str], list[str]] = {}
         for m in methods:
-            if m.method != "actalign":
+            if m.kind != "actalign":
                 continue
             sources[m.strategy] = self.scripts(m.strategy)
             for c in plan.clips[:limit]:
@@ -274,10 +307,16 @@ class ActAlign:
         out: a run folder, written and resumable (finished clips are yielded from it again);
         None: a temporary one, removed afterwards. engine/workers: the Config's unless given.
         """
-        from actalign.runner import stream
+        from actalign.runner import finished, stream
 
         plan = self.plan(clips, domain, candidates)
-        methods = [_primary(self.config)]
+        methods = [self.config.scoring()]
+        if out is not None:
+            done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+            if done is not None:  # a finished run: its rows, without loading any model
+                for row in done.rows:
+                    yield _item(row, self.config)
+                return
         sources = self.check_scripts(plan, methods, limit)
         with _folder(out) as folder:
             items = stream(
@@ -304,11 +343,14 @@ class ActAlign:
 
     def batch(self, clips, out: str | os.PathLike, **options):
         """A whole run into a run folder, as `actalign batch`: the runner's `RunResult`."""
-        from actalign.runner import run
+        from actalign.runner import finished, run
 
         plan = self.plan(clips, options.pop("domain", None), options.pop("candidates", None))
-        methods = [_primary(self.config)]
+        methods = [self.config.scoring()]
         limit = options.pop("limit", None)
+        done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+        if done is not None:  # checked (or found finished) before any model loads
+            return done
         sources = self.check_scripts(plan, methods, limit)
         return run(
             plan,
@@ -359,6 +401,11 @@ class ActAlign:
                 "same scripts; drop the scripts files (their scripts then come from the store or "
                 "the LLM, per strategy)."
             )
+        if out is not None:  # another configuration: refused before any model loads
+            from actalign.runner import known_record
+            from actalign.runner.output import RunFolder
+
+            RunFolder(str(out)).precheck(known_record(plan, methods, self.config.fps, self._record()))
         sources = self.check_scripts(plan, methods, limit)
         for b in baselines:
             # loaded (or its server's settings checked) once, before the first clip: a baseline that
@@ -380,6 +427,10 @@ class ActAlign:
                 **self._run_options(engine, workers, limit, recorded_scripts, progress),
             )
 
+    def _record(self) -> dict:
+        """What a run folder's configuration records of the Config beyond methods and encoder."""
+        return {"model": self.config.model, "template": self.config.template}
+
     def _run_options(self, engine, workers, limit, recorded_scripts, progress) -> dict:
         c = self.config
         return {
@@ -388,25 +439,11 @@ class ActAlign:
             "engine": engine or c.engine,
             "workers": c.workers if workers is None else workers,
             "cache": self.cache,
-            "record": {"model": c.model, "template": c.template},
+            "record": self._record(),
             "ray_address": c.ray_address,
             "recorded_scripts": recorded_scripts,
             "progress": progress,
         }
-
-
-def _primary(config: Config):
-    from actalign.runner.score import Method
-
-    if config.method == "mean-pool":
-        return Method("mean-pool", method="mean-pool", prompt=config.mean_pool_template)
-    return Method(
-        "ActAlign",
-        template=config.template,
-        smooth_seconds=config.smooth,
-        strategy=config.strategy,
-        alignment=config.alignment,
-    )
 
 
 @contextlib.contextmanager

@@ -21,26 +21,13 @@ from actalign.config import Config
 from actalign.embed import VideoEmbedding, embed_text_groups, embed_video
 from actalign.encoders import Encoder
 from actalign.encoders.cache import EmbeddingCache
-from actalign.score import Calibration, Method, Prediction, alignment_options, fill, score, smoothing_window
+from actalign.score import Calibration, Prediction, alignment_options, fill, score, smoothing_window
 from actalign.scripts import ScriptSource
 from actalign.video import ArrayVideo, Sampling, as_video
 
-__all__ = ["Pipeline", "VideoInput", "method_of"]
+__all__ = ["Pipeline", "VideoInput"]
 
 VideoInput = str | os.PathLike | ArrayVideo | tuple
-
-
-def method_of(config: Config) -> Method:
-    """The scoring method a Config names."""
-    return Method(
-        config.method,
-        config.method,
-        config.template,
-        config.smooth,
-        config.strategy,
-        config.alignment,
-        config.mean_pool_template,
-    )
 
 
 class Pipeline:
@@ -55,7 +42,7 @@ class Pipeline:
         cache: EmbeddingCache | None,
     ) -> None:
         self.config, self.encoder, self.scripts, self.cache = config, encoder, scripts, cache
-        self.method = method_of(config)
+        self.method = config.scoring()
 
     @property
     def fps(self) -> float | None:

@@ -18,11 +18,12 @@ from dataclasses import dataclass, field, fields, replace
 
 from actalign.encoders import DEFAULT_MODEL
 from actalign.errors import ActAlignError
-from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MAX_SMOOTH, MEAN_POOL_TEMPLATE, METHODS
+from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MAX_SMOOTH, MEAN_POOL_TEMPLATE, METHODS, Method
 
 __all__ = ["ENGINES", "Config"]
 
 ENGINES = ("local", "ray")
+BASELINES = ("xclip", "vlm")  # the paper's Table 2 peers (`actalign.baselines`): `model` names X-CLIP
 STRATEGIES = ("context-rich", "context-rich-t1", "short-fixed")  # scripts.prompts.STRATEGIES
 
 
@@ -78,7 +79,7 @@ class Config:
             object.__setattr__(self, "scripts", _paths(self.scripts))
         if self.model is None:
             object.__setattr__(self, "model", DEFAULT_MODEL)
-        _check_choice("method", self.method, METHODS)
+        _check_choice("method", self.method, (*METHODS, *BASELINES))
         _check_choice("alignment", self.alignment, ALIGNMENTS)
         _check_choice("engine", self.engine, ENGINES)
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -91,6 +92,9 @@ class Config:
                 raise ActAlignError(f"{name} must be 0 or more seconds, got {value!r}.")
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ActAlignError(f"end ({self.end}) must be after start ({self.start}).")
+        for name in ("fps", "start", "end", "smooth"):  # 5 and 5.0 are one setting (and one record)
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, float(getattr(self, name)))
         if not (_number(self.smooth) and 0 <= self.smooth <= MAX_SMOOTH):
             raise ActAlignError(
                 f"`smooth` must be 0 to {MAX_SMOOTH:g} seconds (0: none), got {self.smooth!r}."
@@ -127,6 +131,22 @@ class Config:
     def fields(self) -> dict:
         """The public fields, {name: value}."""
         return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
+
+    def scoring(self, name: str | None = None, **changes) -> Method:
+        """The scoring method these fields name (`score.Method`, the one place options become
+        one), with `changes` to its fields; named "ActAlign" or "mean-pool" unless `name`."""
+        values = dict(
+            kind=self.method,
+            template=self.template,
+            smooth_seconds=self.smooth,
+            strategy=self.strategy,
+            alignment=self.alignment,
+            prompt=self.mean_pool_template,
+        )
+        values.update(changes)
+        if values["kind"] in BASELINES:  # a baseline aligns nothing: its Config's ActAlign
+            values["kind"] = "actalign"
+        return Method(name or ("ActAlign" if values["kind"] == "actalign" else "mean-pool"), **values)
 
     # ------------------------------------------------------------------ the record of a result
 

@@ -252,6 +252,29 @@ def format_detections(
     return "\n".join(lines) + "\n"
 
 
+def format_hits(fmt: str, hits, settings: dict | None = None, domain: str | None = None) -> str:
+    """`actalign search`'s output: a table (each hit and its steps), JSON, JSON Lines or CSV."""
+    if fmt == "json":
+        data = {"domain": domain, "settings": settings or {}, "hits": [h.to_dict() for h in hits]}
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    if fmt == "jsonl":
+        return "".join(json.dumps(h.to_dict(), ensure_ascii=False) + "\n" for h in hits)
+    if fmt == "csv":
+        out = io.StringIO()
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(["rank", "video", "action", "start", "end", "score"])
+        for i, h in enumerate(hits, 1):
+            w.writerow([i, h.video, h.action, f"{h.start:.3f}", f"{h.end:.3f}", f"{h.score:.6f}"])
+        return out.getvalue()
+    lines = [f"{len(hits)} hits", f"  {'start':>8}  {'end':>8}  {'score':>7}  action  video"]
+    for h in hits:
+        lines.append(
+            f"  {h.start:8.2f}  {h.end:8.2f}  {h.score:7.4f}  {printable(h.action)}  {printable(h.video)}"
+        )
+        lines += [f"      {s.start:8.2f} - {s.end:8.2f} s  {printable(s.step)}" for s in h.segments]
+    return "\n".join(lines) + "\n"
+
+
 def _positive(cue: Cue) -> Cue:
     # players drop zero-length cues; a step matched to one instant still gets a visible millisecond
     return cue if cue.end > cue.start else Cue(cue.start, cue.start + 0.001, cue.text)

@@ -20,8 +20,9 @@ each kept span again (a few seconds of video each).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -244,10 +245,117 @@ def locate(
     stream = FrameStream(
         enc, video, Sampling(fps=requested, start=start, end=end), model.cache, on_frames, on_total
     )
-    fps = stream.sampled_fps()
-    window = smoothing_window(model.config.smooth, fps)
+    return detect(
+        stream,
+        steps,
+        scripts,
+        stream.sampled_fps(),
+        enc.scale,
+        enc.bias,
+        model.config.smooth,
+        min_score=min_score,
+        nms=nms,
+        window_seconds=window_seconds,
+        min_gain_ratio=min_gain_ratio,
+        decode_again=lambda wanted, stop: _decode_again(model, video, wanted, stop),
+    )
+
+
+class FrameSource(Protocol):
+    """Frame embeddings of one video, block by block: iterate for (frames (B, d), timestamps (B,));
+    afterwards `timestamps` (T,) and `end` are set, and `frames_between(first, last)` gives the
+    embeddings of frames first..last again (None when it cannot). `embed.FrameStream` is one; the
+    archive index's shards are another (`actalign.index`)."""
+
+    timestamps: np.ndarray | None
+    end: float | None
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
+
+    def frames_between(self, first: int, last: int) -> np.ndarray | None: ...
+
+
+def detect(
+    source: FrameSource,
+    steps: dict[str, np.ndarray],
+    scripts: dict[str, list[str]],
+    fps: float,
+    scale: float,
+    bias: float | None,
+    smooth: float,
+    min_score: float | None = None,
+    nms: float = DEFAULT_NMS,
+    window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    min_gain_ratio: float = DEFAULT_MIN_GAIN_RATIO,
+    decode_again: Callable[[np.ndarray, float], np.ndarray | None] | None = None,
+) -> list[Detection]:
+    """The detections of `locate` on one video's frame embeddings, whatever they come from (the
+    frame path, or an archive index): `find`, then each detection's step segments.
+
+    scripts: {action: steps' texts}; decode_again(timestamps, stop): the embeddings of those frames
+    when `source.frames_between` has none (None: no segments then).
+    """
+    found = find(source, steps, fps, scale, bias, smooth, min_score, nms, window_seconds, min_gain_ratio)
+    return [found.with_segments(i, scripts, decode_again) for i in range(len(found.detections))]
+
+
+@dataclass
+class Found:
+    """What `find` found in one video: its detections, best first, without their segments (each
+    costs an alignment of its span: `with_segments` adds them to the ones that are kept)."""
+
+    detections: list[Detection]
+    taus: list[np.ndarray]  # per detection, the thresholds of the window it ends in
+    spans: list[tuple[int, int]]  # per detection, its first and last frame
+    source: FrameSource
+    steps: dict[str, np.ndarray]
+    calibration: tuple[float, float | None]
+    window: int
+
+    def with_segments(
+        self,
+        i: int,
+        scripts: dict[str, list[str]],
+        decode_again: Callable[[np.ndarray, float], np.ndarray | None] | None = None,
+    ) -> Detection:
+        """Detection i with its step segments."""
+        d = self.detections[i]
+        timestamps, end = self.source.timestamps, self.source.end
+        segs = _segments(
+            self.source,
+            decode_again,
+            scripts[d.action],
+            self.steps[d.action],
+            self.calibration,
+            timestamps,
+            self.spans[i],
+            self.window,
+            end,
+            self.taus[i],
+        )
+        return Detection(d.action, d.start, d.end, d.score, d.gain, segs)
+
+
+def find(
+    source: FrameSource,
+    steps: dict[str, np.ndarray],
+    fps: float,
+    scale: float,
+    bias: float | None,
+    smooth: float,
+    min_score: float | None = None,
+    nms: float = DEFAULT_NMS,
+    window_seconds: float = DEFAULT_WINDOW_SECONDS,
+    min_gain_ratio: float = DEFAULT_MIN_GAIN_RATIO,
+) -> Found:
+    """`locate`'s occurrences in one video's frames: smoothed as a stream at the sampled rate
+    `fps`, aligned one window of `window_seconds` at a time, best first (without segments).
+
+    steps: {action: (K, d) step vectors}; scale/bias: the model's Eq. 9 calibration; smooth: Eq.
+    7's window in seconds."""
+    window = smoothing_window(smooth, fps)
     prior = align.window_frames(align.SUBSEQUENCE_PRIOR_SECONDS, fps)
-    locator = Locator(steps, enc.scale, enc.bias, prior=prior, nms=nms)
+    locator = Locator(steps, scale, bias, prior=prior, nms=nms)
     chunk = max(1, round(window_seconds * fps))
     smoother = align.StreamingSmoother(window)
     pending: list[np.ndarray] = []
@@ -264,51 +372,40 @@ def locate(
             pending[:] = [rest.copy()] if len(rest) else []  # the fed window is freed
             held[0] = len(rest)
 
-    for frames, _ in stream:
+    for frames, _ in source:
         flush(smoother.push(frames), final=False)
     flush(smoother.finish(), final=True)
-    timestamps, span_end = stream.timestamps, stream.end
-    ends = frame_ends(timestamps, span_end)
+    timestamps = source.timestamps
+    ends = frame_ends(timestamps, source.end)
     found = locator.finish(min_score, min_gain_ratio)
-    return [
-        Detection(
-            action,
-            float(timestamps[first]),
-            float(ends[last]),
-            score,
-            gain,
-            _segments(
-                model,
-                stream,
-                scripts[action],
-                steps[action],
-                timestamps,
-                (first, last),
-                window,
-                span_end,
-                locator.tau_at(action, last),
-            ),
-        )
-        for action, first, last, score, gain in found
-    ]
+    return Found(
+        [
+            Detection(action, float(timestamps[first]), float(ends[last]), score, gain)
+            for action, first, last, score, gain in found
+        ],
+        [locator.tau_at(action, last) for action, _, last, _, _ in found],
+        [(first, last) for _, first, last, _, _ in found],
+        source,
+        steps,
+        (scale, bias),
+        window,
+    )
 
 
-def _segments(model, stream, script, steps, timestamps, span, window, video_end, tau) -> list[Segment]:
+def _segments(
+    source, decode_again, script, steps, calibration, timestamps, span, window, video_end, tau
+) -> list[Segment]:
     """Step segments of one detection: the excess-maximising path between its first and last frame,
-    on the span's embeddings with smoothing context (from the cache, or decoded again)."""
+    on the span's embeddings with smoothing context (from the source, or decoded again)."""
     first, last = span
     lo, hi = max(0, first - window), min(len(timestamps) - 1, last + window)
-    embedded = stream.frames_between(lo, hi)
-    if embedded is None:
-        embedded = _decode_again(
-            model, stream.video, timestamps[lo : hi + 1], float(frame_ends(timestamps, video_end)[hi])
-        )
+    embedded = source.frames_between(lo, hi)
+    if embedded is None and decode_again is not None:
+        embedded = decode_again(timestamps[lo : hi + 1], float(frame_ends(timestamps, video_end)[hi]))
     if embedded is None:
         return []  # the file changed or decodes differently the second time: no segments
     smoothed = align.smooth(embedded, window)
-    aff = align.affinity(smoothed, steps, model.encoder.scale, model.encoder.bias)[
-        :, first - lo : last - lo + 1
-    ]
+    aff = align.affinity(smoothed, steps, *calibration)[:, first - lo : last - lo + 1]
     path = align.dtw(aff - tau[:, None]).path  # the path of most excess between the span's ends
     path[:, 1] += first
     return segments(path, script, timestamps, video_end)

@@ -138,7 +138,7 @@ class Method:
     alignment mode) or the mean-pool baseline (one prompt per candidate)."""
 
     name: str = "ActAlign"
-    method: str = "actalign"  # or "mean-pool"
+    kind: str = "actalign"  # or "mean-pool"
     template: str = DEFAULT_TEMPLATE
     smooth_seconds: float = 1.0
     strategy: str = "context-rich"
@@ -146,8 +146,8 @@ class Method:
     prompt: str = MEAN_POOL_TEMPLATE  # mean-pool only
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ActAlignError(f"Unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
+        if self.kind not in METHODS:
+            raise ActAlignError(f"Unknown method {self.kind!r}; use one of {', '.join(METHODS)}.")
         if self.alignment not in ALIGNMENTS:
             raise ActAlignError(f"Unknown alignment {self.alignment!r}; use one of {', '.join(ALIGNMENTS)}.")
         smooth = self.smooth_seconds
@@ -160,7 +160,7 @@ class Method:
         """The groups of texts embedded for a clip's candidates: per candidate its steps through
         the template (ActAlign), or one group of every candidate's prompt (mean-pool). A group is
         one tokenizer call under the authors' text encoding. scripts: {action: steps}."""
-        if self.method == "mean-pool":
+        if self.kind == "mean-pool":
             return [[fill(self.prompt, domain=domain, action=a) for a in scripts]]
         return [
             [fill(self.template, step=s, domain=domain, action=a) for s in steps]
@@ -169,19 +169,19 @@ class Method:
 
     def assign(self, names: Sequence[str], groups: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """{action: vectors} from the embedded groups of `texts` (in the same order)."""
-        if self.method == "mean-pool":
+        if self.kind == "mean-pool":
             return {a: groups[0][i : i + 1] for i, a in enumerate(names)}
         return dict(zip(names, groups, strict=True))
 
     def record(self) -> dict:
         """What a run's configuration records of this method (for mean-pool only what it uses)."""
-        if self.method == "mean-pool":
-            return {"name": self.name, "method": self.method, "prompt": self.prompt}
+        if self.kind == "mean-pool":  # the keys of `Config.record` (one set of keys)
+            return {"name": self.name, "method": self.kind, "mean_pool_template": self.prompt}
         return {
             "name": self.name,
-            "method": self.method,
+            "method": self.kind,
             "template": self.template,
-            "smooth_seconds": self.smooth_seconds,
+            "smooth": self.smooth_seconds,
             "strategy": self.strategy,
             "alignment": self.alignment,
         }
@@ -334,7 +334,7 @@ def score(
     common = dict(
         video_end=emb.end, settings=dict(settings or {}), warnings=list(getattr(emb, "warnings", ()))
     )
-    if method.method == "mean-pool":
+    if method.kind == "mean-pool":
         texts = np.stack([np.asarray(vectors[a], np.float32).reshape(-1) for a in names])
         scores = mean_pool_scores(emb.frames, texts, calibration.scale, calibration.bias)
         results = [CandidateResult(names[i], float(scores[i]), r) for r, i in enumerate(rank(scores), 1)]

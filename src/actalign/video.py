@@ -114,8 +114,15 @@ class Sampling:
             )
 
     def key(self) -> str:
-        """Stable text form for cache keys."""
-        return ",".join(f"{k}={v}" for k, v in asdict(self).items())
+        """Stable text form for cache keys (fps=30 and fps=30.0 are one sampling)."""
+        return ",".join(f"{k}={_canonical(k, v)}" for k, v in asdict(self).items())
+
+
+def _canonical(name: str, v: object) -> object:
+    """Seconds and rates as floats, as the command line always gave them (30 -> 30.0)."""
+    if name in ("fps", "start", "end") and _is_number(v):
+        return float(v)
+    return v
 
 
 def _is_number(x: object) -> bool:
@@ -129,7 +136,7 @@ class FrameBatch(NamedTuple):
 
 @dataclass
 class DecodeStats:
-    """What decoding found, filled in while a `FrameStream` is read.
+    """What decoding found, filled in while a `FrameDecoder` is read.
 
     packets: video packets read; bad_packets: those the decoder rejected (skipped);
     decoded: frames decoded; in_window: those inside start/end; kept: frames the sampling kept;
@@ -480,7 +487,7 @@ def _reason(e: Exception) -> str:
     return str(getattr(e, "strerror", None) or e)
 
 
-class FrameStream:
+class FrameDecoder:
     """Sampled frames of one video as bounded batches; `stats` fills in while it is read.
 
     resize: None keeps the decoded size; an int sets the shorter display side (aspect kept);
@@ -653,9 +660,9 @@ def iter_frames(
     batch_size: int = 32,
     resize: int | tuple[int, int] | None = None,
     threads: int = 0,
-) -> FrameStream:
-    """Stream sampled frames as batches of at most `batch_size` (see `FrameStream`)."""
-    return FrameStream(path, sampling, batch_size, resize, threads)
+) -> FrameDecoder:
+    """Stream sampled frames as batches of at most `batch_size` (see `FrameDecoder`)."""
+    return FrameDecoder(path, sampling, batch_size, resize, threads)
 
 
 def _batches(frames, batch_size: int, resize) -> Iterator[FrameBatch]:

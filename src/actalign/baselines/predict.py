@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from actalign.baselines._load import segment_centres
+from actalign.baselines.common import segment_centres
 from actalign.errors import ActAlignError
 from actalign.score import CandidateResult, Prediction, rank
 from actalign.video import Sampling, expected_frames, iter_frames, probe

@@ -57,17 +57,15 @@ from typing import ClassVar
 
 import numpy as np
 
-from actalign.baselines._load import (
+from actalign.baselines.common import (
     dtype_kwargs,
-    first_line,
-    load_checkpoint,
     parameter_count,
-    quiet_transformers,
     resolve_dtype,
     segment_centres,
     uint8_frames,
 )
 from actalign.errors import ActAlignError
+from actalign.hub import first_line, load_checkpoint, quiet_transformers
 
 PROTOCOLS = ("actionatlas", "ranked")
 DEFAULT_PROTOCOL = "actionatlas"
@@ -393,7 +391,7 @@ class LocalVLM(_Frames):
         image_size: int | None = None,
         max_new_tokens: int = MAX_NEW_TOKENS,
     ) -> None:
-        from actalign.encoders import select_device
+        from actalign.encoders.base import select_device
 
         self.name_or_path = str(name_or_path)
         self.protocol, self.frames, self.image_size = _settings(

@@ -20,15 +20,15 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from actalign.baselines._load import (
+from actalign.baselines.common import (
     dtype_kwargs,
-    load_checkpoint,
     parameter_count,
     resolve_dtype,
     segment_centres,
     uint8_frames,
 )
 from actalign.errors import ActAlignError
+from actalign.hub import load_checkpoint
 
 DEFAULT_XCLIP = "microsoft/xclip-large-patch14-16-frames"
 TEXT_LIMIT = 77  # CLIP's context
@@ -40,7 +40,7 @@ class XClip:
     def __init__(
         self, name_or_path: str = DEFAULT_XCLIP, device: str | None = None, dtype: str | None = None
     ):
-        from actalign.encoders import select_device
+        from actalign.encoders.base import select_device
 
         self.name_or_path = str(name_or_path)
         self.device = select_device(device)

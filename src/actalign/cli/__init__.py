@@ -30,6 +30,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 COMMANDS = {
     "classify": "classify",
     "locate": "locate",
+    "index": "index",
+    "search": "search",
     "batch": "batch",
     "eval": "eval",
     "untrimmed": "untrimmed",
@@ -123,7 +125,10 @@ def as_flags(text: str) -> str:
 def _flag_names() -> set[str]:
     """Every long option of every command, without its dashes."""
     parser = build_parser()
-    commands = _subparsers(parser).values()
+    commands = list(_subparsers(parser).values())
+    for command in list(commands):  # and the actions of a command with actions (index build)
+        nested = next((a for a in command._actions if isinstance(a, argparse._SubParsersAction)), None)
+        commands += list(nested.choices.values()) if nested is not None else []
     return {o[2:] for p in commands for a in p._actions for o in a.option_strings if o.startswith("--")}
 
 

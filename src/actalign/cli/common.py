@@ -218,6 +218,25 @@ def domain_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def add_search_options(p: argparse.ArgumentParser, what: str = "occurrences") -> None:
+    """The options of a search for occurrences (locate, search): smoothing, the step template,
+    the score threshold, non-maximum suppression and the window of frames held at once."""
+    p.add_argument("--smooth", type=window_seconds, default=1.0, help="smoothing window in seconds (0: none)")
+    p.add_argument(
+        "--template", default="{step} in {domain}", help="text of a step for the encoder ({step}, {domain})"
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help=f"keep {what} scoring at least this, 0 to 1 (default: none, every one)",
+    )
+    p.add_argument(
+        "--nms", type=float, default=0.3, help="overlap (IoU) above which the weaker occurrence goes"
+    )
+    p.add_argument("--window", type=positive_float, default=300.0, help="seconds of frames held at once")
+
+
 def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--domain",
@@ -372,8 +391,6 @@ def front(args):
     from actalign.api import ActAlign
     from actalign.config import Config
 
-    if getattr(args, "method", None) in ("xclip", "vlm"):  # a baseline: the Config holds the rest
-        args = argparse.Namespace(**{**vars(args), "method": "actalign"})
     return ActAlign(Config.from_args(args))
 
 

@@ -104,7 +104,7 @@ def _jobs(args) -> dict[str, list[str]]:
 
     jobs: dict[str, list[str]] = {}
     if args.manifest:
-        from actalign.eval.datasets import load_manifest
+        from actalign.runner.plan import load_manifest
 
         for clip in load_manifest(args.manifest).clips:
             jobs.setdefault(clip.domain, []).extend(clip.candidates)

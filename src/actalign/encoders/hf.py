@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 
-from actalign.encoders import Encoder, select_device
+from actalign.encoders.base import Encoder, select_device
 from actalign.errors import ActAlignError
+from actalign.hub import load_checkpoint
 
 SIGLIP_TEXT_LENGTH = 64  # SigLIP was trained on texts padded to 64 tokens; dynamic padding hurts
 FAMILIES = ("siglip", "siglip2", "clip")
@@ -24,26 +22,6 @@ def _trained_on_lowercase(family: str, tokenizer) -> bool:
 
 
 TEXT_ENCODINGS = ("trained", "authors")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
-
-
-def checkpoint_hash(directory: Path) -> str:
-    """Identity of a local checkpoint: the full bytes of its small files (configs, tokenizer) and,
-    for weight files, their size plus the first and last MiB (hashing gigabytes on every run
-    would cost seconds)."""
-    h = hashlib.blake2b(digest_size=12)
-    for f in sorted(p for p in directory.rglob("*") if p.is_file()):
-        h.update(str(f.relative_to(directory)).encode())
-        size = f.stat().st_size
-        h.update(size.to_bytes(8, "little"))
-        with open(f, "rb") as fh:
-            if f.suffix in _WEIGHT_SUFFIXES and size > 2 << 20:
-                h.update(fh.read(1 << 20))
-                fh.seek(-(1 << 20), os.SEEK_END)
-                h.update(fh.read(1 << 20))
-            else:
-                h.update(fh.read())
-    return h.hexdigest()
 
 
 def _features(out) -> torch.Tensor:  # noqa: F821
@@ -90,7 +68,7 @@ class TransformersEncoder(Encoder):
             "compile": compile,
         }
         self.device = select_device(device)
-        self.dtype_name = _resolve_dtype(dtype, self.device)  # settings.dtype of every result
+        self.dtype_name = dtype_name_for(dtype, self.device)  # settings.dtype of every result
         # int8: float32 tensors through dynamically quantised Linear layers (see _quantise)
         self.dtype = torch.float32 if self.dtype_name == "int8" else getattr(torch, self.dtype_name)
         self.name_or_path = name_or_path
@@ -229,7 +207,7 @@ def _unit(x: torch.Tensor) -> np.ndarray:  # noqa: F821
     return (x / x.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy().astype(np.float32)
 
 
-def _resolve_dtype(dtype: str | None, device: str) -> str:
+def dtype_name_for(dtype: str | None, device: str) -> str:
     """The precision to run in, by name: `dtype` as given, else half precision on GPU and, on CPU,
     bfloat16 where the CPU has bfloat16 matrix units (AMX, AVX-512 BF16) and float32 elsewhere."""
     import torch
@@ -279,107 +257,17 @@ def _quantise(model):
 
 
 def _load(name: str):
-    """(model, processor, source identity) from a local directory or a hub id.
-
-    A hub id is looked up in the local cache first and only goes to the network when it is not
-    there; an unreachable hub gives one clear error within seconds (not minutes of retries).
-    The hub's own download bars are shown (unless --quiet); transformers' chatter is not.
-    """
-    from transformers.utils import logging as hf_logging
-
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # e.g. "falling back to the PIL image processor": not the user's concern
-    try:
-        return _load_quietly(name)
-    finally:
-        hf_logging.set_verbosity(verbosity)
+    """(model, processor, source identity) from a local directory or a hub id (`actalign.hub`)."""
+    (model, processor), identity = load_checkpoint(name, _from_pretrained, "model")
+    return model, processor, identity
 
 
-def _load_quietly(name: str):
-    path = Path(name).expanduser()
-    local = path.is_dir()
-    if not local and (name.startswith((".", "/", "~")) or name.count("/") > 1):
-        raise ActAlignError(
-            f"No model directory at {path}; give a folder saved with save_pretrained or a hub id."
-        )
-    if local:
-        model, processor = _from_pretrained(str(path), name)
-        return model, processor, f"dir:{checkpoint_hash(path)}"
-    try:
-        model, processor = _from_pretrained(name, name, local_files_only=True)
-    except _NotCached:
-        _check_hub_reachable(name)
-        model, processor = _from_pretrained(name, name)
-    return model, processor, f"hf:{name}@{_hub_commit(name, model)}"
-
-
-def _hub_commit(name: str, model) -> str:
-    """The commit of the cached snapshot a hub id was loaded from (cache keys follow it)."""
-    commit = getattr(model.config, "_commit_hash", None)
-    if commit:
-        return commit
-    try:
-        from huggingface_hub import try_to_load_from_cache
-
-        found = try_to_load_from_cache(name, "config.json")
-    except Exception:
-        found = None
-    return Path(found).parent.name if isinstance(found, str) else "unknown"
-
-
-class _NotCached(Exception):
-    pass
-
-
-def _from_pretrained(where: str, name: str, local_files_only: bool = False):
+def _from_pretrained(where: str, local_files_only: bool):
     from transformers import AutoModel, AutoProcessor
-    from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()  # transformers' weight-loading bar...
-    if not local_files_only:
-        from actalign.progress import is_quiet
-
-        if not is_quiet():
-            from huggingface_hub.utils import enable_progress_bars
-
-            enable_progress_bars()  # ...but the hub's download bars stay
-    try:
-        model = AutoModel.from_pretrained(where, local_files_only=local_files_only)
-        processor = AutoProcessor.from_pretrained(where, local_files_only=local_files_only)
-    except (OSError, ValueError, KeyError) as e:
-        if local_files_only:
-            raise _NotCached() from None
-        reason = str(e).strip().splitlines()[0][:200].rstrip(".") if str(e).strip() else type(e).__name__
-        raise ActAlignError(
-            f"Could not load model {name!r}: {reason}. Check the id or path; a hub id needs the "
-            "internet once (then it is cached), or pass a local directory saved with save_pretrained."
-        ) from None
+    model = AutoModel.from_pretrained(where, local_files_only=local_files_only)
+    processor = AutoProcessor.from_pretrained(where, local_files_only=local_files_only)
     return model, processor
-
-
-def _check_hub_reachable(name: str, timeout: float = 3.0) -> None:
-    """One quick connection to the hub's host; fails in seconds instead of minutes of retries."""
-    import os
-    import socket
-    from urllib.parse import urlparse
-
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
-        raise ActAlignError(
-            f"Could not load model {name!r}: it is not in the local cache and HF_HUB_OFFLINE is set. "
-            "Download it once with the internet, or pass a local directory saved with save_pretrained."
-        )
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError as e:
-        raise ActAlignError(
-            f"Could not load model {name!r}: it is not in the local cache and {url.hostname} cannot be "
-            f"reached ({e.strerror or e}). Connect to the internet once (then it is cached), or pass "
-            "a local directory saved with save_pretrained."
-        ) from None
 
 
 def _to_device(v, device: str, dtype):

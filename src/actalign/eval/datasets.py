@@ -19,7 +19,7 @@ import numpy as np
 
 from actalign.errors import ActAlignError
 from actalign.files import atomic_write_bytes
-from actalign.runner.plan import Clip, clean_candidate, load_manifest, write_manifest
+from actalign.runner.plan import Clip, clean_candidate, write_manifest
 
 DATASET_ID = "mrsalehi/ActionAtlas-v1.0"
 ACTIONATLAS_ROWS = 934  # rows of the benchmark's test split
@@ -28,12 +28,9 @@ __all__ = [
     "ACTIONATLAS_ROWS",
     "DATASET_ID",
     "PAPER_EVALUATED",
-    "Clip",
-    "clean_candidate",
     "coverage",
-    "load_manifest",
+    "coverage_line",
     "prepare_actionatlas",
-    "write_manifest",
 ]
 
 

@@ -17,8 +17,7 @@ from actalign.eval.datasets import coverage_line
 from actalign.eval.metrics import random_topk, topk, wilson_interval
 from actalign.runner import RunResult, run
 from actalign.runner.plan import Plan
-from actalign.runner.score import Method
-from actalign.score import DEFAULT_TEMPLATE
+from actalign.score import DEFAULT_TEMPLATE, Method
 from actalign.text import human_count, plural
 
 KS = (1, 2, 3)
@@ -29,7 +28,7 @@ def ladder(strategy: str = "context-rich", local: bool = True) -> list[Method]:
     """Table 3 of the paper: each rung adds one component; then our "+ local alignment" rung
     beside them (the last rung with subsequence alignment; `local=False` leaves it out)."""
     rungs = [
-        Method("mean-pool", method="mean-pool"),
+        Method("mean-pool", kind="mean-pool"),
         Method("+ DTW (bare steps)", template="{step}", smooth_seconds=0.0, strategy=strategy),
         Method("+ context", template=DEFAULT_TEMPLATE, smooth_seconds=0.0, strategy=strategy),
         Method("+ smoothing (ActAlign)", template=DEFAULT_TEMPLATE, smooth_seconds=1.0, strategy=strategy),
@@ -63,13 +62,7 @@ def methods_for(
     import dataclasses
 
     def actalign(name: str, **changes) -> Method:
-        fields = dict(
-            template=config.template,
-            smooth_seconds=config.smooth,
-            strategy=config.strategy,
-            alignment=config.alignment,
-        )
-        return Method(name, **{**fields, **changes})
+        return config.scoring(name, kind="actalign", **changes)
 
     if table2:
         rungs = {m.name: m for m in _ladder(config.strategy, local=False)}
@@ -78,7 +71,7 @@ def methods_for(
     elif ladder:
         chosen = _ladder(config.strategy)
     else:
-        chosen = [Method("mean-pool", method="mean-pool", prompt=config.mean_pool_template)]
+        chosen = [config.scoring("mean-pool", kind="mean-pool")]
         if not strategies:
             chosen.append(actalign("ActAlign"))
             if local and config.alignment != "subsequence":
@@ -136,7 +129,7 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
         errors = sum(1 for e in entries if e.get("error"))
         if errors:  # no usable reply (a malformed server body, ...): wrong, as ActionAtlas counts it
             table[m.name]["errors"] = errors
-        if located and getattr(m, "method", None) == "actalign":
+        if located and getattr(m, "kind", None) == "actalign":
             table[m.name]["span_iou"] = float(
                 np.mean([span_iou(r["methods"][m.name]["span"], r["span"]) for r in located])
             )
@@ -254,5 +247,5 @@ def summary_markdown(summary: dict) -> str:
 
 def _model_named(config: dict) -> str:
     """The model as the user named it, with its identity (revision or weights hash, dtype)."""
-    named, identity = config.get("model"), config.get("encoder", "?")
+    named, identity = config.get("model"), config.get("model_identity", "?")
     return identity if named in (None, "default") else f"{named}, {identity}"

@@ -141,7 +141,7 @@ def _check_settings(out: Path, settings: dict) -> None:
     if record.exists():
         old = read_json(record, "untrimmed settings")
         if old != settings:
-            said = ", ".join(f"--{k} {old.get(k)!r}" for k in settings if old.get(k) != settings[k])
+            said = ", ".join(f"`{k}={old.get(k)!r}`" for k in settings if old.get(k) != settings[k])
             raise ActAlignError(
                 f"{out} holds clips padded with {said}; their spans would be wrong for this run. Use "
                 "another `out`, or delete the folder."

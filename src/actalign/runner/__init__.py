@@ -17,12 +17,13 @@ from dataclasses import dataclass, field
 
 from actalign.errors import ActAlignError
 from actalign.runner.decode import Failure
+from actalign.runner.engine import Engine
 from actalign.runner.output import RunFolder
 from actalign.runner.plan import Clip, Plan
 from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer, check_recorded
 
 ENGINES = ("local", "ray")
-__all__ = ["ENGINES", "RunResult", "run", "stream", "versions"]
+__all__ = ["ENGINES", "RunResult", "finished", "known_record", "run", "stream", "versions"]
 
 
 @dataclass
@@ -98,7 +99,7 @@ def stream(
     config = {
         "input": plan.source,  # not the limit: a later run may do more of the same clips
         "fps": fps,
-        "encoder": encoder.identity,
+        "model_identity": encoder.identity,
         "dtype": getattr(encoder, "dtype_name", None),  # chosen for the CPU or GPU unless --dtype
         "scale": encoder.scale,
         "bias": encoder.bias,
@@ -155,7 +156,8 @@ def stream(
         by_id = {c.id: c for c in todo}
         out: list[dict] = []  # rows and failures written since the last yield
 
-        def write(row: dict) -> None:
+        def write(scored) -> None:
+            row = scorer.row(scored)
             try:
                 for b in baselines:
                     row["methods"][b.name] = b.entry(by_id[row["id"]])
@@ -206,6 +208,31 @@ def run(plan: Plan, encoder, sources: dict, out: str, methods: Sequence[Method],
             return done.value
 
 
+def known_record(plan: Plan, methods: Sequence[Method], fps: float | None, record: dict | None) -> dict:
+    """The part of a run's configuration known before any model loads (`RunFolder.precheck`)."""
+    from actalign.runner.score import primary_method
+
+    return {
+        "input": plan.source,
+        "fps": fps,
+        "methods": [m.record() for m in methods],
+        "primary": primary_method(list(methods)).name,
+        **(record or {}),
+    }
+
+
+def finished(plan: Plan, out: str, methods: Sequence[Method], fps, limit, record) -> RunResult | None:
+    """A run folder whose every clip is done under these settings, read without loading any model
+    (None when there is work to do); one sentence when the folder holds another configuration."""
+    folder = RunFolder(out)
+    known = known_record(plan, methods, fps, record)
+    clips = plan.clips[:limit]
+    rows = folder.finished([c.id for c in clips], known)
+    if rows is None or any(not _same_clip(r, c) for r, c in zip(rows, clips)) or plan.failures:
+        return None
+    return RunResult(rows, [], folder.precheck(known) or {}, len(clips))
+
+
 def _same_clip(row: dict, clip: Clip) -> bool:
     """Whether a finished row was made from this clip as the manifest now gives it."""
     now = {
@@ -220,19 +247,19 @@ def _same_clip(row: dict, clip: Clip) -> bool:
     return all(row.get(k) == v for k, v in now.items())
 
 
-def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames):
-    """The engine of that name; both have `run(clips)` yielding rows or failures."""
+def _engine(name: str, encoder, fps, cache, scorer, workers, ray_address, on_frames) -> Engine:
+    """The engine of that name (`runner.engine.Engine`)."""
     if name == "ray":
         from actalign.runner.ray_engine import RayEngine
 
         options = _decode_options(encoder, fps, cache, threads=1)
-        return RayEngine(encoder, options, scorer, workers, ray_address, on_frames)
+        return RayEngine(encoder, options, scorer, workers, on_frames, address=ray_address)
     from actalign.runner.local import LocalEngine
 
     options = _decode_options(encoder, fps, cache, threads=1 if workers != 0 else 0)
     stall = _seconds_env("ACTALIGN_DECODE_STALL")
     extra = {"stall_seconds": stall} if stall else {}
-    return LocalEngine(encoder, options, scorer, workers, cache, on_frames, **extra)
+    return LocalEngine(encoder, options, scorer, workers, on_frames, **extra)
 
 
 def _seconds_env(name: str) -> float | None:

@@ -32,10 +32,11 @@ from multiprocessing.connection import wait as wait_for
 
 import numpy as np
 
-from actalign.embed import VideoEmbedding
+from actalign.embed import VideoEmbedding, write_entry
 from actalign.errors import ActAlignError
 from actalign.runner.decode import DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
+from actalign.runner.score import Scored
 
 _POLL = 0.05  # seconds between checks on the workers while no message arrives
 MAX_WAIT = 1.0  # seconds decoded frames may wait for a full batch while more are still coming
@@ -173,11 +174,12 @@ class _ClipState:
 
 class LocalEngine:
     """Runs clips through decode workers and this process's encoder; `run(clips)` yields each
-    clip's output row (a dict, from `scorer.row`) or its `Failure` as soon as it is known.
+    clip's `Scored` (from `scorer.score`) or its `Failure` as soon as it is known. Reusable:
+    each run keeps its state in its own `_LocalRun`.
 
     workers: decode worker processes (default: one per core; 0: a thread of this process).
-    stall_seconds: how long a worker may stay silent while this process waits for it.
-    on_frames(n) is called after each encoded batch (for progress).
+    on_frames(n) is called after each encoded batch (for progress). stall_seconds: how long a
+    worker may stay silent while the run waits for it.
     """
 
     def __init__(
@@ -186,20 +188,42 @@ class LocalEngine:
         options: DecodeOptions,
         scorer,
         workers: int | None = None,
-        cache=None,
         on_frames: Callable[[int], None] | None = None,
+        *,
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
-        self.encoder, self.options, self.cache, self.scorer = encoder, options, cache, scorer
+        self.encoder, self.options, self.scorer = encoder, options, scorer
         self.workers = default_workers() if workers is None else workers
         self.on_frames, self.stall_seconds = on_frames, stall_seconds
         if self.workers < 0:
             raise ActAlignError(f"The number of workers must be 0 or more, got {self.workers}.")
 
-    def run(self, clips: list[Clip]) -> Iterator[dict | Failure]:
-        """Rows and failures, in the order clips finish."""
+    def run(self, clips: list[Clip]) -> Iterator[Scored | Failure]:
+        """Scored clips and failures, in the order clips finish."""
+        yield from _LocalRun(self, clips)
+
+
+class _LocalRun:
+    """One run of a LocalEngine: its workers, queues and clips' states."""
+
+    def __init__(self, engine: LocalEngine, clips: list[Clip]) -> None:
+        self.encoder, self.options, self.scorer = engine.encoder, engine.options, engine.scorer
+        self.workers, self.on_frames, self.stall_seconds = (
+            engine.workers,
+            engine.on_frames,
+            engine.stall_seconds,
+        )
+        self.clips = clips
+        self.cache = None
+        if self.options.cache_dir is not None:
+            from actalign.encoders.cache import EmbeddingCache
+
+            self.cache = EmbeddingCache(self.options.cache_dir)
+
+    def __iter__(self) -> Iterator[Scored | Failure]:
+        clips = self.clips
         out: deque = deque()
-        self.on_row = lambda clip, emb, warns: out.append(self.scorer.row(clip, emb, warns))
+        self.on_row = lambda clip, emb, warns: out.append(self.scorer.score(clip, emb, warns))
         self.on_error = lambda clip, reason: out.append(Failure(clip, reason))
         if not clips:
             return
@@ -413,7 +437,7 @@ class LocalEngine:
                 frames, stamps, done.end, cached=done.key is None, warnings=tuple(done.warnings)
             )
             if self.cache is not None and done.key is not None:
-                self.cache.put_video(done.key, frames, stamps, done.end, done.warnings)
+                write_entry(self.cache, done.key, frames, stamps, done.end, done.warnings)
             state.chunks, state.stamps, state.finished = [], [], True  # free the memory
             self.left -= 1
             try:

@@ -56,7 +56,7 @@ def is_uri(out: str) -> bool:
 
 def _differences(old: object, new: dict, most: int = 3) -> str:
     """What differs between a folder's configuration and this run's, down to the setting:
-    "fps: 2.0 -> 4.0", "methods[0].smooth_seconds: 1.0 -> 0.5", long texts cut around the change."""
+    "fps: 2.0 -> 4.0", "methods[0].smooth: 1.0 -> 0.5", long texts cut around the change."""
     if not isinstance(old, dict):
         return "its config.json is unreadable"
     before, after = _leaves(old), _leaves(new)
@@ -120,6 +120,38 @@ class RunFolder:
         self.files = _ArrowFiles(self.out) if is_uri(self.out) else _LocalFiles(self.out)
         self.done: dict[str, dict] = {}
         self.failed: dict[str, dict] = {}
+
+    def precheck(self, known: dict) -> dict | None:
+        """Before any model loads: one sentence when the folder holds a run whose configuration
+        differs in a setting `known` names (those that need no model: input, fps, methods,
+        model name...); else the folder's recorded configuration (None for a new folder)."""
+        previous = self.files.read(CONFIG)
+        if previous is None:
+            return None
+        try:
+            old = json.loads(previous).get("run")
+        except (ValueError, RecursionError, AttributeError):
+            old = None
+        if not isinstance(old, dict):
+            return None  # the full check says so, with the lock held
+        mine = {k: old.get(k) for k in known}
+        if mine != known:
+            raise ActAlignError(
+                f"{self.out} holds a run with another configuration ({_differences(mine, known)}); "
+                "use a new `out` folder (or delete this one)."
+            )
+        return old
+
+    def finished(self, ids: list[str], known: dict) -> list[dict] | None:
+        """The rows of `ids` when every one is done in this folder under the `known` settings (a
+        finished run: nothing to load or run), else None."""
+        if self.precheck(known) is None:
+            return None
+        rows, _ = self.files.rows()
+        by_id = {r["id"]: r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)}
+        if not ids or any(i not in by_id for i in ids):
+            return None
+        return [by_id[i] for i in ids]
 
     def open(self, record: dict, meta: dict | None = None) -> dict[str, dict]:
         """Lock the folder, check or write the configuration, and read the finished rows."""

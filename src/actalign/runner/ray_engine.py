@@ -25,10 +25,11 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from actalign.embed import VideoEmbedding
+from actalign.embed import VideoEmbedding, write_entry
 from actalign.errors import ActAlignError
 from actalign.runner.decode import Cached, Chunk, DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
+from actalign.runner.score import Scored
 
 CLIPS_PER_ENCODE = 4  # clips whose frames one actor call packs into full batches
 DECODE_MEMORY = 256 * 2**20  # bytes reserved per decode task
@@ -150,7 +151,8 @@ class EncodeActor:
                 emb = embedded[at : at + n]
                 at += n
                 if self.cache is not None and batch["key"][i]:
-                    self.cache.put_video(
+                    write_entry(
+                        self.cache,
                         batch["key"][i],
                         emb,
                         batch["timestamps"][i],
@@ -187,9 +189,9 @@ def _rows(batches) -> Iterator[dict]:
 
 
 def score_row(row: dict, scorer) -> dict:
-    """Ray task: one clip's embeddings -> its output row (JSON), or its error."""
+    """Ray task: one clip's embeddings -> its `Scored` (pickled), or its error."""
     clip = pickle.loads(row["clip"])
-    result = {"id": clip.id, "row": "", "error": row["error"], "frames": 0}
+    result = {"id": clip.id, "scored": b"", "error": row["error"], "frames": 0}
     if row["error"]:
         return result
     try:
@@ -197,7 +199,7 @@ def score_row(row: dict, scorer) -> dict:
             np.asarray(row["embeddings"], np.float32), np.asarray(row["timestamps"]), float(row["end"])
         )
         said = [*json.loads(row["warnings"]), *json.loads(row["notes"])]
-        result["row"] = json.dumps(scorer.row(clip, emb, said), ensure_ascii=False)
+        result["scored"] = pickle.dumps(scorer.score(clip, emb, said))
         result["frames"] = len(emb.timestamps)
     except ActAlignError as e:
         result["error"] = str(e)
@@ -234,8 +236,9 @@ class RayEngine:
         options: DecodeOptions,
         scorer,
         workers: int | None = None,
-        address: str | None = None,
         on_frames: Callable[[int], None] | None = None,
+        *,
+        address: str | None = None,
     ):
         self.encoder, self.options, self.scorer = encoder, options, scorer
         self.workers, self.address, self.on_frames = workers, address, on_frames
@@ -267,7 +270,7 @@ class RayEngine:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         return {"compute": ray.data.ActorPoolStrategy(size=cpu_actors(cpus, self.workers)), "num_cpus": 1}
 
-    def run(self, clips: list[Clip]) -> Iterator[dict | Failure]:
+    def run(self, clips: list[Clip]) -> Iterator[Scored | Failure]:
         """Rows and failures, streamed as clips finish (decoding is held to a few clips ahead of
         the encoders, so rows come while the run goes on, not all at its end)."""
         if not clips:
@@ -281,7 +284,7 @@ class RayEngine:
                     self._started = False
                     ray.shutdown()
 
-    def _run(self, ray, clips: list[Clip]) -> Iterator[dict | Failure]:
+    def _run(self, ray, clips: list[Clip]) -> Iterator[Scored | Failure]:
         scorer = self.scorer
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
@@ -319,4 +322,4 @@ class RayEngine:
                 continue
             if self.on_frames is not None:
                 self.on_frames(int(out["frames"]))
-            yield json.loads(out["row"])
+            yield pickle.loads(out["scored"])

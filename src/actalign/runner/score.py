@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,8 +22,7 @@ from actalign.score import Calibration, Method, Prediction, score
 
 __all__ = [
     "SCRIPTS_FILE",
-    "Calibration",
-    "Method",
+    "Scored",
     "Scorer",
     "check_recorded",
     "primary_method",
@@ -69,13 +69,27 @@ def check_recorded(recorded: dict, where: str) -> dict:
 def primary_method(methods: Sequence[Method]) -> Method:
     """The method whose ranked predictions a row carries: the paper's ActAlign (global alignment;
     of a ladder the full rung, of several strategies the first), else the last method."""
-    actalign = [m for m in methods if m.method == "actalign"]
+    actalign = [m for m in methods if m.kind == "actalign"]
     if not actalign:
         return methods[-1]
     first_strategy = actalign[0].strategy
     same = [m for m in actalign if m.strategy == first_strategy]
     global_ = [m for m in same if m.alignment == "global"]
     return (global_ or same)[-1]
+
+
+@dataclass
+class Scored:
+    """What an engine yields for a clip it did: its predictions by method name (ranked, with
+    segments; no per-frame arrays), its frame count, where its frames start and end (seconds),
+    and the decoder's warnings."""
+
+    clip: Clip
+    predictions: dict[str, Prediction]
+    frames: int
+    start: float
+    end: float
+    warnings: list[str] = field(default_factory=list)
 
 
 class Scorer:
@@ -115,7 +129,7 @@ class Scorer:
         fresh: dict[str, dict] = {}
         wanted: dict[tuple[str, str], list[str]] = {}
         for m in self.methods:
-            if m.method != "actalign":
+            if m.kind != "actalign":
                 continue
             if m.strategy not in sources:
                 raise ActAlignError(f"No script source for the strategy {m.strategy!r}.")
@@ -171,7 +185,7 @@ class Scorer:
 
     def _steps(self, clip: Clip, m: Method) -> dict[str, list[str]]:
         """{action: steps} of a clip's candidates (mean-pool: no steps)."""
-        if m.method == "mean-pool":
+        if m.kind == "mean-pool":
             return {a: [] for a in clip.candidates}
         try:
             return {a: self.scripts[(m.strategy, norm(clip.domain), norm(a))] for a in clip.candidates}
@@ -196,22 +210,37 @@ class Scorer:
         vectors = m.assign(clip.candidates, [self._vectors(t) for t in m.texts(clip.domain, steps)])
         return score(str(clip.video), clip.domain, emb, vectors, m, self.calibration, steps)
 
-    def row(self, clip: Clip, emb: VideoEmbedding, warnings: Sequence[str] = ()) -> dict:
-        """The output row of one clip: per method its scores in the candidates' order (and the
-        answer's rank when known), and the primary method's ranked predictions with segments."""
+    def score(self, clip: Clip, emb: VideoEmbedding, warnings: Sequence[str] = ()) -> Scored:
+        """One clip by every method: its predictions (per-frame arrays dropped: they travel
+        between processes), with what its row needs of the embedding."""
+        predictions = {}
+        for m in self.methods:
+            pred = self.predict(clip, emb, m)
+            for c in pred.candidates:
+                c.affinity = None
+            predictions[m.name] = pred
+        said = list(warnings) or list(emb.warnings)
+        first = float(emb.timestamps[0]) if len(emb.timestamps) else 0.0
+        return Scored(clip, predictions, len(emb.timestamps), first, float(emb.end), said)
+
+    def row(self, scored: Scored) -> dict:
+        """The output row of one scored clip: per method its scores in the candidates' order (and
+        the answer's rank when known), and the primary method's ranked predictions with segments.
+        Only the run folder's writer makes rows."""
+        clip = scored.clip
         methods, predictions = {}, []
         candidates = list(clip.candidates)
         for m in self.methods:
-            pred = self.predict(clip, emb, m)
+            pred = scored.predictions[m.name]
             entry = {"scores": [round(float(s), 9) for s in pred.scores_in(candidates)]}
-            if m.method == "actalign":  # which version of each script produced these scores
+            if m.kind == "actalign":  # which version of each script produced these scores
                 entry["scripts"] = {
                     a: self.hashes[(m.strategy, norm(clip.domain), norm(a))] for a in candidates
                 }
             if clip.answer is not None:
                 entry["rank"] = pred.rank_of(candidates[clip.answer])
-                if m.method == "actalign":
-                    entry["span"] = self._answer_span(pred, candidates[clip.answer], emb)
+                if m.kind == "actalign":
+                    entry["span"] = self._answer_span(pred, candidates[clip.answer], scored)
             methods[m.name] = entry
             if m.name == self.primary:
                 predictions = [c.to_dict() for c in pred.candidates]
@@ -222,7 +251,7 @@ class Scorer:
             "candidates": candidates,
             "start": clip.start,
             "end": clip.end,
-            "frames": len(emb.timestamps),
+            "frames": scored.frames,
             "predictions": predictions,
             "methods": methods,
         }
@@ -230,17 +259,16 @@ class Scorer:
             row["answer"] = clip.answer
         if clip.span is not None:
             row["span"] = list(clip.span)
-        warnings = list(warnings) or list(emb.warnings)
-        if warnings:
-            row["warnings"] = warnings
+        if scored.warnings:
+            row["warnings"] = list(scored.warnings)
         return row
 
     @staticmethod
-    def _answer_span(pred, answer: str, emb: VideoEmbedding) -> list[float]:
+    def _answer_span(pred, answer: str, scored: Scored) -> list[float]:
         """Where the correct candidate was placed: its detected span (subsequence) or the whole
         window (global), in seconds."""
         c = next(c for c in pred.candidates if c.action == answer)
-        span = c.span if c.span is not None else (float(emb.timestamps[0]), float(emb.end))
+        span = c.span if c.span is not None else (scored.start, scored.end)
         return [round(span[0], 3), round(span[1], 3)]
 
     def record(self) -> dict:

@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from actalign.errors import ActAlignError
+from actalign.hub import first_line, hub_validation_error
 from actalign.scripts.prompts import Strategy
 from actalign.scripts.repair import as_strategy, write_with_repair
 from actalign.scripts.schema import scripts_schema
@@ -118,18 +119,18 @@ class LocalWriter:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(self.path)
             self._lm = AutoModelForCausalLM.from_pretrained(self.path, **{key: dtype}).to(device).eval()
-        except (OSError, _hub_validation_error()) as e:
+        except (OSError, hub_validation_error()) as e:
             raise ActAlignError(self._not_found(e)) from None
         except ValueError as e:
             raise ActAlignError(
-                f"{self.path} is not a causal language model transformers can load ({_first_line(e)})."
+                f"{self.path} is not a causal language model transformers can load ({first_line(e)})."
             ) from None
         if self.mode == CONSTRAINED:
             self._lltokenizer = self._constraint_tokenizer()
 
     def _not_found(self, e: Exception) -> str:
         if Path(self.path).expanduser().is_dir():
-            return f"Cannot load the local LLM from {self.path} ({_first_line(e)})."
+            return f"Cannot load the local LLM from {self.path} ({first_line(e)})."
         if self.path.startswith(("/", ".", "~")) or "\\" in self.path:
             return f"Cannot load the local LLM: there is no directory {self.path}."
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
@@ -245,17 +246,3 @@ class LocalWriter:
             f"The local LLM {self.path} stopped at the bound of {budget} new tokens before the scripts "
             "were complete; raise ACTALIGN_LLM_MAX_NEW_TOKENS or generate fewer actions at a time."
         )
-
-
-def _hub_validation_error() -> type[Exception]:
-    """The hub's error for a string that is neither a directory nor a valid model id."""
-    try:
-        from huggingface_hub.errors import HFValidationError
-    except ImportError:  # huggingface_hub < 0.23
-        from huggingface_hub.utils import HFValidationError
-    return HFValidationError
-
-
-def _first_line(e: Exception) -> str:
-    text = str(e).strip().splitlines()
-    return text[0].rstrip(".") if text else type(e).__name__

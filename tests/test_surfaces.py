@@ -1,5 +1,6 @@
-"""Issue 11: SigLIP texts as trained, text batching, honest segment ends, file modes, closed pipes,
-hub loading, progress, several videos at once, readable plots and the API surface."""
+"""Outputs and surfaces: SigLIP texts as trained, text batching, honest segment ends, file modes,
+closed pipes, hub loading, progress, several videos at once, readable plots, the API surface and
+what a newcomer meets first."""
 
 from __future__ import annotations
 
@@ -646,16 +647,16 @@ def test_a_refused_configuration_names_the_setting_that_differs():
 
     old = {
         "fps": 2.0,
-        "methods": [{"name": "ActAlign", "smooth_seconds": 1.0, "alignment": "global"}],
+        "methods": [{"name": "ActAlign", "smooth": 1.0, "alignment": "global"}],
         "input": "videos:/data/f|domain=basketball|candidates=['Tip-in', 'Putback dunk', 'Alley-oop Dunk']",
     }
     new = {
         **old,
-        "methods": [{"name": "ActAlign", "smooth_seconds": 0.5, "alignment": "global"}],
+        "methods": [{"name": "ActAlign", "smooth": 0.5, "alignment": "global"}],
         "input": "videos:/data/f|domain=basketball|candidates=['Tip-in', 'Putback dunk']",
     }
     said = _differences(old, new)
-    assert "methods[0].smooth_seconds: 1.0 -> 0.5" in said
+    assert "methods[0].smooth: 1.0 -> 0.5" in said
     assert "'Alley-oop Dunk']\" -> " in said  # a long text is shown where it changes
     assert _differences({"fps": None}, {"fps": 4.0}) == "fps: null -> 4.0"
 
@@ -664,7 +665,7 @@ def test_one_sampled_frame_says_how_many_were_there_to_sample(tmp_path):
     from actalign.video import Sampling, read_frames
 
     video = make_video(tmp_path / "v.mp4", n=16, fps=8)  # frames every 0.125 s up to 1.875 s
-    with pytest.warns(UserWarning, match=r"only 1 frame was sampled, of 4 in the chosen span .*raise --fps"):
+    with pytest.warns(UserWarning, match=r"only 1 frame was sampled, of 4 in the chosen span .*raise `fps`"):
         read_frames(video, Sampling(fps=2, start=1.5))
-    with pytest.warns(UserWarning, match=r"of 1 in the chosen span .*widen --start/--end"):
+    with pytest.warns(UserWarning, match=r"of 1 in the chosen span .*widen `start`/`end`"):
         read_frames(video, Sampling(start=1.8))

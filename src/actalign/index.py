@@ -1,0 +1,650 @@
+"""Search your footage: embed an archive once, then find every occurrence of actions across it.
+
+    from actalign.index import Index
+    index = Index.create("archive.idx", model="siglip-so400m", fps=2)   # any Config field
+    index.add_video("match1.mp4")                 # the one frame path: cached entries are reused
+    hits = Index.open("archive.idx").search(["Putback dunk"], domain="basketball", top=20)
+    for h in hits:
+        print(h.video, h.action, h.start, h.end, h.score)
+
+An index is a folder: `index.json`, the catalogue (the model's identity, the precision, the
+sampling rate, and per video its path, file fingerprint, size and time, number of frames, the end
+of its span, its shard), and `shards/`, one pair of .npy files per video (the frame embeddings
+(T, d) and their timestamps (T,)), memory-mapped when read. A shard is written to a temporary
+file and renamed into place, and the catalogue (written atomically too) names it only after that:
+a build killed part way loses the video in progress and nothing else, and the next build goes on
+from there.
+
+Precision: "float16" by default (half the size of float32; unit vectors' components lie in
+[-1, 1], where float16 keeps 11 significant bits: affinities move by about 1e-4, scores by well
+under 1e-3, and the same occurrences are found). "float32" stores the embeddings as the encoder
+gives them: search then scores exactly as `locate` does. "bfloat16" keeps the upper 16 bits of
+each float32 (rounded to nearest even) and is widened back on read.
+
+Search scores as `locate` scores: per video, the shard's frames go through `locate.detect`, the
+function `locate` itself calls (the same streaming smoothing, windows, thresholds, suppression and
+segments), so the hits of one video are the detections `locate` gives on it; the hits of all
+videos are then ranked by score, best first. Step vectors come from the text cache under the
+index's model identity: a repeated search loads no model; a search with new step texts loads the
+index's model to embed them.
+
+One writer at a time: two builds into one index at once would lose one's catalogue entries.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from actalign.candidates import check_candidates
+from actalign.config import Config
+from actalign.embed import FrameStream, measured_fps
+from actalign.encoders import MODELS
+from actalign.encoders.cache import FRAME_BLOCK, make_key
+from actalign.errors import ActAlignError
+from actalign.files import atomic_write_text, read_json
+from actalign.locate import (
+    DEFAULT_MIN_GAIN_RATIO,
+    DEFAULT_NMS,
+    DEFAULT_WINDOW_SECONDS,
+    Found,
+    check_search,
+    find,
+)
+from actalign.score import Segment
+from actalign.video import Sampling, as_video, fingerprint
+
+__all__ = ["DEFAULT_PRECISION", "PRECISIONS", "Hit", "Index"]
+
+CATALOGUE = "index.json"
+SHARDS = "shards"
+FORMAT = 1
+PRECISIONS = ("float32", "bfloat16", "float16")
+DEFAULT_PRECISION = "float16"
+DEFAULT_FPS = 2.0
+DEFAULT_TOP = 20
+_STORED = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One occurrence found in an archive: the video (its path as indexed), the action, [start,
+    end) in seconds, the score (as `locate` scores it), the step segments and the gain."""
+
+    video: str
+    action: str
+    start: float
+    end: float
+    score: float
+    segments: list[Segment] = field(default_factory=list)
+    gain: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The JSON form of `actalign search --format json`."""
+        return {
+            "video": self.video,
+            "action": self.action,
+            "span": {"start": round(self.start, 3), "end": round(self.end, 3)},
+            "score": round(float(self.score), 6),
+            "gain": round(float(self.gain), 6),
+            "segments": [
+                {"step": s.step, "start": round(s.start, 3), "end": round(s.end, 3)} for s in self.segments
+            ],
+        }
+
+
+# --------------------------------------------------------------------------- precision
+
+
+def to_stored(vectors: np.ndarray, precision: str) -> np.ndarray:
+    """float32 rows -> what a shard of this precision holds (bfloat16: the upper 16 bits, rounded
+    to nearest even, as uint16)."""
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    if precision == "bfloat16":
+        bits = vectors.view(np.uint32)
+        rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
+        return (rounded >> np.uint32(16)).astype(np.uint16)
+    return vectors.astype(_STORED[precision])
+
+
+def widen(stored: np.ndarray, precision: str) -> np.ndarray:
+    """A shard's rows -> float32."""
+    if precision == "bfloat16":
+        return (np.asarray(stored, dtype=np.uint32) << np.uint32(16)).view(np.float32)
+    return np.asarray(stored, dtype=np.float32)
+
+
+# --------------------------------------------------------------------------- the model's identity
+
+
+class _IndexModel:
+    """The index's model as far as search needs it: identity and calibration from the catalogue;
+    the encoder itself is loaded only to embed step texts the cache does not hold."""
+
+    batch_size = 1
+    decode_size = None
+
+    def __init__(self, model: dict, config: Config, encoder=None) -> None:
+        self.identity = model["identity"]
+        self.scale, self.bias, self.dim = model["scale"], model["bias"], model["dim"]
+        self.text_encoding = model.get("text_encoding", "trained")
+        self._model, self._config, self._encoder = model, config, encoder
+
+    def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
+        return self.encoder.encode_texts(texts)
+
+    def encode_images(self, frames: np.ndarray) -> np.ndarray:
+        return self.encoder.encode_images(frames)
+
+    @property
+    def encoder(self):
+        if self._encoder is None:
+            name = self._model["name"]
+            if name is None:
+                raise ActAlignError(
+                    f"The index was built with a model given as an object ({self.identity}); "
+                    "open it with that model (`model`) to embed new step texts."
+                )
+            config = self._config.replace(
+                model=name,
+                dtype=self._config.dtype or self._model.get("dtype"),
+                text_encoding=self.text_encoding,
+            )
+            encoder = config.encoder()
+            _check_same_weights(self.identity, encoder.identity, name)
+            self._encoder = encoder
+        return self._encoder
+
+
+def _weights(identity: str) -> str:
+    """The part of an encoder identity that names the weights (without the `|dtype`)."""
+    return identity.rsplit("|", 1)[0]
+
+
+def _check_same_weights(indexed: str, given: str, name) -> None:
+    if _weights(indexed) != _weights(given):
+        raise ActAlignError(
+            f"The index was built with the model {indexed}, not {name} ({given}); embeddings of "
+            "different models cannot be compared: search without `model`, or build another index "
+            "with this model."
+        )
+
+
+def _model_name(model) -> str:
+    """A model name as the loader resolves it (short names, folders made absolute)."""
+    name = MODELS.get(str(model), str(model))
+    p = Path(name).expanduser()
+    return str(p.resolve()) if p.is_dir() else name
+
+
+# --------------------------------------------------------------------------- the frames of one video
+
+
+class _ShardFrames:
+    """A `locate.FrameSource` over one video's shard: blocks of frames widened to float32."""
+
+    def __init__(self, frames: np.ndarray, timestamps: np.ndarray, end: float, precision: str) -> None:
+        self.frames, self.precision = frames, precision
+        self._stamps, self._end = timestamps, end
+        self.timestamps: np.ndarray | None = None
+        self.end: float | None = None
+
+    def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        for lo in range(0, len(self.frames), FRAME_BLOCK):
+            yield (
+                widen(self.frames[lo : lo + FRAME_BLOCK], self.precision),
+                self._stamps[lo : lo + FRAME_BLOCK],
+            )
+        self.timestamps, self.end = self._stamps, self._end
+
+    def frames_between(self, first: int, last: int) -> np.ndarray:
+        return widen(self.frames[first : last + 1], self.precision)
+
+
+# --------------------------------------------------------------------------- the index
+
+
+class Index:
+    """An archive's frame embeddings on disk, searchable for actions; see the module docstring.
+
+    Index.create(path, model=..., fps=2, precision="float16") makes one (any `Config` field as a
+    keyword, or `config=`; `model` may be an encoder object); Index.open(path) opens one.
+    """
+
+    def __init__(self, root: Path, catalogue: dict, config: Config, encoder=None, cache=None) -> None:
+        self.root, self.catalogue, self.config = root, catalogue, config
+        self._encoder = encoder
+        self.cache = cache if cache is not None else config.cache()
+        if cache is False:
+            self.cache = None
+
+    def __repr__(self) -> str:
+        return f"Index({str(self.root)!r}, videos={len(self.videos)}, model={self.model_name!r})"
+
+    # ------------------------------------------------------------------ making and opening
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike,
+        *,
+        config: Config | None = None,
+        model=None,
+        fps: float = DEFAULT_FPS,
+        precision: str = DEFAULT_PRECISION,
+        exist_ok: bool = False,
+        cache=None,
+        **fields,
+    ) -> Index:
+        """A new, empty index at `path` (a folder, made). exist_ok: open the index already there
+        instead (its model, fps and precision must be the ones given)."""
+        root = Path(path).expanduser()
+        if (root / CATALOGUE).exists():
+            if not exist_ok:
+                raise ActAlignError(f"{root} already holds an index; open it (or add to it) instead.")
+            return cls.open(
+                root, config=config, model=model, fps=fps, precision=precision, cache=cache, **fields
+            )
+        if precision not in PRECISIONS:
+            raise ActAlignError(f"Unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}.")
+        config, encoder = _config(config, model, fields)
+        if not (isinstance(fps, (int, float)) and 0 < fps <= 10_000):
+            raise ActAlignError(f"`fps` must be a number above 0 and at most 10000, got {fps!r}.")
+        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+            raise ActAlignError(f"{root} is not an empty folder; give a new place for the index (`out`).")
+        encoder = encoder if encoder is not None else config.encoder()
+        catalogue = {
+            "format": FORMAT,
+            "model": {
+                "name": None
+                if model is not None and not isinstance(model, (str, os.PathLike))
+                else _model_name(config.model),
+                "identity": encoder.identity,
+                "scale": float(encoder.scale),
+                "bias": None if encoder.bias is None else float(encoder.bias),
+                "dim": int(encoder.dim),
+                "dtype": getattr(encoder, "dtype_name", None),
+                "text_encoding": getattr(encoder, "text_encoding", "trained"),
+            },
+            "precision": precision,
+            "fps": float(fps),
+            "videos": {},
+        }
+        index = cls(root, catalogue, config.replace(fps=float(fps)), encoder, cache)
+        (root / SHARDS).mkdir(parents=True, exist_ok=True)
+        index._save()
+        return index
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike,
+        *,
+        config: Config | None = None,
+        model=None,
+        fps: float | None = None,
+        precision: str | None = None,
+        cache=None,
+        **fields,
+    ) -> Index:
+        """The index at `path`. model / fps / precision, when given, must be the index's (a
+        search with another model's text vectors would compare different spaces); a Config's
+        other fields (the template, the smoothing, the cache) are used as given."""
+        root = Path(path).expanduser()
+        file = root / CATALOGUE
+        if not file.is_file():
+            what = "does not exist" if not root.exists() else "holds no index (no index.json)"
+            raise ActAlignError(f"The index {root} {what}; make one with `actalign index build`.")
+        catalogue = read_json(file, "index catalogue")
+        if not isinstance(catalogue, dict) or catalogue.get("format") != FORMAT or "model" not in catalogue:
+            raise ActAlignError(f"{file} is not an index catalogue this version reads.")
+        config, encoder = _config(config, None if model is None else model, fields)
+        stored = catalogue["model"]
+        if encoder is not None:
+            _check_same_weights(stored["identity"], encoder.identity, encoder.identity)
+        elif model is not None and stored["name"] is not None and _model_name(model) != stored["name"]:
+            raise ActAlignError(
+                f"The index {root} was built with the model {stored['name']}, not {model}; embeddings "
+                "of different models cannot be compared: search without `model`, or build another "
+                "index with this model."
+            )
+        if fps is not None and float(fps) != catalogue["fps"]:
+            raise ActAlignError(
+                f"The index {root} samples {catalogue['fps']:g} frames per second, not {fps:g}; leave "
+                "`fps` out, or build another index."
+            )
+        if precision is not None and precision != catalogue["precision"]:
+            raise ActAlignError(
+                f"The index {root} stores {catalogue['precision']}, not {precision}; leave `precision` "
+                "out, or build another index."
+            )
+        return cls(root, catalogue, config.replace(fps=catalogue["fps"]), encoder, cache)
+
+    # ------------------------------------------------------------------ what it holds
+
+    @property
+    def videos(self) -> dict[str, dict]:
+        """{name: catalogue entry} of every indexed video."""
+        return self.catalogue["videos"]
+
+    @property
+    def precision(self) -> str:
+        return self.catalogue["precision"]
+
+    @property
+    def fps(self) -> float:
+        return self.catalogue["fps"]
+
+    @property
+    def model_name(self) -> str:
+        m = self.catalogue["model"]
+        return m["name"] or m["identity"]
+
+    @property
+    def model(self) -> _IndexModel:
+        """The index's model: its identity and calibration; its encoder loads on first need."""
+        if not isinstance(self._encoder, _IndexModel):
+            self._encoder = _IndexModel(self.catalogue["model"], self.config, self._encoder)
+        return self._encoder
+
+    def missing(self) -> list[str]:
+        """Indexed videos whose file is gone (their frames stay searchable)."""
+        return [n for n, v in self.videos.items() if v.get("path") and not Path(v["path"]).exists()]
+
+    def info(self) -> dict:
+        """Videos, hours, frames, the model, the precision and fps, the size on disk."""
+        size = sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
+        seconds = sum(max(0.0, v["end"] - v["start"]) for v in self.videos.values())
+        return {
+            "path": str(self.root),
+            "videos": len(self.videos),
+            "hours": seconds / 3600,
+            "frames": sum(v["frames"] for v in self.videos.values()),
+            "model": self.model_name,
+            "identity": self.catalogue["model"]["identity"],
+            "dim": self.catalogue["model"]["dim"],
+            "precision": self.precision,
+            "fps": self.fps,
+            "size_bytes": size,
+            "missing": self.missing(),
+        }
+
+    # ------------------------------------------------------------------ adding and removing
+
+    def add_video(self, path: str | os.PathLike, on_frames=None, on_total=None) -> bool:
+        """Embed a video (the one frame path: a video the cache holds is read, not decoded) and add
+        it. True when it was embedded; False when it is indexed already and unchanged. A changed
+        file (another fingerprint) is embedded again; so is one whose shard is damaged."""
+        video = as_video(path)
+        name = str(Path(str(path)).expanduser().resolve())
+        st = os.stat(name)
+        old = self.videos.get(name)
+        if old is not None and self._intact(old):
+            if (old.get("size"), old.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+                return False
+            print_ = fingerprint(video)
+            if print_ == old.get("fingerprint"):
+                old.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+                self._save()
+                return False
+        stream = FrameStream(
+            self.model.encoder, video, Sampling(fps=self.fps), self.cache, on_frames, on_total
+        )
+        blocks = [to_stored(frames, self.precision) for frames, _ in stream]
+        frames = (
+            np.concatenate(blocks) if blocks else np.zeros((0, self.catalogue["model"]["dim"]), np.float32)
+        )
+        self._put(
+            name,
+            frames,
+            stream.timestamps,
+            float(stream.end),
+            path=name,
+            fingerprint=fingerprint(video),
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            warnings=list(stream.warnings),
+        )
+        return True
+
+    def add_embeddings(
+        self, name: str, timestamps: Sequence[float], vectors: np.ndarray, end: float | None = None
+    ) -> None:
+        """Add a video's frame embeddings computed elsewhere: vectors (T, d) image embeddings of the
+        index's model at `timestamps` (T,) seconds; `end` the span's end (default: one frame past
+        the last timestamp). Replaces an entry of the same name."""
+        vectors = np.asarray(vectors, dtype=np.float32)
+        stamps = np.asarray(timestamps, dtype=np.float64)
+        dim = self.catalogue["model"]["dim"]
+        if vectors.ndim != 2 or vectors.shape[1] != dim or len(vectors) != len(stamps) or not len(stamps):
+            raise ActAlignError(
+                f"`vectors` must be (T, {dim}) and `timestamps` (T,) with T >= 1; got {vectors.shape} "
+                f"and {stamps.shape}."
+            )
+        if not (np.all(np.isfinite(vectors)) and np.all(np.diff(stamps) > 0)):
+            raise ActAlignError("`vectors` must be finite and `timestamps` increasing.")
+        if end is None:
+            step = float(stamps[-1] - stamps[-2]) if len(stamps) > 1 else 1 / self.fps
+            end = float(stamps[-1]) + step
+        self._put(
+            str(name), to_stored(vectors, self.precision), stamps, float(end), path=None, fingerprint=None
+        )
+
+    def remove(self, name: str | os.PathLike) -> bool:
+        """Drop a video from the index (by its name or path); False when it was not there."""
+        key = self._name(name)
+        if key is None:
+            return False
+        entry = self.videos.pop(key)
+        self._save()
+        self._unlink(entry)
+        return True
+
+    def _name(self, name) -> str | None:
+        if str(name) in self.videos:
+            return str(name)
+        resolved = str(Path(str(name)).expanduser().resolve())
+        return resolved if resolved in self.videos else None
+
+    def _put(self, name: str, frames: np.ndarray, stamps: np.ndarray, end: float, **extra) -> None:
+        shards = self.root / SHARDS
+        stem = make_key(name, time.time_ns(), os.getpid())[:16]
+        frames_file, times_file = f"{SHARDS}/{stem}.npy", f"{SHARDS}/{stem}.t.npy"
+        _write_npy(self.root / frames_file, frames, shards)
+        _write_npy(self.root / times_file, np.asarray(stamps, np.float64), shards)
+        old = self.videos.get(name)
+        stamps = np.asarray(stamps, np.float64)
+        self.videos[name] = {
+            **extra,
+            "shard": frames_file,
+            "offset": 0,
+            "timestamps": times_file,
+            "frames": len(frames),
+            "start": float(stamps[0]) if len(stamps) else 0.0,
+            "end": float(end),
+            "fps": measured_fps(stamps),
+            "added": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        }
+        self._save()  # the catalogue names the shard only once it is whole
+        if old is not None and old["shard"] != frames_file:
+            self._unlink(old)
+
+    def _unlink(self, entry: dict) -> None:
+        for key in ("shard", "timestamps"):
+            with contextlib.suppress(OSError):
+                (self.root / entry[key]).unlink()
+
+    def _save(self) -> None:
+        atomic_write_text(self.root / CATALOGUE, json.dumps(self.catalogue, indent=1) + "\n")
+
+    def tidy(self) -> int:
+        """Remove what a killed build left: temporary files and shards no catalogue entry names.
+        Returns how many files went."""
+        named = {e[k] for e in self.videos.values() for k in ("shard", "timestamps")}
+        gone = 0
+        for f in (self.root / SHARDS).glob("*"):
+            if f.is_file() and f"{SHARDS}/{f.name}" not in named:
+                with contextlib.suppress(OSError):
+                    f.unlink()
+                    gone += 1
+        return gone
+
+    # ------------------------------------------------------------------ reading
+
+    def _load(self, entry: dict) -> tuple[np.ndarray, np.ndarray]:
+        """(frames as stored, memory-mapped (T, d); timestamps (T,)); ActAlignError when damaged."""
+        want = (entry["frames"], self.catalogue["model"]["dim"])
+        try:
+            frames = np.load(self.root / entry["shard"], mmap_mode="r", allow_pickle=False)
+            stamps = np.load(self.root / entry["timestamps"], allow_pickle=False)
+        except (OSError, ValueError, EOFError):
+            frames = stamps = None
+        if (
+            frames is None
+            or frames.shape != want
+            or frames.dtype != _STORED[self.precision]
+            or stamps.shape != (want[0],)
+        ):
+            raise _Damaged(self._damaged(entry))
+        return frames, stamps
+
+    def _intact(self, entry: dict) -> bool:
+        try:
+            self._load(entry)
+        except _Damaged:
+            return False
+        return True
+
+    def _damaged(self, entry: dict) -> str:
+        name = entry.get("path") or next((n for n, e in self.videos.items() if e is entry), "?")
+        return (
+            f"The index's shard {self.root / entry['shard']} (of {name}) is damaged; build the index "
+            "again with that video (`actalign index build`) to embed it again."
+        )
+
+    # ------------------------------------------------------------------ search
+
+    def step_vectors(self, scripts: dict[str, list[str]], domain: str) -> dict[str, np.ndarray]:
+        """{action: (K, d) step vectors} embedded by the index's model through the text cache (a
+        repeated search loads no model)."""
+        from actalign.classify import Pipeline
+
+        pipe = Pipeline(self.config, self.model, None, self.cache)
+        return dict(zip(scripts, pipe.step_embeddings(scripts, domain)))
+
+    def search(
+        self,
+        candidates: Sequence[str],
+        domain: str | None = None,
+        scripts=None,
+        top: int | None = DEFAULT_TOP,
+        min_score: float | None = None,
+        nms: float = DEFAULT_NMS,
+        window_seconds: float = DEFAULT_WINDOW_SECONDS,
+        min_gain_ratio: float = DEFAULT_MIN_GAIN_RATIO,
+    ) -> list[Hit]:
+        """Every occurrence of `candidates` across the archive, best first, `top` in all (None:
+        every one): per video the detections `locate` gives on it (see the module docstring).
+
+        scripts: where the steps come from: a script source (`ActAlign.scripts()`), a scripts file
+        (or files), or a {domain: {action: [steps]}} dict (default: the Config's files, then the
+        store, then the LLM the Config or the environment names). A damaged shard is skipped with
+        a warning naming it; a video whose file is gone is searched from the index as ever.
+        """
+        candidates = check_candidates(candidates)
+        check_search(nms, min_score, window_seconds)
+        if top is not None and not (isinstance(top, int) and top >= 1):
+            raise ActAlignError(f"`top` must be a whole number of at least 1, got {top!r}.")
+        if not self.videos:
+            raise ActAlignError(
+                f"The index {self.root} holds no videos yet; add some with `actalign index build`."
+            )
+        domain = (domain or "").strip()
+        found = _source(self.config, scripts).get(domain, candidates)
+        steps = self.step_vectors(found, domain)
+        model = self.catalogue["model"]
+        kept: list[tuple[float, int, str, Found, int]] = []
+        for order, (name, entry) in enumerate(self.videos.items()):
+            try:
+                frames, stamps = self._load(entry)
+            except _Damaged as e:
+                warnings.warn(str(e), stacklevel=2)
+                continue
+            if not len(stamps):
+                continue
+            source = _ShardFrames(frames, stamps, entry["end"], self.precision)
+            result = find(
+                source,
+                steps,
+                measured_fps(stamps),
+                model["scale"],
+                model["bias"],
+                self.config.smooth,
+                min_score=min_score,
+                nms=nms,
+                window_seconds=window_seconds,
+                min_gain_ratio=min_gain_ratio,
+            )
+            kept += [(d.score, order, name, result, i) for i, d in enumerate(result.detections)]
+            # best first, equal scores in catalogue order; only the kept ones get segments (each
+            # costs an alignment of its span)
+            kept.sort(key=lambda k: (-k[0], k[1]))
+            del kept[top if top is not None else len(kept) :]
+        hits = []
+        for _, _, name, result, i in kept:
+            d = result.with_segments(i, found)
+            hits.append(Hit(name, d.action, d.start, d.end, d.score, d.segments, d.gain))
+        return hits
+
+
+class _Damaged(ActAlignError):
+    """A shard that cannot be read as the catalogue describes it."""
+
+
+def _config(config: Config | None, model, fields: dict) -> tuple[Config, object | None]:
+    """(the Config, an encoder object given as `model`, or None)."""
+    encoder = None
+    if model is not None and not isinstance(model, (str, os.PathLike)):
+        encoder = model
+    elif model is not None:
+        fields = {**fields, "model": str(model)}
+    base = config if config is not None else Config()
+    return (base.replace(**fields) if fields else base), encoder
+
+
+def _source(config: Config, scripts):
+    """The script source of a search (see `Index.search`)."""
+    if scripts is not None and hasattr(scripts, "get") and not isinstance(scripts, dict):
+        return scripts
+    if isinstance(scripts, (str, os.PathLike)):
+        return config.replace(scripts=(str(scripts),)).script_source()
+    if scripts is not None and not isinstance(scripts, dict):
+        return config.replace(scripts=tuple(str(s) for s in scripts)).script_source()
+    source = config.script_source()
+    if isinstance(scripts, dict):
+        source.hand = [scripts, *source.hand]
+    return source
+
+
+def _write_npy(path: Path, array: np.ndarray, folder: Path) -> None:
+    """np.save to a temporary file in `folder`, flushed, then renamed to `path` (atomic)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, array, allow_pickle=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
