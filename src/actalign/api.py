@@ -312,7 +312,7 @@ class ActAlign:
         plan = self.plan(clips, domain, candidates)
         methods = [self.config.scoring()]
         if out is not None:
-            done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+            done = finished(plan, str(out), methods, self.config.fps, limit, self._record(), self._dtype())
             if done is not None:  # a finished run: its rows, without loading any model
                 for row in done.rows:
                     yield _item(row, self.config)
@@ -348,7 +348,7 @@ class ActAlign:
         plan = self.plan(clips, options.pop("domain", None), options.pop("candidates", None))
         methods = [self.config.scoring()]
         limit = options.pop("limit", None)
-        done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+        done = finished(plan, str(out), methods, self.config.fps, limit, self._record(), self._dtype())
         if done is not None:  # checked (or found finished) before any model loads
             return done
         sources = self.check_scripts(plan, methods, limit)
@@ -426,6 +426,12 @@ class ActAlign:
                 baselines=list(baselines),
                 **self._run_options(engine, workers, limit, recorded_scripts, progress),
             )
+
+    def _dtype(self) -> str | None:
+        """The precision runs will have: the loaded encoder's, else the Config's expectation."""
+        if self._encoder is not None:
+            return getattr(self._encoder, "dtype_name", None)
+        return self.config.expected_dtype()
 
     def _record(self) -> dict:
         """What a run folder's configuration records of the Config beyond methods and encoder."""

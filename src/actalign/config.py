@@ -148,6 +148,18 @@ class Config:
             values["kind"] = "actalign"
         return Method(name or ("ActAlign" if values["kind"] == "actalign" else "mean-pool"), **values)
 
+    def expected_dtype(self) -> str | None:
+        """The precision a run of this Config will have, when it is known without loading torch:
+        the `dtype` given, else on the CPU its own choice (bfloat16 units or not); None for a
+        GPU or an unnamed device without a `dtype` (only torch can say)."""
+        if self.dtype is not None:
+            return self.dtype
+        if self.device == "cpu" or (self.device is None and _no_gpu_driver()):
+            from actalign.encoders.cpu import default_cpu_dtype
+
+            return default_cpu_dtype()
+        return None
+
     # ------------------------------------------------------------------ the record of a result
 
     def record(self, encoder=None) -> dict:
@@ -212,6 +224,15 @@ class Config:
 
 
 _WRITER_FIELDS = ("llm", "llm_model", "llm_base_url")
+
+
+def _no_gpu_driver() -> bool:
+    """Linux without an NVIDIA or AMD GPU driver: the best device is the CPU (known without torch)."""
+    import os
+    import platform
+
+    gpu_paths = ("/proc/driver/nvidia/version", "/dev/kfd")
+    return platform.system() == "Linux" and not any(os.path.exists(p) for p in gpu_paths)
 
 
 def _number(value) -> bool:

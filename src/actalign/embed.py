@@ -233,6 +233,7 @@ class EntryWriter:
         self.count = self.written = 0
 
     def add(self, frames: np.ndarray) -> None:
+        """Frame embeddings (B, d) that follow those added before; full blocks are written now."""
         self.held.append(frames)
         self.count += len(frames)
         while self.count >= FRAME_BLOCK:
@@ -243,6 +244,7 @@ class EntryWriter:
             self.count = len(whole) - FRAME_BLOCK
 
     def close(self, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()) -> None:
+        """The last, partial block, then the index (timestamps (T,), end, warnings): readable now."""
         if self.count:
             self.cache.put_block(self.key, self.written, np.concatenate(self.held))
         self.cache.put_index(self.key, timestamps, end, warnings_)
