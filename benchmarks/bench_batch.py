@@ -33,8 +33,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actalign import load_encoder
 from actalign.encoders import Encoder
-from actalign.runner import Method, run
+from actalign.runner import run
 from actalign.runner.plan import Clip, Plan
+from actalign.score import Method
 from actalign.scripts import ScriptSource
 from actalign.video import Sampling, iter_frames
 

@@ -25,7 +25,11 @@ if [ "${1:-}" = "--dev" ]; then
     # the app's browser tests drive Debian's Chromium (Playwright cannot download browsers here);
     # installed when missing and we are root (CI), else those tests skip and say why
     if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver
+        log="${TMPDIR:-/tmp}/actalign-setup-apt.log"
+        echo "installing chromium and chromium-driver with apt-get (for the browser tests; log: $log)"
+        if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; } >"$log" 2>&1; then
+            echo "apt-get could not install chromium (see $log); the browser tests will skip and say why" >&2
+        fi
     fi
 else
     # what a user needs: classify, locate, batch, eval, scripts from an LLM server or a local model

@@ -13,9 +13,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# The suite sees a CPU without bfloat16 units (float32 by default, as the tests expect) wherever it
-# runs; test_cpu_dtype sets other flags to test the choice.
-os.environ["ACTALIGN_CPU_FLAGS"] = ""
+# The suite runs with the machine's real CPU flags (bfloat16 by default on a CPU with bfloat16
+# units, as for a user there): tests about the choice inject flags (test_cpu_dtype), and tests that
+# compare exact numbers pin dtype="float32" / --dtype float32.
 
 
 @pytest.fixture(autouse=True)

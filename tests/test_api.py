@@ -352,3 +352,20 @@ def test_a_run_folder_is_refused_or_found_finished_before_any_model_loads(
         ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=4.0, workers=1).batch(manifest, out)
     with pytest.raises(ActAlignError, match="another configuration"):
         ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=4.0).evaluate(manifest, out=out)
+
+
+def test_locate_smooths_at_the_rate_classify_measures(tmp_path, siglip_dir, scripts_file):
+    """A 12 fps video asked for at 30 fps is sampled at 12: classify measures 12 from the frames,
+    and locate's smoothing window and span prior follow the same rate, cached or not."""
+    from actalign.embed import FrameStream
+    from actalign.score import smoothing_window
+    from actalign.video import Sampling
+
+    video = make_video(tmp_path / "v.mp4", n=36, fps=12, colors=[(i * 7, 90, 200 - i * 5) for i in range(36)])
+    aa = ActAlign(model=str(siglip_dir), scripts=scripts_file, fps=30, cache=EmbeddingCache(tmp_path / "c"))
+    rate = FrameStream(aa.encoder, video, Sampling(fps=30), aa.cache).sampled_fps()  # before any entry
+    emb = aa.pipeline().embed(video)
+    assert rate == pytest.approx(emb.fps, rel=1e-3)
+    assert smoothing_window(1.0, rate) == smoothing_window(1.0, emb.fps) == 12
+    cached = FrameStream(aa.encoder, video, Sampling(fps=30), aa.cache).sampled_fps()
+    assert cached == emb.fps

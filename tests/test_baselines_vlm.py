@@ -48,7 +48,7 @@ def qwen_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def vlm(qwen_dir):
-    return LocalVLM(str(qwen_dir), image_size=32, protocol="ranked", max_new_tokens=8)
+    return LocalVLM(str(qwen_dir), image_size=32, protocol="ranked", max_new_tokens=8, dtype="float32")
 
 
 # ---------------------------------------------------------------------- spec, prompt, parsing
@@ -158,7 +158,7 @@ def test_local_vlm_loads_from_a_folder(vlm, qwen_dir):
     assert vlm.identity.startswith("local:dir:") and vlm.identity.endswith("|float32")
     assert vlm.frames == 8 and vlm.image_size == 32 and vlm.protocol == "ranked"
     assert vlm.frame_indices(80).tolist() == [5, 15, 25, 35, 45, 55, 65, 75]  # segment centres
-    actionatlas = LocalVLM(str(qwen_dir), max_new_tokens=4)
+    actionatlas = LocalVLM(str(qwen_dir), max_new_tokens=4, dtype="float32")
     assert (actionatlas.protocol, actionatlas.frames, actionatlas.image_size) == ("actionatlas", 16, None)
     assert actionatlas.limits == QWEN2VL_PIXELS and QWEN2VL_PIXELS[0] == 336 * 336
     assert actionatlas.frame_indices(80).tolist() == np.linspace(0, 79, 16, dtype=int).tolist()
@@ -173,7 +173,7 @@ def test_images_only_processor_when_the_full_one_cannot_load(qwen_dir, monkeypat
         raise ImportError("Qwen2VLVideoProcessor requires the Torchvision library")
 
     monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", refuse)
-    model = LocalVLM(str(qwen_dir), image_size=32, protocol="ranked", max_new_tokens=4)
+    model = LocalVLM(str(qwen_dir), image_size=32, protocol="ranked", max_new_tokens=4, dtype="float32")
     assert type(model.processor).__name__ == "Qwen2VLProcessor"
     assert getattr(model.processor, "video_processor", None) is None
     result = model.rank(_frames(), QUESTION, CANDIDATES, "basketball")
@@ -208,7 +208,7 @@ def _favour(model, offsets: dict[str, float]):
 
 @pytest.mark.parametrize("offsets", [{"3": 40.0, "1": 39.0}, {"2": 41.0, "5": 40.5, "4": 40.0}])
 def test_ranked_top1_is_the_first_digit_of_the_free_answer(vlm, qwen_dir, offsets):
-    actionatlas = LocalVLM(str(qwen_dir), image_size=32, max_new_tokens=8)
+    actionatlas = LocalVLM(str(qwen_dir), image_size=32, max_new_tokens=8, dtype="float32")
     hooks = [_favour(m, offsets) for m in (vlm, actionatlas)]
     try:
         ranked = vlm.rank(_frames(2), QUESTION, CANDIDATES, "basketball")
@@ -224,7 +224,7 @@ def test_ranked_top1_is_the_first_digit_of_the_free_answer(vlm, qwen_dir, offset
 
 
 def test_a_free_answer_without_a_digit_is_a_miss(qwen_dir):
-    model = LocalVLM(str(qwen_dir), image_size=32, max_new_tokens=3)
+    model = LocalVLM(str(qwen_dir), image_size=32, max_new_tokens=3, dtype="float32")
     hook = _favour(model, {str(d): -1e4 for d in range(10)} | {"<|im_end|>": -1e4, "<|endoftext|>": -1e4})
     try:
         result = model.rank(_frames(2), None, CANDIDATES, "basketball")
@@ -234,7 +234,7 @@ def test_a_free_answer_without_a_digit_is_a_miss(qwen_dir):
 
 
 def test_qwen2vl_is_tried_again_with_smaller_frames_when_it_fails(qwen_dir, monkeypatch):
-    model = LocalVLM(str(qwen_dir), max_new_tokens=2)
+    model = LocalVLM(str(qwen_dir), max_new_tokens=2, dtype="float32")
     tried = []
     real = model._answer
 
@@ -275,8 +275,10 @@ def test_half_precision_ranks_close_to_float32(vlm, qwen_dir):
 
 
 def test_frames_and_image_size_are_recorded_and_used(qwen_dir):
-    small = LocalVLM(str(qwen_dir), image_size=16, frames=2, max_new_tokens=2)
-    large = LocalVLM(str(qwen_dir), image_size=None, frames=2, protocol="ranked", max_new_tokens=2)
+    small = LocalVLM(str(qwen_dir), image_size=16, frames=2, max_new_tokens=2, dtype="float32")
+    large = LocalVLM(
+        str(qwen_dir), image_size=None, frames=2, protocol="ranked", max_new_tokens=2, dtype="float32"
+    )
     frames = _frames(2, h=48, w=64)
     inputs_small, _, _ = small.prompt_inputs(frames, None, CANDIDATES, None)
     inputs_large, _, _ = large.prompt_inputs(frames, None, CANDIDATES, None)
@@ -300,7 +302,7 @@ def test_local_vlm_errors(qwen_dir, clip_dir, tmp_path, vlm):
         vlm.rank(_frames(), None, ["a", ""], None)
     with pytest.raises(ActAlignError, match="uint8"):
         vlm.rank([f.astype(np.float32) for f in _frames()], None, CANDIDATES, None)
-    assert isinstance(load_vlm(f"local:{qwen_dir}", image_size=32), LocalVLM)
+    assert isinstance(load_vlm(f"local:{qwen_dir}", image_size=32, dtype="float32"), LocalVLM)
 
 
 # ---------------------------------------------------------------------- server

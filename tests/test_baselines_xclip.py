@@ -23,7 +23,7 @@ def xclip_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def xclip(xclip_dir):
-    return XClip(str(xclip_dir))
+    return XClip(str(xclip_dir), dtype="float32")
 
 
 def _frames(n, h=45, w=61, seed=0):
@@ -51,7 +51,7 @@ def test_loads_from_a_folder_with_its_settings(xclip, xclip_dir):
 
 
 def test_frame_count_follows_the_config(tmp_path):
-    model = XClip(str(build_xclip(tmp_path / "x6", num_frames=6)))
+    model = XClip(str(build_xclip(tmp_path / "x6", num_frames=6)), dtype="float32")
     assert model.num_frames == 6
     assert len(model.frame_indices(100)) == 6
     assert model.score(_frames(6), TEXTS[:2]).shape == (2,)

@@ -1,7 +1,8 @@
 """The precision on CPU: chosen for the CPU (bfloat16 where it has bfloat16 matrix units, float32
 elsewhere), overridden by --dtype, recorded in results and cache keys, and faithful to float32.
 
-The CPU's flags are injected through ACTALIGN_CPU_FLAGS (conftest gives the suite none)."""
+The CPU's flags are injected through ACTALIGN_CPU_FLAGS (the rest of the suite runs with the
+machine's own)."""
 
 from __future__ import annotations
 

@@ -13,22 +13,23 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from actalign import load_encoder
-from actalign.embed import embed_texts, embed_video, prefetch
+from actalign.embed import embed_texts, embed_video
 from actalign.encoders import hf
 from actalign.encoders.cache import EmbeddingCache
 from actalign.errors import ActAlignError
+from actalign.prefetch import prefetch
 from actalign.video import Sampling
 from media import make_video
 
 
 @pytest.fixture(scope="module")
 def siglip(siglip_dir):
-    return load_encoder(str(siglip_dir), batch_size=4)
+    return load_encoder(str(siglip_dir), batch_size=4, dtype="float32")
 
 
 @pytest.fixture(scope="module")
 def clip(clip_dir):
-    return load_encoder(str(clip_dir))
+    return load_encoder(str(clip_dir), dtype="float32")
 
 
 def frames(n: int = 6, size: int = 32, seed: int = 0) -> np.ndarray:
@@ -44,13 +45,13 @@ def test_siglip_loads_with_its_calibration(siglip, siglip_dir):
     assert siglip.bias == pytest.approx(-2.0)
     assert siglip.identity.startswith("dir:") and siglip.identity.endswith("|float32")
     assert siglip.decode_size == (32, 32)
-    assert load_encoder(str(siglip_dir)).identity == siglip.identity  # stable
+    assert load_encoder(str(siglip_dir), dtype="float32").identity == siglip.identity  # stable
 
 
 def test_identity_changes_with_the_weights(tmp_path, siglip):
     from models import build_siglip
 
-    other = load_encoder(str(build_siglip(tmp_path / "other", seed=1)))
+    other = load_encoder(str(build_siglip(tmp_path / "other", seed=1)), dtype="float32")
     assert other.identity != siglip.identity
 
 
@@ -110,8 +111,8 @@ def test_text_shapes_and_unit_norms(siglip, clip):
 
 
 def test_image_shapes_unit_norms_and_batch_invariance(siglip_dir):
-    one = load_encoder(str(siglip_dir), batch_size=1)
-    many = load_encoder(str(siglip_dir), batch_size=16)
+    one = load_encoder(str(siglip_dir), batch_size=1, dtype="float32")
+    many = load_encoder(str(siglip_dir), batch_size=16, dtype="float32")
     x = frames(7)
     a, b = one.encode_images(x), many.encode_images(x)
     assert a.shape == (7, one.dim)
@@ -336,10 +337,12 @@ def test_siglip2_fixed_resolution_texts_are_lower_cased(tmp_path, siglip_dir):
         encoder.processor.tokenizer = Spy()
         return encoder
 
-    v2 = spy(load_encoder(str(build_siglip(tmp_path / "siglip2-fixed", gemma=True)), device="cpu"))
+    v2 = spy(
+        load_encoder(str(build_siglip(tmp_path / "siglip2-fixed", gemma=True)), device="cpu", dtype="float32")
+    )
     assert v2.family == "siglip" and v2.lowercase  # loads as SigLIP; its Gemma tokenizer tells
     v2.encode_texts(["Alley-oop Dunk in Basketball"])
-    v1 = spy(load_encoder(str(siglip_dir), device="cpu"))
+    v1 = spy(load_encoder(str(siglip_dir), device="cpu", dtype="float32"))
     assert not v1.lowercase
     v1.encode_texts(["Alley-oop Dunk in Basketball"])
     assert seen == [["alley-oop dunk in basketball"], ["Alley-oop Dunk in Basketball"]]
@@ -361,3 +364,71 @@ def test_shortest_edge_sizes_are_the_processors(width, height, edge):
     image = np.zeros((height, width, 3), np.uint8)
     h, w = get_resize_output_image_size(image, edge, default_to_square=False)
     assert shortest_edge_size(width, height, edge) == (w, h)
+
+
+# --------------------------------------------------------------------------- your own encoder, the list
+
+
+def test_the_readme_encoder_example_registers_loads_and_classifies(tmp_path, monkeypatch):
+    """The README's example of an encoder of one's own, run as written: a few lines returning
+    random unit vectors, registered, loaded by `load_encoder("mine:x")` and used by ActAlign."""
+    import json
+    import re
+    from pathlib import Path
+
+    from actalign import encoders
+    from actalign.score import Prediction
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "register_backend(" in b]
+    assert len(blocks) == 1, "the README shows how to register an encoder of one's own, once"
+    monkeypatch.setattr(encoders, "_BACKENDS", dict(encoders._BACKENDS))  # the registration stays here
+    make_video(tmp_path / "clip.mp4", n=20, fps=10)
+    steps = ["a player jumps", "the ball goes in"]
+    (tmp_path / "scripts.json").write_text(
+        json.dumps({"basketball": {"Tip-in": steps, "Putback dunk": steps}})
+    )
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert type(namespace["encoder"]).__name__ == "RandomEncoder"
+    pred = namespace["pred"]
+    assert isinstance(pred, Prediction) and pred.top.action in ("Tip-in", "Putback dunk")
+    assert len(pred.timestamps) == 20 and pred.top.segments
+    assert "mine" in encoders.backends()
+
+
+def test_models_lists_backend_parameters_width_and_what_is_on_disk(tmp_path, monkeypatch, capsys):
+    """`actalign models`: one row per short name; "on disk" read offline from the Hugging Face cache
+    (here a cache holding siglip-base's config and weights, nothing else)."""
+    import huggingface_hub.constants
+
+    from actalign.cli import main
+    from actalign.encoders import MODELS
+
+    repo = tmp_path / "hub" / "models--google--siglip-base-patch16-224"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"")
+    # only the config of clip-b32: not usable offline, so not "on disk"
+    other = tmp_path / "hub" / "models--openai--clip-vit-base-patch32"
+    (other / "snapshots" / ("b" * 40)).mkdir(parents=True)
+    (other / "refs").mkdir()
+    (other / "refs" / "main").write_text("b" * 40)
+    (other / "snapshots" / ("b" * 40) / "config.json").write_text("{}")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["name", "checkpoint", "backend", "parameters", "width", "on", "disk"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.split()[0] in MODELS}
+    assert set(rows) == set(MODELS)
+    assert rows["siglip-base"].split()[-1] == "yes"
+    assert "no (downloaded on first use)" in rows["clip-b32"]
+    so400m = " ".join(rows["siglip-so400m"].split()[1:])
+    assert (
+        so400m
+        == "google/siglip-so400m-patch14-384 transformers SigLIP 878 M 1152 no (downloaded on first use)"
+    )

@@ -226,7 +226,7 @@ def test_a_run_folder_refuses_another_configuration(planted, tmp_path):
     clips, scripts = planted
     sources = {"context-rich": source(scripts)}
     evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), ladder())
-    other = [Rung("mean-pool", method="mean-pool")]
+    other = [Rung("mean-pool", kind="mean-pool")]
     with pytest.raises(ActAlignError, match="another configuration"):
         evaluate(plan_of(clips[:2]), ColourEncoder(), sources, str(tmp_path / "run"), other)
     with pytest.raises(ActAlignError, match=r"another configuration \(fps: null -> 4\.0\)"):
@@ -479,7 +479,7 @@ def test_untrimmed_lists_clips_it_cannot_use_and_pads_the_others(planted, tmp_pa
     )
     out, err = capsys.readouterr()
     assert code == 1 and "3 padded clips" in out
-    assert "2 clip(s) failed and 1 manifest row(s) rejected" in err and "Traceback" not in err
+    assert "2 clips failed and 1 manifest row rejected" in err and "Traceback" not in err
     failed = {
         f.get("id", f["line"]): f["reason"]
         for f in map(json.loads, (tmp_path / "u" / "failed.jsonl").read_text().splitlines())
@@ -497,10 +497,11 @@ def test_untrimmed_lists_clips_it_cannot_use_and_pads_the_others(planted, tmp_pa
 
 def test_rows_carry_the_papers_actalign_whatever_else_runs_beside_it():
     from actalign.eval.evaluate import ladder
-    from actalign.runner.score import Method, primary_method
+    from actalign.runner.score import primary_method
+    from actalign.score import Method
 
     assert primary_method(ladder()).name == "+ smoothing (ActAlign)"  # not the local rung after it
-    pool = Method("mean-pool", method="mean-pool")
+    pool = Method("mean-pool", kind="mean-pool")
     beside = [pool, Method("ActAlign"), Method("ActAlign (local)", alignment="subsequence")]
     assert primary_method(beside).name == "ActAlign"
     strategies = [
@@ -512,3 +513,36 @@ def test_rows_carry_the_papers_actalign_whatever_else_runs_beside_it():
     only_local = [pool, Method("ActAlign", alignment="subsequence")]
     assert primary_method(only_local).name == "ActAlign"
     assert primary_method([pool]).name == "mean-pool"
+
+
+def test_eval_actionatlas_says_how_many_clips_and_why_not_all(tmp_path, siglip_dir, capsys):
+    """The summary says how many of the benchmark's clips were prepared and evaluated, why the rest
+    were not (unavailable.jsonl), and that the paper's 898 is the same kind of count."""
+    from actalign.cli import main
+    from actalign.eval.datasets import coverage
+
+    source_video = make_video(tmp_path / "source.mp4", n=40, fps=10)
+
+    def fake_download(youtube_id, directory):
+        if youtube_id == "gone":
+            raise ActAlignError("YouTube video gone is not available (private).")
+        target = directory / f"{youtube_id}.mp4"
+        target.write_bytes(source_video.read_bytes())
+        return target
+
+    data = tmp_path / "atlas"
+    manifest = prepare_actionatlas(data, rows=atlas_rows(), download=fake_download)
+    c = coverage(manifest)
+    assert (c["rows"], c["prepared"], c["unavailable"], c["paper_evaluated"]) == (2, 1, 1, 898)
+    assert coverage(tmp_path / "source.mp4") is None  # not a prepared benchmark
+    scripts = write_scripts_for(load_manifest(manifest).clips, tmp_path / "scripts.json")
+    out = tmp_path / "run"
+    args = ["eval", "actionatlas", "--data", str(data), "--out", str(out), "--model", str(siglip_dir)]
+    assert main([*args, "--scripts", str(scripts), "--workers", "1", "-q"]) == 0
+    printed = capsys.readouterr().out
+    first = " ".join(printed.split("\n\n")[0].split())
+    assert first.startswith("ActionAtlas: 1 of its 2 clips could be prepared; 1 could not")
+    assert str(data / "unavailable.jsonl") in first and "The paper's 898 of 934" in first
+    assert "Evaluated 1 of 1 clip" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["dataset"]["unavailable"] == 1 and summary["dataset"]["prepared"] == 1

@@ -13,14 +13,13 @@ import pytest
 import actalign.embed
 from actalign import ActAlign, align
 from actalign.candidates import candidates_from_text, check_candidates
-from actalign.embed import VideoEmbedding, frame_key
+from actalign.embed import VideoEmbedding, frame_key, read_entry, write_entry
 from actalign.encoders import load_encoder
 from actalign.encoders.cache import EmbeddingCache, make_key
 from actalign.errors import ActAlignError
 from actalign.runner import run
 from actalign.runner.plan import load_manifest, plan_videos
-from actalign.runner.score import Method
-from actalign.score import Calibration, score
+from actalign.score import Calibration, Method, score
 from actalign.scripts import ScriptSource
 from actalign.video import Sampling, fingerprint
 from media import make_video
@@ -98,7 +97,7 @@ def test_an_entry_under_the_old_runner_key_is_never_read(tmp_path, siglip_dir, v
     )
     fresh = ActAlign(enc, SCRIPTS, fps=5, cache=False).classify(video, ["a", "b"], "t")
     assert result.rows[0]["frames"] == len(fresh.timestamps) != 10
-    assert cache.get_video(new) is not None
+    assert read_entry(cache, new, "v")[0] is not None
 
 
 def test_a_second_locate_reads_the_cache_and_never_decodes(tmp_path, siglip_dir, video, monkeypatch):
@@ -129,8 +128,8 @@ def test_locate_without_a_cache_decodes_the_spans_again(tmp_path, siglip_dir, vi
 def test_decoder_warnings_come_back_with_cached_embeddings(tmp_path):
     cache = EmbeddingCache(tmp_path)
     frames = np.eye(4, dtype=np.float32)
-    cache.put_video("k", frames, np.arange(4.0), 4.0, ["1 damaged packet skipped"])
-    entry = cache.get_video("k")
+    write_entry(cache, "k", frames, np.arange(4.0), 4.0, ["1 damaged packet skipped"])
+    entry = read_entry(cache, "k", "v")[0]
     assert entry.warnings == ["1 damaged packet skipped"] and np.array_equal(entry.frames, frames)
 
 
@@ -140,12 +139,12 @@ def test_long_videos_are_stored_in_blocks_read_back_whole(tmp_path):
     cache = EmbeddingCache(tmp_path)
     rng = np.random.default_rng(0)
     frames = rng.standard_normal((FRAME_BLOCK * 2 + 7, 3)).astype(np.float32)
-    cache.put_video("k", frames, np.arange(len(frames)) / 2.0, len(frames) / 2.0)
-    assert np.array_equal(cache.get_video("k").frames, frames)
+    write_entry(cache, "k", frames, np.arange(len(frames)) / 2.0, len(frames) / 2.0)
+    assert np.array_equal(read_entry(cache, "k", "v")[0].frames, frames)
     next(iter((tmp_path / "frames").rglob("*.npz")))  # stored
     victim = next(f for f in (tmp_path / "frames").rglob("*.npz") if f not in index_entries(tmp_path))
     victim.write_bytes(b"damaged")
-    assert cache.get_video("k") is None  # a damaged block: the entry is recomputed, never half-read
+    assert read_entry(cache, "k", "v")[0] is None  # a damaged block: the entry is recomputed, never half-read
 
 
 # --------------------------------------------------------------------------- the one scoring unit
@@ -194,10 +193,10 @@ def test_actalign_and_the_runner_give_the_same_prediction(tmp_path, siglip_dir, 
     enc = load_encoder(str(siglip_dir))
     for method in (
         Method("ActAlign"),
-        Method("mean-pool", method="mean-pool"),
+        Method("mean-pool", kind="mean-pool"),
         Method("sub", alignment="subsequence"),
     ):
-        model = ActAlign(enc, SCRIPTS, fps=5, cache=False, method=method.method, alignment=method.alignment)
+        model = ActAlign(enc, SCRIPTS, fps=5, cache=False, method=method.kind, alignment=method.alignment)
         pred = model.classify(video, ["a", "b"], "t")
         source = ScriptSource()
         source.hand = [SCRIPTS]

@@ -1,10 +1,13 @@
 """The README's claims against what the code does: its example output is what the documented
 command prints with the documented tiny model; the files `--plot`, `--save-arrays` and cues are
-written to, and the keys of `--save-arrays` and of `locate --format json`, are the ones it names."""
+written to, and the keys of `--save-arrays` and of `locate --format json`, are the ones its pages in
+docs/ (output.md, untrimmed.md) name; the README keeps its two set-up commands at the top and links
+every page the long sections moved to."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -34,6 +37,12 @@ def prose(title: str) -> str:
     return " ".join(section(title).split())
 
 
+def doc(name: str) -> str:
+    """A page of docs/ (the README links it) with the line breaks of its paragraphs undone."""
+    assert f"](docs/{name})" in README.read_text(encoding="utf-8"), f"the README does not link docs/{name}"
+    return " ".join((ROOT / "docs" / name).read_text(encoding="utf-8").split())
+
+
 def example() -> tuple[list[str], list[str]]:
     """(the command's words, the output lines) of the first code block under 'What you get'."""
     block = re.search(r"```\n(.*?)```", section("What you get"), re.S)
@@ -49,18 +58,25 @@ def example() -> tuple[list[str], list[str]]:
 
 def test_the_example_output_is_what_the_documented_command_prints(siglip_dir):
     """The block is the output of its command with the tiny model of tests/models.py (build_siglip,
-    as the README says), on the CPU; regenerate the block when the scores change on purpose."""
+    as the README says), on the CPU, run as a user's machine runs it: with the machine's real CPU
+    flags (no ACTALIGN_CPU_FLAGS), so the command itself must pin its dtype; regenerate the block
+    when the scores change on purpose."""
     words, expected = example()
     assert words[:2] == ["actalign", "classify"], words
+    assert words[words.index("--dtype") + 1] == "float32", "the example's numbers need a pinned dtype"
+    assert "`--dtype float32`" in prose("What you get")
     documented = "`build_siglip` in `tests/models.py` (passed as `--model DIR --device cpu`)"
     assert documented in prose("What you get")
     video = ROOT / words[2]
     if not video.exists():
         pytest.skip(f"the shared sample {video} is absent (see ../shared/data)")
     extra = ["--model", str(siglip_dir), "--device", "cpu", "--quiet"]
+    # the environment as it is: the CPU's real flags (a bfloat16 CPU can be simulated by running
+    # this file with ACTALIGN_CPU_FLAGS="amx_bf16 avx512_bf16")
     done = subprocess.run(
         [sys.executable, "-m", "actalign", *words[1:], *extra],
         cwd=ROOT,
+        env=dict(os.environ),
         capture_output=True,
         text=True,
         timeout=600,
@@ -78,8 +94,8 @@ def scripts_file(tmp_path) -> Path:
     return path
 
 
-def test_per_video_files_are_named_and_hold_what_the_readme_says(siglip_dir, scripts_file, tmp_path):
-    text = prose("What you get")
+def test_per_video_files_are_named_and_hold_what_the_docs_say(siglip_dir, scripts_file, tmp_path):
+    text = doc("output.md")
     for claim in ["`DIR/<video>.npz`", "(`clip.png`, `clip.npz`, `clip.vtt`)"]:
         assert claim in text, claim
     assert "(`a/clip.mp4`, `b/clip.mp4`) are named by their path below the folder they share" in text
@@ -129,10 +145,10 @@ def test_per_video_files_are_named_and_hold_what_the_readme_says(siglip_dir, scr
         }
 
 
-def test_locate_json_has_the_keys_the_readme_names(siglip_dir, scripts_file, tmp_path, capsys):
-    text = prose("Untrimmed footage: local alignment and `actalign locate`")
+def test_locate_json_has_the_keys_the_docs_name(siglip_dir, scripts_file, tmp_path, capsys):
+    text = doc("untrimmed.md")
     claim = re.search(r"`--format json` \((.*?)\), or WebVTT", text)
-    assert claim, "README: locate's JSON is not described as `--format json` (...), or WebVTT"
+    assert claim, "docs/untrimmed.md: locate's JSON is not described as `--format json` (...), or WebVTT"
     named = set()
     for token in re.findall(r"`([^`]+)`", claim.group(1)):
         named |= set(re.findall(r"[a-z_]+", token))
@@ -149,6 +165,32 @@ def test_locate_json_has_the_keys_the_readme_names(siglip_dir, scripts_file, tmp
     run_settings = {"candidates", "start", "end", "window_seconds", "nms", "min_score", "top"}
     assert run_settings <= set(data["settings"])
     assert named == keys | run_settings, (
-        f"README names {sorted(named - keys - run_settings)} that locate does not write, "
+        f"docs/untrimmed.md names {sorted(named - keys - run_settings)} that locate does not write, "
         f"and not {sorted(keys | run_settings - named)}"
     )
+
+
+def test_the_readme_is_short_keeps_its_two_commands_and_links_the_rest():
+    text = README.read_text(encoding="utf-8")
+    first = re.search(r"```bash\n(.*?)```", text, re.S).group(1)
+    commands = [line for line in first.splitlines() if line and not line.startswith("#")]
+    assert commands[0].startswith("bash scripts/setup.sh && .venv/bin/actalign classify ")
+    assert commands[1] == "bash scripts/setup.sh --dev && .venv/bin/python -m pytest -q"
+    assert 'pip install ".[' in text  # the pip path beside setup.sh
+    for page in [
+        "output.md",
+        "untrimmed.md",
+        "batch.md",
+        "evaluation.md",
+        "table2.md",
+        "scripts.md",
+        "app.md",
+    ]:
+        assert f"](docs/{page})" in text and (ROOT / "docs" / page).is_file(), page
+    for page in ["models.md", "faithfulness.md", "troubleshooting.md", "alignment.md", "benchmarks.md"]:
+        assert f"](docs/{page})" in text and (ROOT / "docs" / page).is_file(), page
+    assert len(text.splitlines()) < 260, "the README grew long again: move the details to docs/"
+    # links between the pages of docs/ lead somewhere
+    for page in (ROOT / "docs").glob("*.md"):
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            assert (page.parent / target).exists(), f"{page.name} links {target}, which is not there"

@@ -406,7 +406,7 @@ def test_source_order_files_store_llm(tmp_path, llm):
 def test_source_without_llm_names_what_is_missing(tmp_path):
     source = ScriptSource([], ScriptStore(tmp_path / "s.sqlite"), None)
     with pytest.raises(
-        ActAlignError, match=r"No scripts for 'Tip-in', 'Putback dunk' in 'basketball'.*--scripts"
+        ActAlignError, match=r"No scripts for 'Tip-in', 'Putback dunk' in 'basketball'.*`scripts=FILE`"
     ):
         source.get("basketball", ACTIONS)
     with pytest.raises(ActAlignError, match="Unknown script strategy"):

@@ -51,7 +51,7 @@ def reference_trained(model, tokenizer, texts) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def siglip(siglip_dir):
-    return load_encoder(str(siglip_dir), batch_size=4)
+    return load_encoder(str(siglip_dir), batch_size=4, dtype="float32")
 
 
 def test_siglip_texts_go_in_as_input_ids_alone(siglip):
@@ -78,7 +78,7 @@ def test_siglip_texts_go_in_as_input_ids_alone(siglip):
 
 def test_authors_text_encoding_reproduces_their_script(siglip_dir):
     """--text-encoding authors: one candidate's steps per call, dynamic padding, with the mask."""
-    authors = load_encoder(str(siglip_dir), text_encoding="authors")
+    authors = load_encoder(str(siglip_dir), text_encoding="authors", dtype="float32")
     tok = authors.processor.tokenizer
     steps = texts_of_lengths(tok, [3, 9, 17])
     inputs = tok(steps, padding=True, truncation=True, return_tensors="pt")
@@ -87,7 +87,7 @@ def test_authors_text_encoding_reproduces_their_script(siglip_dir):
         x = hf._features(authors.model.get_text_features(**inputs)).float()
     expected = (x / x.norm(dim=-1, keepdim=True)).numpy()
     np.testing.assert_allclose(authors.encode_texts(steps), expected, atol=1e-6)
-    trained = load_encoder(str(siglip_dir))
+    trained = load_encoder(str(siglip_dir), dtype="float32")
     assert np.abs(authors.encode_texts(steps) - trained.encode_texts(steps)).max() > 1e-3
     with pytest.raises(ActAlignError, match="Unknown text encoding"):
         load_encoder(str(siglip_dir), text_encoding="bogus")
@@ -193,7 +193,7 @@ def fake_hub_cache(root: Path, siglip_dir: Path, repo: str) -> str:
 def load_in_subprocess(name: str, env: dict) -> tuple[subprocess.CompletedProcess, float]:
     code = (
         "import sys\nfrom actalign import load_encoder\nfrom actalign.errors import ActAlignError\n"
-        f"try:\n    print(load_encoder({name!r}).identity)\nexcept ActAlignError as e:\n"
+        f'try:\n    print(load_encoder({name!r}, dtype="float32").identity)\nexcept ActAlignError as e:\n'
         "    print('error:', e, file=sys.stderr); sys.exit(2)\n"
     )
     t0 = time.monotonic()
@@ -665,7 +665,7 @@ def test_one_sampled_frame_says_how_many_were_there_to_sample(tmp_path):
     from actalign.video import Sampling, read_frames
 
     video = make_video(tmp_path / "v.mp4", n=16, fps=8)  # frames every 0.125 s up to 1.875 s
-    with pytest.warns(UserWarning, match=r"only 1 frame was sampled, of 4 in the chosen span .*raise --fps"):
+    with pytest.warns(UserWarning, match=r"only 1 frame was sampled, of 4 in the chosen span .*raise `fps`"):
         read_frames(video, Sampling(fps=2, start=1.5))
-    with pytest.warns(UserWarning, match=r"of 1 in the chosen span .*widen --start/--end"):
+    with pytest.warns(UserWarning, match=r"of 1 in the chosen span .*widen `start`/`end`"):
         read_frames(video, Sampling(start=1.8))

@@ -53,9 +53,15 @@ def test_classify_with_xclip_and_a_local_vlm_ranks_every_candidate(tmp_path, xcl
     video = make_video(tmp_path / "v.mp4", n=20, fps=10)
     cands = ["Tip-in", "Putback dunk", "Sky hook"]
     base = ["classify", str(video), "--domain", "basketball", "--candidates", *cands, "--format", "json"]
-    assert main([*base, "--method", "xclip", "--model", str(xclip_dir)]) == 0
+    assert main([*base, "--method", "xclip", "--xclip", str(xclip_dir), "--device", "cpu"]) == 0
     pred = json.loads(capsys.readouterr().out)["videos"][0]
     assert pred["method"] == "xclip" and sorted(p["action"] for p in pred["predictions"]) == sorted(cands)
+    # what it saw and what its scores are, told truly: its 4 frames, logits, its device and dtype
+    assert pred["frames"] == 4 and pred["score_kind"] == "logit"
+    assert pred["settings"]["device"] == "cpu" and pred["settings"]["dtype"] == "float32"
+    assert main([*base[:-2], "--method", "xclip", "--model", str(xclip_dir), "--dtype", "float32"]) == 0
+    table = capsys.readouterr().out  # --model: the alias of --xclip with --method xclip
+    assert "(basketball, 4 frames, xclip)" in table and "  rank    logit  action" in table, table
     assert [p["rank"] for p in pred["predictions"]] == [1, 2, 3] and all(
         not p["segments"] for p in pred["predictions"]
     )
@@ -80,11 +86,14 @@ def test_classify_with_xclip_and_a_local_vlm_ranks_every_candidate(tmp_path, xcl
     pred = json.loads(capsys.readouterr().out)["videos"][0]
     assert pred["method"] == "vlm" and len(pred["predictions"]) == 3  # ranked in process: every choice
     assert pred["settings"]["frames"] == 2 and pred["settings"]["protocol"] == "ranked"
+    assert pred["frames"] == 2 and pred["score_kind"] == "loglik"
+    assert pred["settings"]["device"] and pred["settings"]["dtype"]
     assert isinstance(pred["settings"]["answer"], str)
     vlm = [*base, "--method", "vlm", "--vlm", f"local:{qwen_dir}", "--vlm-frames", "2"]
     assert main(vlm) == 0  # ActionAtlas's protocol: the answer alone, or no answer
     pred = json.loads(capsys.readouterr().out)["videos"][0]
     assert pred["settings"]["protocol"] == "actionatlas" and pred["settings"]["max_pixels"] == 336 * 336
+    assert pred["frames"] == 2 and pred["score_kind"] == "answer"
     answered = pred["settings"]["answered"]
     assert [p["action"] for p in pred["predictions"]] == ([] if answered is None else [answered])
     assert main([*vlm, "--format", "table"]) == 0
@@ -251,5 +260,8 @@ def test_classify_with_a_server_shows_the_answer_or_no_answer(tmp_path, monkeypa
     assert [p["action"] for p in pred["predictions"]] == ([] if shown is None else [shown])
     assert pred["settings"]["answer"] == answer and pred["settings"]["protocol"] == "actionatlas"
     assert pred["settings"]["server"] == f"server:{fake.url}|some-vlm"
+    assert pred["frames"] == 16 and pred["settings"]["frames"] == 16  # ActionAtlas's 16, sent as images
+    assert (pred["settings"]["device"], pred["settings"]["dtype"]) == ("server", "server")
+    assert "(basketball, 16 frames, vlm)" in table and "  rank   answer  action" in table, table
     assert "Tip-in" not in table  # no ranking the model did not make
     assert ("no answer" in table) == (shown is None) and f"answer as written: {answer!r}" in table

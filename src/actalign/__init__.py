@@ -20,6 +20,7 @@ __all__ = [
     "ActAlignError",
     "Config",
     "Detection",
+    "Encoder",
     "Failure",
     "Hit",
     "Index",
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from actalign.api import ActAlign, Failure
     from actalign.config import Config
     from actalign.encoders import load_encoder, register_backend
+    from actalign.encoders.base import Encoder
     from actalign.index import Hit, Index
     from actalign.locate import Detection
     from actalign.score import Prediction
@@ -42,6 +44,7 @@ _HOMES = {
     "Failure": "actalign.api",
     "Config": "actalign.config",
     "Detection": "actalign.locate",
+    "Encoder": "actalign.encoders.base",
     "Hit": "actalign.index",
     "Index": "actalign.index",
     "Prediction": "actalign.score",

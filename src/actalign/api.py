@@ -50,8 +50,9 @@ class ActAlign:
     ActAlign(config) or ActAlign(model=..., **config_fields); `model` may also be an encoder
     object (anything with `encode_images`, `encode_texts`, `identity`, `scale`, `bias`) for one of
     your own. scripts: a scripts JSON file (or several), or a {domain: {action: [steps]}} dict;
-    they win over the store and the LLM. cache: an `EmbeddingCache`, or False for none (default:
-    the Config's `cache_dir` / `no_cache`).
+    they win over the store and the LLM. encoder: an encoder already loaded (shared by several
+    front doors; default: the Config's model, loaded on first use). cache: an `EmbeddingCache`, or
+    False for none (default: the Config's `cache_dir` / `no_cache`).
     """
 
     def __init__(
@@ -59,10 +60,10 @@ class ActAlign:
         config: Config | str | object | None = None,
         scripts: str | os.PathLike | Sequence | dict | None = None,
         *,
+        encoder=None,
         cache: EmbeddingCache | bool | None = None,
         **fields,
     ) -> None:
-        encoder = None
         if isinstance(config, Config):
             base = config
         elif config is None or isinstance(config, (str, os.PathLike)):
@@ -277,7 +278,7 @@ class ActAlign:
         sources = {}
         wanted: dict[tuple[str, str], list[str]] = {}
         for m in methods:
-            if m.method != "actalign":
+            if m.kind != "actalign":
                 continue
             sources[m.strategy] = self.scripts(m.strategy)
             for c in plan.clips[:limit]:
@@ -311,7 +312,7 @@ class ActAlign:
         plan = self.plan(clips, domain, candidates)
         methods = [self.config.scoring()]
         if out is not None:
-            done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+            done = finished(plan, str(out), methods, self.config.fps, limit, self._record(), self._dtype())
             if done is not None:  # a finished run: its rows, without loading any model
                 for row in done.rows:
                     yield _item(row, self.config)
@@ -347,7 +348,7 @@ class ActAlign:
         plan = self.plan(clips, options.pop("domain", None), options.pop("candidates", None))
         methods = [self.config.scoring()]
         limit = options.pop("limit", None)
-        done = finished(plan, str(out), methods, self.config.fps, limit, self._record())
+        done = finished(plan, str(out), methods, self.config.fps, limit, self._record(), self._dtype())
         if done is not None:  # checked (or found finished) before any model loads
             return done
         sources = self.check_scripts(plan, methods, limit)
@@ -410,6 +411,10 @@ class ActAlign:
             # loaded (or its server's settings checked) once, before the first clip: a baseline that
             # cannot run at all is one sentence, not a failure per clip and a table of n/a
             b.model  # noqa: B018
+        from actalign.eval.datasets import coverage
+
+        where = manifest if isinstance(manifest, (str, os.PathLike)) else getattr(manifest, "source", "")
+        dataset = coverage(where) if where else None  # ActionAtlas: how many of its clips could be had
         with _folder(out) as folder:
             return evaluate(
                 plan,
@@ -417,9 +422,16 @@ class ActAlign:
                 sources,
                 folder,
                 methods,
+                dataset=dataset,
                 baselines=list(baselines),
                 **self._run_options(engine, workers, limit, recorded_scripts, progress),
             )
+
+    def _dtype(self) -> str | None:
+        """The precision runs will have: the loaded encoder's, else the Config's expectation."""
+        if self._encoder is not None:
+            return getattr(self._encoder, "dtype_name", None)
+        return self.config.expected_dtype()
 
     def _record(self) -> dict:
         """What a run folder's configuration records of the Config beyond methods and encoder."""

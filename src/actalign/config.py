@@ -23,6 +23,7 @@ from actalign.score import ALIGNMENTS, DEFAULT_TEMPLATE, MAX_SMOOTH, MEAN_POOL_T
 __all__ = ["ENGINES", "Config"]
 
 ENGINES = ("local", "ray")
+BASELINES = ("xclip", "vlm")  # the paper's Table 2 peers (`actalign.baselines`): `model` names X-CLIP
 STRATEGIES = ("context-rich", "context-rich-t1", "short-fixed")  # scripts.prompts.STRATEGIES
 
 
@@ -78,7 +79,7 @@ class Config:
             object.__setattr__(self, "scripts", _paths(self.scripts))
         if self.model is None:
             object.__setattr__(self, "model", DEFAULT_MODEL)
-        _check_choice("method", self.method, METHODS)
+        _check_choice("method", self.method, (*METHODS, *BASELINES))
         _check_choice("alignment", self.alignment, ALIGNMENTS)
         _check_choice("engine", self.engine, ENGINES)
         _check_choice("strategy", self.strategy, STRATEGIES)
@@ -135,7 +136,7 @@ class Config:
         """The scoring method these fields name (`score.Method`, the one place options become
         one), with `changes` to its fields; named "ActAlign" or "mean-pool" unless `name`."""
         values = dict(
-            method=self.method,
+            kind=self.method,
             template=self.template,
             smooth_seconds=self.smooth,
             strategy=self.strategy,
@@ -143,7 +144,21 @@ class Config:
             prompt=self.mean_pool_template,
         )
         values.update(changes)
-        return Method(name or ("ActAlign" if values["method"] == "actalign" else "mean-pool"), **values)
+        if values["kind"] in BASELINES:  # a baseline aligns nothing: its Config's ActAlign
+            values["kind"] = "actalign"
+        return Method(name or ("ActAlign" if values["kind"] == "actalign" else "mean-pool"), **values)
+
+    def expected_dtype(self) -> str | None:
+        """The precision a run of this Config will have, when it is known without loading torch:
+        the `dtype` given, else on the CPU its own choice (bfloat16 units or not); None for a
+        GPU or an unnamed device without a `dtype` (only torch can say)."""
+        if self.dtype is not None:
+            return self.dtype
+        if self.device == "cpu" or (self.device is None and _no_gpu_driver()):
+            from actalign.encoders.cpu import default_cpu_dtype
+
+            return default_cpu_dtype()
+        return None
 
     # ------------------------------------------------------------------ the record of a result
 
@@ -209,6 +224,15 @@ class Config:
 
 
 _WRITER_FIELDS = ("llm", "llm_model", "llm_base_url")
+
+
+def _no_gpu_driver() -> bool:
+    """Linux without an NVIDIA or AMD GPU driver: the best device is the CPU (known without torch)."""
+    import os
+    import platform
+
+    gpu_paths = ("/proc/driver/nvidia/version", "/dev/kfd")
+    return platform.system() == "Linux" and not any(os.path.exists(p) for p in gpu_paths)
 
 
 def _number(value) -> bool:

@@ -28,13 +28,16 @@ from actalign.prefetch import prefetch
 from actalign.video import ArrayVideo, Sampling, as_video, expected_frames, fingerprint, iter_frames, probe
 
 __all__ = [
+    "EntryWriter",
     "FrameStream",
     "VideoEmbedding",
     "embed_text_groups",
     "embed_texts",
     "embed_video",
     "frame_key",
-    "prefetch",
+    "read_blocks",
+    "read_entry",
+    "write_entry",
 ]
 
 # /3: frames scaled as the processor scales them (RGB first, then bicubic). Bump it whenever the
@@ -134,8 +137,9 @@ class FrameStream:
         return sampled_rate(probe(self.video), self.sampling)
 
     def _read(self, index) -> Iterator | None:
-        """The cached blocks, or None when one is missing (then the video is decoded again)."""
-        first = self.cache.get_block(self.key, 0)
+        """The cached blocks, or None when the first is missing (then the video is decoded again)."""
+        reader = read_blocks(self.cache, self.key, index)
+        first = next(reader)
         if first is None:
             return None
 
@@ -143,7 +147,7 @@ class FrameStream:
             if self.on_total is not None:
                 self.on_total(len(index.timestamps))
             for i in range(index.blocks):
-                frames = first if i == 0 else self.cache.get_block(self.key, i)
+                frames = first if i == 0 else next(reader)
                 if frames is None:  # the one reader's rule: computed again, from where it broke
                     warn_damaged(self.video)
                     yield from self._decode(skip=i * FRAME_BLOCK)
@@ -166,24 +170,14 @@ class FrameStream:
             self.on_total(expected_frames(probe(self.video), self.sampling))
         stream = iter_frames(self.video, self.sampling, batch_size=enc.batch_size, resize=enc.decode_size)
         stamps_all: list[np.ndarray] = []
-        block: list[np.ndarray] = []
-        held = written = 0
+        writer = EntryWriter(self.cache, self.key) if self.cache is not None else None
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             for batch in prefetch(stream):
                 embedded = enc.encode_images(batch.frames)
                 stamps_all.append(batch.timestamps)
-                if self.cache is not None:
-                    block.append(embedded)
-                    held += len(embedded)
-                    while held >= FRAME_BLOCK:
-                        whole = np.concatenate(block)
-                        self.cache.put_block(self.key, written, whole[:FRAME_BLOCK])
-                        written += 1
-                        block, held = (
-                            ([whole[FRAME_BLOCK:]] if len(whole) > FRAME_BLOCK else []),
-                            len(whole) - FRAME_BLOCK,
-                        )
+                if writer is not None:
+                    writer.add(embedded)
                 seen, skip = skip, max(0, skip - len(embedded))
                 if seen >= len(embedded):
                     continue
@@ -198,10 +192,8 @@ class FrameStream:
         self.warnings = [str(w.message) for w in caught]
         for w in caught:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        if self.cache is not None:
-            if held:
-                self.cache.put_block(self.key, written, np.concatenate(block))
-            self.cache.put_index(self.key, self.timestamps, self.end, self.warnings)
+        if writer is not None:
+            writer.close(self.timestamps, self.end, self.warnings)
 
     def frames_between(self, first: int, last: int) -> np.ndarray | None:
         """Embeddings (last - first + 1, d) of frames first..last, from the cache; None without one."""
@@ -228,13 +220,69 @@ def warn_damaged(video) -> None:
     warnings.warn(damaged_note(video), stacklevel=3)
 
 
+class EntryWriter:
+    """The one writer of a video's cache entry: its frame embeddings in blocks of FRAME_BLOCK as
+    they fill, then the index (timestamps, end, the decoder's warnings) that makes it readable.
+
+        w = EntryWriter(cache, key); w.add(frames (B, d)); ...; w.close(timestamps (T,), end, warnings)
+    """
+
+    def __init__(self, cache: EmbeddingCache, key: str) -> None:
+        self.cache, self.key = cache, key
+        self.held: list[np.ndarray] = []
+        self.count = self.written = 0
+
+    def add(self, frames: np.ndarray) -> None:
+        """Frame embeddings (B, d) that follow those added before; full blocks are written now."""
+        self.held.append(frames)
+        self.count += len(frames)
+        while self.count >= FRAME_BLOCK:
+            whole = np.concatenate(self.held)
+            self.cache.put_block(self.key, self.written, whole[:FRAME_BLOCK])
+            self.written += 1
+            self.held = [whole[FRAME_BLOCK:]] if len(whole) > FRAME_BLOCK else []
+            self.count = len(whole) - FRAME_BLOCK
+
+    def close(self, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()) -> None:
+        """The last, partial block, then the index (timestamps (T,), end, warnings): readable now."""
+        if self.count:
+            self.cache.put_block(self.key, self.written, np.concatenate(self.held))
+        self.cache.put_index(self.key, timestamps, end, warnings_)
+
+
+def write_entry(
+    cache: EmbeddingCache, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float, warnings_=()
+) -> None:
+    """A whole video's frame embeddings (T, d) as one entry, through the one writer."""
+    writer = EntryWriter(cache, key)
+    writer.add(frames)
+    writer.close(timestamps, end, warnings_)
+
+
+def read_blocks(cache: EmbeddingCache, key: str, index) -> Iterator[np.ndarray | None]:
+    """The one reader: an entry's blocks (B, d) in order; None in place of a missing or damaged
+    block (then the reader stops: the caller computes the entry again)."""
+    for i in range(index.blocks):
+        block = cache.get_block(key, i)
+        yield block
+        if block is None:
+            return
+
+
 def read_entry(cache: EmbeddingCache, key: str, video) -> tuple[VideoEntry | None, list[str]]:
-    """A whole cache entry, or None; with a note when the entry's index is there but a block is
-    missing or damaged (the caller computes it again: the one reader's rule)."""
-    entry = cache.get_video(key)
-    if entry is None and cache.get_index(key) is not None:
+    """A whole cache entry (frames (T, d) read block by block), or None; with a note when the
+    entry's index is there but a block is missing or damaged (the caller computes it again: the
+    one reader's rule)."""
+    index = cache.get_index(key)
+    if index is None:
+        return None, []
+    blocks = list(read_blocks(cache, key, index))
+    frames = np.concatenate(blocks) if blocks and blocks[-1] is not None else None
+    if frames is None and not blocks:
+        frames = np.zeros((0, 0), np.float32)
+    if frames is None or len(frames) != len(index.timestamps):
         return None, [damaged_note(video)]
-    return entry, []
+    return VideoEntry(frames, index.timestamps, index.end, index.warnings), []
 
 
 def embed_video(

@@ -11,10 +11,20 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from actalign.text import printable
+from actalign.text import plural, printable
 
 FORMATS = ("table", "json", "jsonl", "csv", "vtt", "srt")
 CUE_FORMATS = ("vtt", "srt")
+# What a score is, per kind: the column name of the table and what the README says of it.
+SCORE_KINDS: dict[str, tuple[str, str]] = {
+    "eq13": ("score", "the path-normalised DTW score of Eq. 13, in [0, 1]"),
+    "affinity": ("score", "the affinity (Eq. 9) of the mean frame embedding, in [0, 1]"),
+    "logit": ("logit", "X-CLIP's video-text logit (its learned scale times a cosine; not in [0, 1])"),
+    "loglik": ("loglik", "the video LLM's log-likelihood of the choice's number (<= 0)"),
+    "answer": ("answer", "1 for the choice the video LLM answered (top-1 only)"),
+}
+
+
 CSV_FIELDS = ["video", "domain", "method", "alignment", "rank", "action", "score", "span_start", "span_end"]
 
 
@@ -40,7 +50,8 @@ def prediction_dict(p, top_k: int | None = None) -> dict:
         "alignment": p.alignment,
         "start": p.start,
         "end": p.end,
-        "frames": len(p.timestamps),
+        "frames": p.frames,
+        "score_kind": p.score_is,
         "settings": p.settings,
         "predictions": [candidate_dict(c) for c in p.candidates[:top_k]],
     }
@@ -101,7 +112,7 @@ def to_table(predictions: Sequence, top_k: int | None = None) -> str:
             where = f", from {p.start:g} s"
         else:
             where = f", {p.start or 0:g}-{p.end:g} s"
-        n = len(p.timestamps)
+        n = p.frames
         out.append(
             f"{p.video}  ({p.domain}, {n} frame{'' if n == 1 else 's'}{where}, {p.method}"
             + (f", {p.alignment} alignment" if p.alignment != "global" else "")
@@ -109,7 +120,8 @@ def to_table(predictions: Sequence, top_k: int | None = None) -> str:
         )
         local = p.alignment != "global"
         # the span (fixed width) before the action (any width), so that the columns line up
-        out.append(f"  {'rank':>4}  {'score':>7}  " + (f"{'span':<18}  " if local else "") + "action")
+        column = SCORE_KINDS.get(p.score_is, ("score", ""))[0]
+        out.append(f"  {'rank':>4}  {column:>7}  " + (f"{'span':<18}  " if local else "") + "action")
         for c in p.candidates[:top_k]:
             span = f"{c.span[0]:7.2f} - {c.span[1]:6.2f} s  " if local and c.span is not None else ""
             out.append(f"  {c.rank:>4}  {c.score:7.4f}  {span}{printable(c.action)}")
@@ -230,7 +242,10 @@ def format_detections(
             "detections": [d.to_dict() for d in detections],
         }
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-    lines = [f"{video}  ({len(detections)} occurrences)", f"  {'start':>8}  {'end':>8}  {'score':>7}  action"]
+    lines = [
+        f"{video}  ({plural(len(detections), 'occurrence')})",
+        f"  {'start':>8}  {'end':>8}  {'score':>7}  action",
+    ]
     for d in detections:
         lines.append(f"  {d.start:8.2f}  {d.end:8.2f}  {d.score:7.4f}  {d.action}")
         lines += [f"      {s.start:8.2f} - {s.end:8.2f} s  {s.step}" for s in d.segments]

@@ -272,7 +272,9 @@ class FrameSource(Protocol):
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]: ...
 
-    def frames_between(self, first: int, last: int) -> np.ndarray | None: ...
+    def frames_between(self, first: int, last: int) -> np.ndarray | None:
+        """Embeddings (last - first + 1, d) of frames first..last again, or None."""
+        ...
 
 
 def detect(

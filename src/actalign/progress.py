@@ -16,12 +16,14 @@ import sys
 import time
 from typing import TextIO
 
-_settings = {"quiet": False}
+_settings = {"quiet": False, "verbose": False}
 
 
-def configure(quiet: bool = False) -> None:
-    """Silence (or restore) all progress output of this process."""
+def configure(quiet: bool = False, verbose: bool = False) -> None:
+    """Silence (or restore) all progress output of this process; `verbose`: also the lines other
+    libraries (Ray, transformers, Gradio) log and warn, which are hidden otherwise."""
     _settings["quiet"] = bool(quiet)
+    _settings["verbose"] = bool(verbose) and not quiet
     if quiet and "huggingface_hub" in sys.modules:  # else when a model loads (`quiet_hub`): a
         quiet_hub()  # command that loads none need not import the hub (and tqdm) at all
 
@@ -39,6 +41,11 @@ def quiet_hub() -> None:
 
 def is_quiet() -> bool:
     return _settings["quiet"]
+
+
+def is_verbose() -> bool:
+    """Whether other libraries' own log lines and warnings are shown (`-v`)."""
+    return _settings["verbose"]
 
 
 def _interval() -> float:

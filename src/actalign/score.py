@@ -82,6 +82,21 @@ class Prediction:
     settings: dict = field(default_factory=dict)  # model, sampling, smoothing, template, ...
     warnings: list[str] = field(default_factory=list)  # e.g. damaged packets skipped while decoding
     id: str | None = None  # the clip's id in a run (`ActAlign.run`)
+    # the frames the method saw, where they are not `timestamps` (a baseline's own few frames)
+    frames_seen: int | None = None
+    score_kind: str | None = None  # what a score is (SCORE_KINDS); None: the method's own kind
+
+    @property
+    def frames(self) -> int:
+        """How many frames the method saw: the sampled frames, or a baseline's own frames."""
+        return len(self.timestamps) if self.frames_seen is None else self.frames_seen
+
+    @property
+    def score_is(self) -> str:
+        """What this prediction's scores are: a key of SCORE_KINDS."""
+        if self.score_kind:
+            return self.score_kind
+        return "affinity" if self.method == "mean-pool" else "eq13"
 
     @property
     def top(self) -> CandidateResult:
@@ -123,7 +138,7 @@ class Method:
     alignment mode) or the mean-pool baseline (one prompt per candidate)."""
 
     name: str = "ActAlign"
-    method: str = "actalign"  # or "mean-pool"
+    kind: str = "actalign"  # or "mean-pool"
     template: str = DEFAULT_TEMPLATE
     smooth_seconds: float = 1.0
     strategy: str = "context-rich"
@@ -131,8 +146,8 @@ class Method:
     prompt: str = MEAN_POOL_TEMPLATE  # mean-pool only
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ActAlignError(f"Unknown method {self.method!r}; use one of {', '.join(METHODS)}.")
+        if self.kind not in METHODS:
+            raise ActAlignError(f"Unknown method {self.kind!r}; use one of {', '.join(METHODS)}.")
         if self.alignment not in ALIGNMENTS:
             raise ActAlignError(f"Unknown alignment {self.alignment!r}; use one of {', '.join(ALIGNMENTS)}.")
         smooth = self.smooth_seconds
@@ -145,7 +160,7 @@ class Method:
         """The groups of texts embedded for a clip's candidates: per candidate its steps through
         the template (ActAlign), or one group of every candidate's prompt (mean-pool). A group is
         one tokenizer call under the authors' text encoding. scripts: {action: steps}."""
-        if self.method == "mean-pool":
+        if self.kind == "mean-pool":
             return [[fill(self.prompt, domain=domain, action=a) for a in scripts]]
         return [
             [fill(self.template, step=s, domain=domain, action=a) for s in steps]
@@ -154,17 +169,17 @@ class Method:
 
     def assign(self, names: Sequence[str], groups: Sequence[np.ndarray]) -> dict[str, np.ndarray]:
         """{action: vectors} from the embedded groups of `texts` (in the same order)."""
-        if self.method == "mean-pool":
+        if self.kind == "mean-pool":
             return {a: groups[0][i : i + 1] for i, a in enumerate(names)}
         return dict(zip(names, groups, strict=True))
 
     def record(self) -> dict:
         """What a run's configuration records of this method (for mean-pool only what it uses)."""
-        if self.method == "mean-pool":  # the keys of `Config.record` (one set of keys)
-            return {"name": self.name, "method": self.method, "mean_pool_template": self.prompt}
+        if self.kind == "mean-pool":  # the keys of `Config.record` (one set of keys)
+            return {"name": self.name, "method": self.kind, "mean_pool_template": self.prompt}
         return {
             "name": self.name,
-            "method": self.method,
+            "method": self.kind,
             "template": self.template,
             "smooth": self.smooth_seconds,
             "strategy": self.strategy,
@@ -319,7 +334,7 @@ def score(
     common = dict(
         video_end=emb.end, settings=dict(settings or {}), warnings=list(getattr(emb, "warnings", ()))
     )
-    if method.method == "mean-pool":
+    if method.kind == "mean-pool":
         texts = np.stack([np.asarray(vectors[a], np.float32).reshape(-1) for a in names])
         scores = mean_pool_scores(emb.frames, texts, calibration.scale, calibration.bias)
         results = [CandidateResult(names[i], float(scores[i]), r) for r, i in enumerate(rank(scores), 1)]

@@ -27,3 +27,19 @@ def printable(text: object) -> str:
     controls, newlines, tabs), bidirectional overrides and lone surrogates are written as Python
     escapes (`\\x1b`, `\\u202e`); everything else is left as it is."""
     return _UNSAFE.sub(_escape, str(text))
+
+
+def human_count(n: float | None) -> str:
+    """A count as people write model sizes: 12.3 K, 86 M, 0.88 B -> '878 M' ... ('' for None)."""
+    if n is None:
+        return ""
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(n) >= scale:
+            value = n / scale
+            return f"{value:.3g} {unit}" if value < 1000 else f"{value:.0f} {unit}"
+    return f"{n:.0f}"
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """'1 script', '2 scripts', '0 scripts' (`many`: the plural where it is not noun + 's')."""
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"

@@ -234,8 +234,7 @@ class Engine:
         candidates = check_candidates(candidates)
         self.check_video(video)
         steps = self.resolve(domain, candidates, scripts or {})
-        from actalign.classify import Pipeline
-        from actalign.scripts import ScriptSource
+        from actalign.api import ActAlign
 
         config = s.replace(
             model=model or s.model,
@@ -244,10 +243,8 @@ class Engine:
             alignment=alignment or s.alignment,
             method="actalign",
         )
-        source = ScriptSource()
-        source.hand = [{domain: steps}]
-        pipeline = Pipeline(config, self.encoder(model), source, self.cache())
-        return pipeline.classify(video, candidates, domain, start, end, on_frames, on_total)
+        front = ActAlign(config, {domain: steps}, encoder=self.encoder(model), cache=self.cache() or False)
+        return front.classify(video, candidates, domain, start, end, on_frames, on_total)
 
 
 def check_domain(domain: str | None) -> str:

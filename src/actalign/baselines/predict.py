@@ -159,7 +159,11 @@ class Baseline:
             if ranking:
                 scores[ranking[0]] = 1.0
         results = [CandidateResult(candidates[i], float(scores[i]), r) for r, i in enumerate(ranking, 1)]
-        settings = self.record()
+        settings = {**self.record(), **self.runs_on()}
+        if self.kind == "xclip":
+            seen, kind = self.model.num_frames, "logit"
+        else:
+            seen, kind = result.frames, ("answer" if result.loglik is None else "loglik")
         if result is not None:
             settings.update(frames=result.frames, image_size=result.image_size, mode=result.mode)
             if result.max_pixels is not None:
@@ -167,8 +171,25 @@ class Baseline:
             settings["answer"] = kept_answer(result.answer_text)
             settings["answered"] = None if result.answer is None else candidates[result.answer]
         return Prediction(
-            str(video), domain, self.kind, results, np.zeros(0), start=start, end=end, settings=settings
+            str(video),
+            domain,
+            self.kind,
+            results,
+            np.zeros(0),
+            start=start,
+            end=end,
+            settings=settings,
+            frames_seen=int(seen),
+            score_kind=kind,
         )
+
+    def runs_on(self) -> dict:
+        """The device and dtype the loaded model runs in (a server's: "server", its own dtype)."""
+        m = self.model
+        device, dtype = getattr(m, "device", None), getattr(m, "dtype", None)
+        if device is None:  # a model behind an OpenAI-compatible server
+            return {"device": "server", "dtype": "server"}
+        return {"device": str(device), "dtype": str(dtype).removeprefix("torch.")}
 
     def entry(self, clip) -> dict:
         """A batch row's entry for this baseline: scores in the candidates' order (when it has

@@ -91,15 +91,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """Our warnings as `warning: ...`; another library's (Ray, transformers) named as its own, and
-    silent under --quiet (they are not ours to fix)."""
+    """Our warnings as `warning: ...`; another library's (Ray, transformers) only with -v, named as
+    its own (they are not ours to fix)."""
     from actalign import progress
 
     where = Path(filename).parts
-    library = next((p for p in ("ray", "transformers", "torch", "gradio") if p in where), None)
-    if library is None:
+    installed = "site-packages" in where or "dist-packages" in where
+    if "actalign" in where or not installed:
         print(f"warning: {as_flags(str(message))}", file=sys.stderr)
-    elif not progress.is_quiet():
+    elif progress.is_verbose():  # another library's (not ours to fix): with -v, named as its own
+        library = next(
+            (p for p in where if p in ("ray", "transformers", "torch", "gradio")), Path(filename).stem
+        )
         print(f"{library}: {category.__name__}: {message}", file=sys.stderr)
 
 
@@ -203,7 +206,12 @@ def _main(args, progress) -> int:
     from actalign import startup
 
     startup.begin()
-    progress.configure(quiet=getattr(args, "quiet", False))
+    progress.configure(quiet=getattr(args, "quiet", False), verbose=getattr(args, "verbose", False))
+    if not progress.is_verbose():  # the libraries underneath log to stderr: their lines with -v only
+        import logging
+
+        for name in ("ray", "transformers", "torch", "httpx", "gradio", "urllib3", "filelock"):
+            logging.getLogger(name).setLevel(logging.ERROR)
     try:
         return _run(args)
     finally:

@@ -7,7 +7,7 @@ otherwise; a public gradio.live link is made only with --share.
 from __future__ import annotations
 
 import argparse
-import signal
+import time
 import warnings
 
 from actalign.cli import common
@@ -20,10 +20,6 @@ def port(text: str) -> int:
     if value > 65535:
         raise argparse.ArgumentTypeError(f"{text} is not a port (1 to 65535)")
     return value
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def add_parser(sub) -> None:
@@ -103,10 +99,12 @@ def run(args) -> int:
     for line in banner(listen_on(args.host), args.host, args.port, demo.share_url):
         print(line)
     print("Ctrl-C stops it.", flush=True)
-    previous = signal.signal(signal.SIGTERM, _interrupt)  # a service manager's stop: as Ctrl-C
+    # not Gradio's block_thread: it swallows Ctrl-C (and prints its own line); here Ctrl-C and
+    # SIGTERM reach the CLI, which ends the app as every command ends: `interrupted`, exit 130;
+    # `terminated`, 143
     try:
-        demo.block_thread()
+        while demo.is_running:
+            time.sleep(0.2)
     finally:
-        signal.signal(signal.SIGTERM, previous)
         stop(demo)
     return 0

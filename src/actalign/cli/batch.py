@@ -6,14 +6,16 @@ from __future__ import annotations
 
 from actalign.cli import common
 from actalign.errors import ActAlignError
+from actalign.text import plural
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "batch",
         help="classify many clips (a manifest or videos) into a run folder",
-        description="Classify many clips into a run folder (predictions.jsonl, failed.jsonl, "
-        "summary.json): either one JSONL manifest (a video, domain and candidates per row) or "
+        description="Classify many clips into a run folder (predictions.jsonl: one row per clip as "
+        "clips finish; failed.jsonl; config.json; scripts.json: the scripts used; eval adds "
+        "summary.json and summary.md): either one JSONL manifest (a video, domain and candidates per row) or "
         "videos, folders and globs with --domain and --candidates. Decoding runs in worker "
         "processes (or on a Ray cluster); an interrupted run resumes where it stopped when run again "
         "with the same --out.",
@@ -60,8 +62,10 @@ def run(args) -> int:
     where = f"{args.out.rstrip('/')}/predictions.jsonl"
     left = len(clips.clips) - result.planned
     limited = (
-        f" (--limit {args.limit}: {left} more clip(s) in the input; rerun without it)" if left > 0 else ""
+        f" (--limit {args.limit}: {plural(left, 'more clip')} in the input; rerun without it)"
+        if left > 0
+        else ""
     )
-    print(f"{len(result.rows)} of {result.planned} clips done{limited}; predictions in {where}")
+    print(f"{len(result.rows)} of {plural(result.planned, 'clip')} done{limited}; predictions in {where}")
     common.report_failures(args.out, result.failures)
     return 1 if result.failures else 0

@@ -121,7 +121,9 @@ def run(args) -> int:
     writer = PredictionWriter(args.format, args.output, args.top_k, several=several, names=names)
     baseline = None
     if args.method in ("xclip", "vlm"):
-        baseline = common.baseline_for(args, args.method, args.model if args.method == "xclip" else args.vlm)
+        # X-CLIP's checkpoint: --xclip, as in eval; --model is kept as an alias with --method xclip
+        spec = (args.xclip or args.model) if args.method == "xclip" else args.vlm
+        baseline = common.baseline_for(args, args.method, spec)
     for video in good:
         try:
             if baseline is not None:

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from actalign.errors import ActAlignError
+from actalign.text import plural
 
 # --------------------------------------------------------------------------- value types
 
@@ -99,6 +100,14 @@ def positive_int(text: str) -> int:
 
 def add_quiet(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bars or progress lines")
+    p.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="also the log lines and warnings of the libraries underneath (Ray, transformers, torch, "
+        "Gradio), hidden otherwise; and, where a model is loaded, one line saying where the seconds "
+        "before the first frame went (startup: imports, model, first batch), with --quiet too",
+    )
 
 
 def add_model_options(p: argparse.ArgumentParser) -> None:
@@ -136,13 +145,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="embedding cache folder (default: $ACTALIGN_CACHE_DIR, else the user cache folder)",
     )
     g.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
-    g.add_argument(
-        "--verbose",
-        "-v",
-        action="store_true",
-        help="say on stderr where the seconds before the first frame went (startup: imports, "
-        "model load, first batch), when this process loads a model",
-    )
 
 
 def add_script_options(p: argparse.ArgumentParser) -> None:
@@ -217,6 +219,25 @@ def domain_name(text: str) -> str:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def add_search_options(p: argparse.ArgumentParser, what: str = "occurrences") -> None:
+    """The options of a search for occurrences (locate, search): smoothing, the step template,
+    the score threshold, non-maximum suppression and the window of frames held at once."""
+    p.add_argument("--smooth", type=window_seconds, default=1.0, help="smoothing window in seconds (0: none)")
+    p.add_argument(
+        "--template", default="{step} in {domain}", help="text of a step for the encoder ({step}, {domain})"
+    )
+    p.add_argument(
+        "--min-score",
+        type=float,
+        default=None,
+        help=f"keep {what} scoring at least this, 0 to 1 (default: none, every one)",
+    )
+    p.add_argument(
+        "--nms", type=float, default=0.3, help="overlap (IoU) above which the weaker occurrence goes"
+    )
+    p.add_argument("--window", type=positive_float, default=300.0, help="seconds of frames held at once")
+
+
 def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--domain",
@@ -241,8 +262,17 @@ def add_candidate_options(p: argparse.ArgumentParser, required: bool = True) -> 
 
 
 def add_baseline_options(p: argparse.ArgumentParser) -> None:
-    """The video LLM's settings (the paper's Table 2 peers)."""
-    g = p.add_argument_group("video LLM (--method vlm, eval --vlm)")
+    """The X-CLIP checkpoint and the video LLM's settings (the paper's Table 2 peers): one option
+    name for one thing, in classify and eval."""
+    g = p.add_argument_group("baselines (classify --method xclip|vlm; eval --xclip, --vlm, --table2)")
+    g.add_argument(
+        "--xclip",
+        default=None,
+        metavar="ID_OR_DIR",
+        help="the X-CLIP checkpoint: classify --method xclip uses it (--model is taken as an alias "
+        "there), eval adds the X-CLIP baseline with it (default: none; for classify --method xclip "
+        "and eval --table2, microsoft/xclip-large-patch14-16-frames)",
+    )
     g.add_argument(
         "--vlm",
         default=None,
@@ -302,7 +332,7 @@ def add_classify_options(p: argparse.ArgumentParser, baseline: bool = True) -> N
             choices=["actalign", "mean-pool", "xclip", "vlm"],
             default="actalign",
             help="actalign; mean-pool: the mean frame embedding against one text per candidate; xclip: "
-            "X-CLIP's video-text logits (--model names an X-CLIP checkpoint, else "
+            "X-CLIP's video-text logits (--xclip names the checkpoint, else "
             "microsoft/xclip-large-patch14-16-frames); vlm: a video LLM answers the multiple-choice "
             "question (--vlm). Only actalign aligns: --smooth, --template and --alignment apply to it",
         )
@@ -427,8 +457,9 @@ def report_failures(out: str, failures: list[dict]) -> None:
         first = failures[0]
         where = "" if first.get("rejected") else f"{first['id']}: "  # a row's reason names its line
         rejected = sum(1 for f in failures if f.get("rejected"))
-        counts = [f"{len(failures) - rejected} clip(s) failed"] if len(failures) > rejected else []
-        counts += [f"{rejected} manifest row(s) rejected"] if rejected else []
+        failed = len(failures) - rejected
+        counts = [f"{plural(failed, 'clip')} failed"] if failed else []
+        counts += [f"{plural(rejected, 'manifest row')} rejected"] if rejected else []
         print(
             f"{' and '.join(counts)}; see {out.rstrip('/')}/failed.jsonl (first: {where}{first['reason']})",
             file=sys.stderr,

@@ -17,8 +17,9 @@ def add_parser(sub) -> None:
         description="Measure top-1/2/3 accuracy on a JSONL manifest whose rows name their answer, or "
         "on ActionAtlas (its clips are downloaded and prepared in --data first): the mean-pool "
         "baseline and ActAlign, the paper's Table 2 peers beside them (--table2, --xclip, --vlm), the "
-        "ablation ladder of Table 3, or script strategies side by side (Table 4). A run folder as in "
-        "batch, resumable; the summary is printed as a Markdown table.",
+        "ablation ladder of Table 3, or script strategies side by side (Table 4). Writes a run folder "
+        "as batch does (predictions.jsonl, failed.jsonl, config.json, scripts.json; resumable) plus "
+        "summary.json and summary.md; the summary is printed as a Markdown table.",
     )
     p.add_argument("dataset", metavar="DATASET", help="a JSONL manifest with answers, or 'actionatlas'")
     p.add_argument("--data", default="actionatlas-data", help="the folder ActionAtlas clips are prepared in")
@@ -36,13 +37,6 @@ def add_parser(sub) -> None:
         metavar="S",
         help="compare script strategies (Table 4): context-rich context-rich-t1 short-fixed "
         "(default: none, ActAlign with --strategy only)",
-    )
-    p.add_argument(
-        "--xclip",
-        default=None,
-        metavar="ID_OR_DIR",
-        help="also the X-CLIP baseline with this checkpoint "
-        "(default: none; with --table2, microsoft/xclip-large-patch14-16-frames)",
     )
     p.add_argument(
         "--table2",
@@ -102,5 +96,6 @@ def run(args) -> int:
     problems = summary["failed"] + summary["rows_rejected"]
     if problems:
         where = f"{args.out.rstrip('/')}/failed.jsonl"
-        print(f"{problems} clip(s) or manifest row(s) could not be evaluated; see {where}", file=sys.stderr)
+        what = "clip or manifest row" if problems == 1 else "clips or manifest rows"
+        print(f"{problems} {what} could not be evaluated; see {where}", file=sys.stderr)
     return 1 if problems else 0

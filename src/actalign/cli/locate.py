@@ -26,32 +26,12 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--end", type=common.positive_float, default=None, help="end time in seconds (default: the end)"
     )
-    p.add_argument(
-        "--smooth", type=common.window_seconds, default=1.0, help="smoothing window in seconds (0: none)"
-    )
-    p.add_argument(
-        "--template", default="{step} in {domain}", help="text of a step for the encoder ({step}, {domain})"
-    )
-    p.add_argument(
-        "--min-score",
-        type=float,
-        default=None,
-        help="keep occurrences scoring at least this, 0 to 1 (default: none, every occurrence)",
-    )
+    common.add_search_options(p)
     p.add_argument(
         "--top",
         type=common.positive_int,
         default=None,
         help="keep the N best occurrences per action (default: all)",
-    )
-    p.add_argument(
-        "--nms", type=float, default=0.3, help="overlap (IoU) above which the weaker occurrence goes"
-    )
-    p.add_argument(
-        "--window",
-        type=common.positive_float,
-        default=300.0,
-        help="seconds of frames held at once",
     )
     p.add_argument(
         "--format",

@@ -6,7 +6,7 @@ import sys
 
 from actalign.cli import common
 from actalign.errors import ActAlignError
-from actalign.text import printable
+from actalign.text import plural, printable
 
 DEFAULT_STRATEGY = "context-rich"  # scripts.prompts.DEFAULT_STRATEGY, without importing the package
 STORE_HELP = "script store (default: $ACTALIGN_HOME/scripts.sqlite, else the user data folder)"
@@ -104,7 +104,7 @@ def _jobs(args) -> dict[str, list[str]]:
 
     jobs: dict[str, list[str]] = {}
     if args.manifest:
-        from actalign.eval.datasets import load_manifest
+        from actalign.runner.plan import load_manifest
 
         for clip in load_manifest(args.manifest).clips:
             jobs.setdefault(clip.domain, []).extend(clip.candidates)
@@ -219,10 +219,10 @@ def run(args) -> int:
     if command == "export":
         common.check_writable(args.file)
         count = store.export(args.file, args.strategy)
-        print(f"exported {count} {args.strategy} scripts to {args.file}")
+        print(f"exported {plural(count, args.strategy + ' script')} to {args.file}")
         return 0
     if command == "import":
         count = store.import_file(args.file, args.strategy)
-        print(f"imported {count} scripts from {args.file} as hand-written {args.strategy} scripts")
+        print(f"imported {plural(count, 'script')} from {args.file} as hand-written {args.strategy} scripts")
         return 0
     return stats_table(store.effective(args.strategy))

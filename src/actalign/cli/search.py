@@ -17,24 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("index", metavar="INDEX", help="the index folder")
     common.add_candidate_options(p)
     p.add_argument("--top", type=common.positive_int, default=20, help="keep the N best hits in all")
-    p.add_argument(
-        "--min-score",
-        type=float,
-        default=None,
-        help="keep hits scoring at least this, 0 to 1 (default: none, every hit)",
-    )
-    p.add_argument(
-        "--smooth", type=common.window_seconds, default=1.0, help="smoothing window in seconds (0: none)"
-    )
-    p.add_argument(
-        "--template", default="{step} in {domain}", help="text of a step for the encoder ({step}, {domain})"
-    )
-    p.add_argument(
-        "--nms", type=float, default=0.3, help="overlap (IoU) above which the weaker occurrence goes"
-    )
-    p.add_argument(
-        "--window", type=common.positive_float, default=300.0, help="seconds of frames held at once"
-    )
+    common.add_search_options(p, "hits")
     p.add_argument(
         "--format",
         choices=["table", "json", "jsonl", "csv"],

@@ -4,6 +4,7 @@ manifest, with the action's true span in each row, to measure local against glob
 from __future__ import annotations
 
 from actalign.cli import common
+from actalign.text import plural
 
 
 def add_parser(sub) -> None:
@@ -49,7 +50,7 @@ def run(args) -> int:
             on_frames=on_frames,
         )
     done = len(plan.clips) - sum(1 for f in failures if not f.get("rejected"))
-    print(f"{done} padded clips; manifest: {manifest}")
+    print(f"{plural(done, 'padded clip')}; manifest: {manifest}")
     if failures:
         common.report_failures(str(out), failures)
     print(f"measure them: actalign eval {manifest} --out RUN --ladder")

@@ -12,11 +12,21 @@ trained without one) and an `identity` string that names the exact weights, for 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from actalign.encoders.base import Encoder
 from actalign.errors import ActAlignError
 
-__all__ = ["DEFAULT_MODEL", "MODELS", "load_encoder", "register_backend"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "MODELS",
+    "MODEL_INFO",
+    "ModelInfo",
+    "backends",
+    "load_encoder",
+    "on_disk",
+    "register_backend",
+]
 
 # Short names for the checkpoints we know; any other hub id or local directory works as well.
 MODELS: dict[str, str] = {
@@ -29,6 +39,50 @@ MODELS: dict[str, str] = {
     "clip-l14": "openai/clip-vit-large-patch14",
 }
 DEFAULT_MODEL = "google/siglip-so400m-patch14-384"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What `actalign models` says of a short name: its backend, its parameter count (vision and
+    text towers, as published) and the width of its embeddings."""
+
+    backend: str
+    parameters: int
+    dim: int
+
+
+MODEL_INFO: dict[str, ModelInfo] = {
+    "siglip-so400m": ModelInfo("transformers SigLIP", 878_000_000, 1152),
+    "siglip2-so400m": ModelInfo("transformers SigLIP 2", 1_136_000_000, 1152),
+    "siglip-base": ModelInfo("transformers SigLIP", 203_000_000, 768),
+    "siglip2-base": ModelInfo("transformers SigLIP 2", 375_000_000, 768),
+    "clip-b32": ModelInfo("transformers CLIP", 151_000_000, 512),
+    "clip-b16": ModelInfo("transformers CLIP", 150_000_000, 512),
+    "clip-l14": ModelInfo("transformers CLIP", 428_000_000, 768),
+}
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+def on_disk(hub_id: str) -> bool:
+    """Whether a hub checkpoint is in the local Hugging Face cache already (its config and its
+    weights), looked up offline: nothing is downloaded."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+
+    def cached(filename: str) -> bool:
+        try:
+            return isinstance(try_to_load_from_cache(hub_id, filename), str)
+        except Exception:  # a malformed cache or id: not usable offline either
+            return False
+
+    return cached("config.json") and any(cached(f) for f in WEIGHT_FILES)
+
+
+def backends() -> list[str]:
+    """The registered backend prefixes (`load_encoder("<prefix>:<name>")`), "hf" first."""
+    return list(_BACKENDS)
 
 
 _BACKENDS: dict[str, Callable[..., Encoder]] = {}

@@ -234,30 +234,6 @@ class EmbeddingCache:
         hit = self._read(block_key(key, i))
         return None if hit is None else hit[0]
 
-    def put_video(
-        self, key: str, frames: np.ndarray, timestamps: np.ndarray, end: float, warnings_: Sequence[str] = ()
-    ) -> None:
-        """A whole video's frame embeddings (T, d) as one entry."""
-        for i, at in enumerate(range(0, len(frames), FRAME_BLOCK)):
-            self.put_block(key, i, frames[at : at + FRAME_BLOCK])
-        self.put_index(key, timestamps, end, warnings_)
-
-    def get_video(self, key: str) -> VideoEntry | None:
-        """A whole entry (frames (T, d) read block by block), or None when absent or damaged."""
-        index = self.get_index(key)
-        if index is None:
-            return None
-        blocks = []
-        for i in range(index.blocks):
-            block = self.get_block(key, i)
-            if block is None:
-                return None
-            blocks.append(block)
-        frames = np.concatenate(blocks) if blocks else np.zeros((0, 0), np.float32)
-        if len(frames) != len(index.timestamps):
-            return None
-        return VideoEntry(frames, index.timestamps, index.end, index.warnings)
-
     # ------------------------------------------------------------------ texts
 
     def _conn(self) -> sqlite3.Connection | None:

@@ -19,10 +19,19 @@ import numpy as np
 
 from actalign.errors import ActAlignError
 from actalign.files import atomic_write_bytes
-from actalign.runner.plan import Clip, clean_candidate, load_manifest, write_manifest
+from actalign.runner.plan import Clip, clean_candidate, write_manifest
 
 DATASET_ID = "mrsalehi/ActionAtlas-v1.0"
-__all__ = ["DATASET_ID", "Clip", "clean_candidate", "load_manifest", "prepare_actionatlas", "write_manifest"]
+ACTIONATLAS_ROWS = 934  # rows of the benchmark's test split
+PAPER_EVALUATED = 898  # the clips the ActAlign paper evaluated: those its authors could still download
+__all__ = [
+    "ACTIONATLAS_ROWS",
+    "DATASET_ID",
+    "PAPER_EVALUATED",
+    "coverage",
+    "coverage_line",
+    "prepare_actionatlas",
+]
 
 
 # --------------------------------------------------------------------------- ActionAtlas
@@ -240,3 +249,39 @@ def prepare_actionatlas(
         raise ActAlignError(f"No ActionAtlas clip could be prepared; see {out / 'unavailable.jsonl'}.")
     write_manifest(manifest, done)
     return manifest
+
+
+def coverage(manifest: str | os.PathLike) -> dict | None:
+    """For a manifest made by `prepare_actionatlas`: how many of the benchmark's rows it holds and
+    how many could not be had (`unavailable.jsonl` beside it, with each reason), with the paper's
+    count of the same kind beside them. None for other manifests."""
+    folder = Path(manifest).parent
+    listed = folder / "unavailable.jsonl"
+    if not listed.is_file():
+        return None
+    from actalign.files import read_jsonl
+
+    try:
+        prepared = sum(1 for line in Path(manifest).read_text(encoding="utf-8").splitlines() if line.strip())
+        unavailable, _ = read_jsonl(listed)
+    except (OSError, ValueError, ActAlignError):
+        return None
+    return {
+        "name": "ActionAtlas",
+        "rows": prepared + len(unavailable),
+        "benchmark_rows": ACTIONATLAS_ROWS,
+        "prepared": prepared,
+        "unavailable": len(unavailable),
+        "unavailable_file": str(listed),
+        "paper_evaluated": PAPER_EVALUATED,
+    }
+
+
+def coverage_line(c: dict) -> str:
+    """One sentence of the summary: how many clips there are, and why not all."""
+    return (
+        f"{c['name']}: {c['prepared']} of its {c['rows']} clips could be prepared; "
+        f"{c['unavailable']} could not (videos gone from YouTube, or refused to yt-dlp; reasons in "
+        f"{c['unavailable_file']}). The paper's {c['paper_evaluated']} of {c['benchmark_rows']} is "
+        "the same kind of count: the clips its authors could still download."
+    )

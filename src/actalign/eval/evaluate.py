@@ -13,11 +13,12 @@ from collections.abc import Sequence
 import numpy as np
 
 from actalign.errors import ActAlignError
+from actalign.eval.datasets import coverage_line
 from actalign.eval.metrics import random_topk, topk, wilson_interval
 from actalign.runner import RunResult, run
 from actalign.runner.plan import Plan
-from actalign.runner.score import Method
-from actalign.score import DEFAULT_TEMPLATE
+from actalign.score import DEFAULT_TEMPLATE, Method
+from actalign.text import human_count, plural
 
 KS = (1, 2, 3)
 Rung = Method  # a rung of the paper's ablation ladder is one method
@@ -27,7 +28,7 @@ def ladder(strategy: str = "context-rich", local: bool = True) -> list[Method]:
     """Table 3 of the paper: each rung adds one component; then our "+ local alignment" rung
     beside them (the last rung with subsequence alignment; `local=False` leaves it out)."""
     rungs = [
-        Method("mean-pool", method="mean-pool"),
+        Method("mean-pool", kind="mean-pool"),
         Method("+ DTW (bare steps)", template="{step}", smooth_seconds=0.0, strategy=strategy),
         Method("+ context", template=DEFAULT_TEMPLATE, smooth_seconds=0.0, strategy=strategy),
         Method("+ smoothing (ActAlign)", template=DEFAULT_TEMPLATE, smooth_seconds=1.0, strategy=strategy),
@@ -61,7 +62,7 @@ def methods_for(
     import dataclasses
 
     def actalign(name: str, **changes) -> Method:
-        return config.scoring(name, method="actalign", **changes)
+        return config.scoring(name, kind="actalign", **changes)
 
     if table2:
         rungs = {m.name: m for m in _ladder(config.strategy, local=False)}
@@ -70,7 +71,7 @@ def methods_for(
     elif ladder:
         chosen = _ladder(config.strategy)
     else:
-        chosen = [config.scoring("mean-pool", method="mean-pool")]
+        chosen = [config.scoring("mean-pool", kind="mean-pool")]
         if not strategies:
             chosen.append(actalign("ActAlign"))
             if local and config.alignment != "subsequence":
@@ -85,9 +86,11 @@ def evaluate(
     sources: dict,
     out: str,
     methods: Sequence[Method],
+    dataset: dict | None = None,
     **run_options,
 ) -> dict:
-    """Run every method on every clip (resuming), then write and return the summary."""
+    """Run every method on every clip (resuming), then write and return the summary. dataset: a
+    benchmark's coverage (`datasets.coverage`), kept in the summary and said in its first lines."""
     missing = [c.id for c in plan.clips if c.answer is None]
     if missing:
         raise ActAlignError(f"Evaluation needs an 'answer' for every clip; {missing[0]!r} has none.")
@@ -95,6 +98,8 @@ def evaluate(
     result = run(plan, encoder, sources, out, methods, **run_options)
     summary = summarise(result, [*methods, *baselines])
     summary["cost"] = cost(result, methods, baselines, encoder)
+    if dataset is not None:  # a benchmark's coverage: how many of its clips there were, and why
+        summary["dataset"] = dataset
     from actalign.runner.output import RunFolder
 
     folder = RunFolder(out)
@@ -124,7 +129,7 @@ def summarise(result: RunResult, methods: Sequence[Method]) -> dict:
         errors = sum(1 for e in entries if e.get("error"))
         if errors:  # no usable reply (a malformed server body, ...): wrong, as ActionAtlas counts it
             table[m.name]["errors"] = errors
-        if located and getattr(m, "method", None) == "actalign":
+        if located and getattr(m, "kind", None) == "actalign":
             table[m.name]["span_iou"] = float(
                 np.mean([span_iou(r["methods"][m.name]["span"], r["span"]) for r in located])
             )
@@ -192,8 +197,9 @@ def summary_markdown(summary: dict) -> str:
         skipped.append(f"{summary['failed']} failed")
     if summary.get("rows_rejected"):
         skipped.append(f"{summary['rows_rejected']} manifest rows rejected")
-    lines = [
-        f"Evaluated {summary['clips']} of {summary['clips_in_manifest']} clips"
+    lines = [coverage_line(summary["dataset"]), ""] if summary.get("dataset") else []
+    lines += [
+        f"Evaluated {summary['clips']} of {plural(summary['clips_in_manifest'], 'clip')}"
         + (f" ({', '.join(skipped)}; see failed.jsonl)" if skipped else "")
         + f" (model {_model_named(summary.get('config', {}))}).",
         "",
@@ -214,7 +220,7 @@ def summary_markdown(summary: dict) -> str:
             cells.append(f"{m['span_iou']:.3f}" if "span_iou" in m else "")
         if costs:
             c = costs.get(name, {})
-            cells.append(f"{c['parameters'] / 1e9:.2f} B" if c.get("parameters") else "")
+            cells.append(human_count(c.get("parameters")) if c.get("parameters") else "")
             cells.append(f"{c['clips_per_s']:.3g}" if c.get("clips_per_s") else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for name, m in summary["methods"].items():

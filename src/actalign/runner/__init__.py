@@ -221,11 +221,19 @@ def known_record(plan: Plan, methods: Sequence[Method], fps: float | None, recor
     }
 
 
-def finished(plan: Plan, out: str, methods: Sequence[Method], fps, limit, record) -> RunResult | None:
+def finished(
+    plan: Plan, out: str, methods: Sequence[Method], fps, limit, record, dtype: str | None
+) -> RunResult | None:
     """A run folder whose every clip is done under these settings, read without loading any model
-    (None when there is work to do); one sentence when the folder holds another configuration."""
+    (None when there is work to do, or when the precision the run would have, `dtype`, is not known
+    without loading torch); one sentence when the folder holds another configuration."""
+    if dtype is None:
+        return None
     folder = RunFolder(out)
     known = known_record(plan, methods, fps, record)
+    old = folder.precheck(known)
+    if old is None or old.get("dtype") != dtype:  # another precision: the full check refuses it
+        return None
     clips = plan.clips[:limit]
     rows = folder.finished([c.id for c in clips], known)
     if rows is None or any(not _same_clip(r, c) for r, c in zip(rows, clips)) or plan.failures:

@@ -32,7 +32,7 @@ from multiprocessing.connection import wait as wait_for
 
 import numpy as np
 
-from actalign.embed import VideoEmbedding
+from actalign.embed import VideoEmbedding, write_entry
 from actalign.errors import ActAlignError
 from actalign.runner.decode import DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
@@ -437,7 +437,7 @@ class _LocalRun:
                 frames, stamps, done.end, cached=done.key is None, warnings=tuple(done.warnings)
             )
             if self.cache is not None and done.key is not None:
-                self.cache.put_video(done.key, frames, stamps, done.end, done.warnings)
+                write_entry(self.cache, done.key, frames, stamps, done.end, done.warnings)
             state.chunks, state.stamps, state.finished = [], [], True  # free the memory
             self.left -= 1
             try:

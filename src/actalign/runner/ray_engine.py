@@ -12,14 +12,20 @@ retried. Start Ray yourself (`ray start`, `ray.init(...)`) or let this engine jo
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import pickle
+import re
+import sys
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-from actalign.embed import VideoEmbedding
+from actalign.embed import VideoEmbedding, write_entry
 from actalign.errors import ActAlignError
 from actalign.runner.decode import Cached, Chunk, DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
@@ -27,6 +33,61 @@ from actalign.runner.score import Scored
 
 CLIPS_PER_ENCODE = 4  # clips whose frames one actor call packs into full batches
 DECODE_MEMORY = 256 * 2**20  # bytes reserved per decode task
+
+
+# a line of Ray's C++ core ("[2026-01-01 10:00:00,123 E 1234 1234] core_worker.cc:2465: ..."),
+# which the driver process writes to its stderr (fd 2) past Python's logging
+_CORE_LINE = re.compile(rb"^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ [DIWEF] \d+ \d+\] ")
+
+
+@contextmanager
+def hidden_core_lines() -> Iterator[None]:
+    """While a run is on Ray: the lines Ray's C++ core writes to this process's stderr are left
+    out (shown with -v: `progress.is_verbose()`); Python's own stderr writes (progress, warnings,
+    errors) go straight to the terminal as before. Only where stderr is the process's own."""
+    from actalign import progress
+
+    if progress.is_verbose() or sys.stderr is not sys.__stderr__ or sys.stderr is None:
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        if sys.stderr.fileno() != 2:
+            raise OSError("stderr is not fd 2")
+        saved = os.dup(2)
+        read, write = os.pipe()
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    python_stderr = sys.stderr
+    direct = os.fdopen(
+        os.dup(saved), "w", buffering=1, encoding=python_stderr.encoding, errors="backslashreplace"
+    )
+    sys.stderr = direct
+    os.dup2(write, 2)
+    os.close(write)
+
+    def pump() -> None:
+        with os.fdopen(read, "rb") as lines:
+            for line in lines:
+                if not _CORE_LINE.match(line):
+                    with contextlib.suppress(OSError):
+                        os.write(saved, line)
+
+    thread = threading.Thread(target=pump, name="ray-core-lines", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            direct.flush()
+        sys.stderr = python_stderr
+        os.dup2(saved, 2)  # the pipe ends when Ray's processes holding it are gone
+        thread.join(timeout=1)
+        with contextlib.suppress(Exception):
+            direct.close()
+        if not thread.is_alive():
+            os.close(saved)  # else kept open: the pump may still write to it
 
 
 def _import_ray():
@@ -90,7 +151,8 @@ class EncodeActor:
                 emb = embedded[at : at + n]
                 at += n
                 if self.cache is not None and batch["key"][i]:
-                    self.cache.put_video(
+                    write_entry(
+                        self.cache,
                         batch["key"][i],
                         emb,
                         batch["timestamps"][i],
@@ -192,7 +254,8 @@ class RayEngine:
             try:
                 from actalign import progress
 
-                quiet = {"logging_level": logging.ERROR} if progress.is_quiet() else {}
+                # Ray's own INFO/WARNING lines: with -v only (its C++ core's: `hidden_core_lines`)
+                quiet = {} if progress.is_verbose() else {"logging_level": logging.ERROR}
                 ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **quiet)
             except (ConnectionError, ValueError, RuntimeError) as e:
                 where = self.address or "a local Ray instance"
@@ -212,13 +275,14 @@ class RayEngine:
         the encoders, so rows come while the run goes on, not all at its end)."""
         if not clips:
             return
-        ray = self._init()
-        try:
-            yield from self._run(ray, clips)
-        finally:
-            if self._started:  # here, where a Ctrl-C is the run's (one line), not in Ray's atexit hook
-                self._started = False
-                ray.shutdown()
+        with hidden_core_lines():
+            ray = self._init()
+            try:
+                yield from self._run(ray, clips)
+            finally:
+                if self._started:  # here, where a Ctrl-C is the run's (one line), not in Ray's atexit hook
+                    self._started = False
+                    ray.shutdown()
 
     def _run(self, ray, clips: list[Clip]) -> Iterator[Scored | Failure]:
         scorer = self.scorer
@@ -226,7 +290,7 @@ class RayEngine:
         ctx.enable_progress_bars = False
         from actalign import progress
 
-        if progress.is_quiet():  # -q: Ray Data's own lines too
+        if not progress.is_verbose():  # Ray Data's own lines: with -v only
             for name in ("ray", "ray.data"):
                 logging.getLogger(name).setLevel(logging.ERROR)
         ctx.print_on_execution_start = False

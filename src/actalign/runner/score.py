@@ -22,8 +22,7 @@ from actalign.score import Calibration, Method, Prediction, score
 
 __all__ = [
     "SCRIPTS_FILE",
-    "Calibration",
-    "Method",
+    "Scored",
     "Scorer",
     "check_recorded",
     "primary_method",
@@ -70,7 +69,7 @@ def check_recorded(recorded: dict, where: str) -> dict:
 def primary_method(methods: Sequence[Method]) -> Method:
     """The method whose ranked predictions a row carries: the paper's ActAlign (global alignment;
     of a ladder the full rung, of several strategies the first), else the last method."""
-    actalign = [m for m in methods if m.method == "actalign"]
+    actalign = [m for m in methods if m.kind == "actalign"]
     if not actalign:
         return methods[-1]
     first_strategy = actalign[0].strategy
@@ -130,7 +129,7 @@ class Scorer:
         fresh: dict[str, dict] = {}
         wanted: dict[tuple[str, str], list[str]] = {}
         for m in self.methods:
-            if m.method != "actalign":
+            if m.kind != "actalign":
                 continue
             if m.strategy not in sources:
                 raise ActAlignError(f"No script source for the strategy {m.strategy!r}.")
@@ -186,7 +185,7 @@ class Scorer:
 
     def _steps(self, clip: Clip, m: Method) -> dict[str, list[str]]:
         """{action: steps} of a clip's candidates (mean-pool: no steps)."""
-        if m.method == "mean-pool":
+        if m.kind == "mean-pool":
             return {a: [] for a in clip.candidates}
         try:
             return {a: self.scripts[(m.strategy, norm(clip.domain), norm(a))] for a in clip.candidates}
@@ -234,13 +233,13 @@ class Scorer:
         for m in self.methods:
             pred = scored.predictions[m.name]
             entry = {"scores": [round(float(s), 9) for s in pred.scores_in(candidates)]}
-            if m.method == "actalign":  # which version of each script produced these scores
+            if m.kind == "actalign":  # which version of each script produced these scores
                 entry["scripts"] = {
                     a: self.hashes[(m.strategy, norm(clip.domain), norm(a))] for a in candidates
                 }
             if clip.answer is not None:
                 entry["rank"] = pred.rank_of(candidates[clip.answer])
-                if m.method == "actalign":
+                if m.kind == "actalign":
                     entry["span"] = self._answer_span(pred, candidates[clip.answer], scored)
             methods[m.name] = entry
             if m.name == self.primary:

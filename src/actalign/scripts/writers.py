@@ -11,9 +11,8 @@ from __future__ import annotations
 import os
 
 from actalign.errors import ActAlignError
-from actalign.scripts.repair import Ask, as_strategy, write_with_repair
 
-__all__ = ["LOCAL", "Ask", "as_strategy", "make_writer", "write_with_repair"]
+__all__ = ["LOCAL", "make_writer"]
 
 LOCAL = "local:"
 
