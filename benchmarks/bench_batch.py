@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from actalign import load_encoder
 from actalign.encoders import Encoder
+from actalign.encoders.cpu import cpu_name
 from actalign.runner import run
 from actalign.runner.plan import Clip, Plan
 from actalign.score import Method
@@ -151,7 +152,7 @@ def main() -> None:
         videos = [textured_clip(tmp / f"clip{i}.mp4", seed=i) for i in range(n)]
     cores = len(os.sched_getaffinity(0))
     print(
-        f"machine: {platform.machine()}, {cores} cores; torch {torch.__version__}; "
+        f"machine: {cpu_name()} ({platform.machine()}), {cores} cores; torch {torch.__version__}; "
         f"{time.strftime('%Y-%m-%d')}; {len(videos)} clips of 720p, {args.workers or cores} decode workers"
     )
     rows = []
