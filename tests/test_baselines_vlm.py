@@ -290,7 +290,7 @@ def test_frames_and_image_size_are_recorded_and_used(qwen_dir):
 
 
 def test_local_vlm_errors(qwen_dir, clip_dir, tmp_path, vlm):
-    with pytest.raises(ActAlignError, match="No VLM folder"):
+    with pytest.raises(ActAlignError, match="No VLM directory"):
         LocalVLM(str(tmp_path / "absent"))
     with pytest.raises(ActAlignError, match="HF_HUB_OFFLINE"):
         LocalVLM("nobody/vlm-absent")

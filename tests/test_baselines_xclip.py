@@ -130,7 +130,7 @@ def test_wrong_inputs_are_clear_errors(xclip):
 def test_other_checkpoints_are_refused(clip_dir, tmp_path):
     with pytest.raises(ActAlignError, match="'clip' model"):
         XClip(str(clip_dir))
-    with pytest.raises(ActAlignError, match="No X-CLIP model folder"):
+    with pytest.raises(ActAlignError, match="No X-CLIP model directory"):
         XClip(str(tmp_path / "absent"))
     with pytest.raises(ActAlignError, match="HF_HUB_OFFLINE"):  # tests are offline: no download
         XClip("nobody/xclip-absent")
