@@ -32,7 +32,7 @@ from actalign.locate import DEFAULT_FPS, DEFAULT_NMS, DEFAULT_WINDOW_SECONDS, De
 from actalign.runner.plan import Plan
 from actalign.score import CandidateResult, Prediction, Segment
 
-__all__ = ["ActAlign", "Failure", "prediction_from_row"]
+__all__ = ["ActAlign", "Failure", "RecordedEncoder", "prediction_from_row"]
 
 
 @dataclass(frozen=True)
@@ -307,21 +307,16 @@ class ActAlign:
         out: a run folder, written and resumable (finished clips are yielded from it again);
         None: a temporary one, removed afterwards. engine/workers: the Config's unless given.
         """
-        from actalign.runner import finished, stream
+        from actalign.runner import stream
 
         plan = self.plan(clips, domain, candidates)
         methods = [self.config.scoring()]
-        if out is not None:
-            done = finished(plan, str(out), methods, self.config.fps, limit, self._record(), self._dtype())
-            if done is not None:  # a finished run: its rows, without loading any model
-                for row in done.rows:
-                    yield _item(row, self.config)
-                return
+        encoder = self._encoder_for(out, plan, methods)
         sources = self.check_scripts(plan, methods, limit)
         with _folder(out) as folder:
             items = stream(
                 plan,
-                self.encoder,
+                encoder,
                 sources,
                 folder,
                 methods,
@@ -343,18 +338,16 @@ class ActAlign:
 
     def batch(self, clips, out: str | os.PathLike, **options):
         """A whole run into a run folder, as `actalign batch`: the runner's `RunResult`."""
-        from actalign.runner import finished, run
+        from actalign.runner import run
 
         plan = self.plan(clips, options.pop("domain", None), options.pop("candidates", None))
         methods = [self.config.scoring()]
         limit = options.pop("limit", None)
-        done = finished(plan, str(out), methods, self.config.fps, limit, self._record(), self._dtype())
-        if done is not None:  # checked (or found finished) before any model loads
-            return done
+        encoder = self._encoder_for(out, plan, methods)
         sources = self.check_scripts(plan, methods, limit)
         return run(
             plan,
-            self.encoder,
+            encoder,
             sources,
             str(out),
             methods,
@@ -427,6 +420,25 @@ class ActAlign:
                 **self._run_options(engine, workers, limit, recorded_scripts, progress),
             )
 
+    def _encoder_for(self, out, plan: Plan, methods):
+        """The encoder of a run into `out`. A folder holding another configuration is refused here,
+        before any model loads; one whose recorded model and precision this Config gives gets a
+        `RecordedEncoder`, which loads the model only when there is something to encode (a
+        finished run is checked, resumed and reported without it)."""
+        if out is None or self._encoder is not None:
+            return self.encoder
+        from actalign.runner import known_record
+        from actalign.runner.output import RunFolder
+
+        old = RunFolder(str(out)).precheck(known_record(plan, methods, self.config.fps, self._record()))
+        dtype = self._dtype()
+        if old is None or dtype is None or old.get("dtype") != dtype:
+            return self.encoder
+        try:
+            return RecordedEncoder(old, lambda: self.encoder)
+        except (KeyError, TypeError, ValueError):  # a record without what an encoder says of itself
+            return self.encoder
+
     def _dtype(self) -> str | None:
         """The precision runs will have: the loaded encoder's, else the Config's expectation."""
         if self._encoder is not None:
@@ -450,6 +462,31 @@ class ActAlign:
             "recorded_scripts": recorded_scripts,
             "progress": progress,
         }
+
+
+class RecordedEncoder:
+    """An encoder as a run folder's configuration records it (identity, precision, calibration,
+    decoded size): enough to check and resume the run. The model itself is loaded (`load()`) only
+    when something asks for more, to encode; its identity must then be the recorded one."""
+
+    def __init__(self, record: dict, load) -> None:
+        self.identity = str(record["model_identity"])
+        self.dtype_name = record["dtype"]
+        self.scale = float(record["scale"])
+        self.bias = None if record["bias"] is None else float(record["bias"])
+        self.text_encoding = record["text_encoding"]
+        size = record["decode_size"]
+        self.decode_size = tuple(size) if isinstance(size, list) else size
+        self._load = load
+
+    def __getattr__(self, name: str):
+        real = self._load()
+        if real.identity != self.identity:
+            raise ActAlignError(
+                f"The model's weights or precision changed since this run began ({self.identity} -> "
+                f"{real.identity}); use a new `out` folder (or delete this one)."
+            )
+        return getattr(real, name)
 
 
 @contextlib.contextmanager

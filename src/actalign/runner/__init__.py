@@ -23,7 +23,7 @@ from actalign.runner.plan import Clip, Plan
 from actalign.runner.score import SCRIPTS_FILE, Calibration, Method, Scorer, check_recorded
 
 ENGINES = ("local", "ray")
-__all__ = ["ENGINES", "RunResult", "finished", "known_record", "run", "stream", "versions"]
+__all__ = ["ENGINES", "RunResult", "known_record", "run", "stream", "versions"]
 
 
 @dataclass
@@ -179,10 +179,11 @@ def stream(
             bar.update(1)
 
         began = _now()
+        engine_ = (
+            _engine(engine, encoder, fps, cache, scorer, workers, ray_address, on_frames) if todo else None
+        )
         with bar:
-            for item in _engine(engine, encoder, fps, cache, scorer, workers, ray_address, on_frames).run(
-                todo
-            ):
+            for item in engine_.run(todo) if engine_ is not None else ():
                 if isinstance(item, Failure):
                     failed(item.clip, item.reason)
                 else:
@@ -219,26 +220,6 @@ def known_record(plan: Plan, methods: Sequence[Method], fps: float | None, recor
         "primary": primary_method(list(methods)).name,
         **(record or {}),
     }
-
-
-def finished(
-    plan: Plan, out: str, methods: Sequence[Method], fps, limit, record, dtype: str | None
-) -> RunResult | None:
-    """A run folder whose every clip is done under these settings, read without loading any model
-    (None when there is work to do, or when the precision the run would have, `dtype`, is not known
-    without loading torch); one sentence when the folder holds another configuration."""
-    if dtype is None:
-        return None
-    folder = RunFolder(out)
-    known = known_record(plan, methods, fps, record)
-    old = folder.precheck(known)
-    if old is None or old.get("dtype") != dtype:  # another precision: the full check refuses it
-        return None
-    clips = plan.clips[:limit]
-    rows = folder.finished([c.id for c in clips], known)
-    if rows is None or any(not _same_clip(r, c) for r, c in zip(rows, clips)) or plan.failures:
-        return None
-    return RunResult(rows, [], folder.precheck(known) or {}, len(clips))
 
 
 def _same_clip(row: dict, clip: Clip) -> bool:

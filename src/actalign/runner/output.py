@@ -125,7 +125,10 @@ class RunFolder:
         """Before any model loads: one sentence when the folder holds a run whose configuration
         differs in a setting `known` names (those that need no model: input, fps, methods,
         model name...); else the folder's recorded configuration (None for a new folder)."""
-        previous = self.files.read(CONFIG)
+        try:
+            previous = self.files.read(CONFIG)
+        except ActAlignError:  # not a readable file: the full check, with the lock held, says what
+            return None
         if previous is None:
             return None
         try:
@@ -141,17 +144,6 @@ class RunFolder:
                 "use a new `out` folder (or delete this one)."
             )
         return old
-
-    def finished(self, ids: list[str], known: dict) -> list[dict] | None:
-        """The rows of `ids` when every one is done in this folder under the `known` settings (a
-        finished run: nothing to load or run), else None."""
-        if self.precheck(known) is None:
-            return None
-        rows, _ = self.files.rows()
-        by_id = {r["id"]: r for r in rows if isinstance(r, dict) and isinstance(r.get("id"), str)}
-        if not ids or any(i not in by_id for i in ids):
-            return None
-        return [by_id[i] for i in ids]
 
     def open(self, record: dict, meta: dict | None = None) -> dict[str, dict]:
         """Lock the folder, check or write the configuration, and read the finished rows."""
