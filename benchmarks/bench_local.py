@@ -111,7 +111,8 @@ def scoring_rows() -> list[tuple]:
 def locate_row(t_total: int = 100_000, window: int = 600, d: int = 1152) -> tuple:
     rng = np.random.default_rng(1)
     steps = {f"action {i}": rng.standard_normal((8, d)).astype(np.float32) for i in range(10)}
-    loc = Locator(steps, scale=112.0, bias=-16.5, prior=2)
+    loc = Locator(steps, prior=2)
+    stream = align.StreamingAffinity(loc.stacked, 1, scale=112.0, bias=-16.5)
     windows = (t_total + window - 1) // window
     spent = 0.0
     tracemalloc.start()
@@ -121,7 +122,7 @@ def locate_row(t_total: int = 100_000, window: int = 600, d: int = 1152) -> tupl
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
         t0 = time.perf_counter()
-        loc.feed(frames)
+        loc.feed(stream.push(frames))
         spent += time.perf_counter() - t0
         peak = tracemalloc.get_traced_memory()[1] - base
     t0 = time.perf_counter()
@@ -130,7 +131,7 @@ def locate_row(t_total: int = 100_000, window: int = 600, d: int = 1152) -> tupl
     tracemalloc.stop()
     kt = 10 * 8 * t_total
     return (
-        "Locator.feed + finish",
+        "StreamingAffinity + Locator.feed + finish",
         f"10 candidates x 8 steps, T = {t_total:,}, d = {d}, windows of {window}",
         f"{spent:.2f} s, {peak / 2**20:.1f} MB working memory per window ({len(found)} occurrences)",
         f"K*T = {kt / 2**20:.1f} MB",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+import warnings
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -277,6 +278,60 @@ def test_affinity_matches_direct_formula(k, t, d, scale, bias, seed):
     assert (linear >= 0).all() and (linear <= 1).all()
 
 
+@settings(max_examples=80, deadline=None)
+@given(
+    st.integers(1, 5),
+    st.integers(1, 30),
+    st.integers(1, 6),
+    st.integers(0, 7),
+    st.lists(st.integers(1, 9), min_size=1, max_size=6),
+    st.sampled_from([(112.0, -16.5), (10.0, None), (1.0, 0.0)]),
+    st.integers(0, 2**31),
+)
+def test_streaming_affinity_equals_smooth_then_affinity(k, t, d, w, blocks, calibration, seed):
+    """Eq. 7-9 by the plain route (average the frames, normalise, cosine, calibrate), against the
+    stream fed in blocks of any size: the same (K, T) to rounding, in float64 and float32."""
+    rng = np.random.default_rng(seed)
+    frames, steps = rng.normal(size=(t, d)), rng.normal(size=(k, d))
+    scale, bias = calibration
+    smoothed = reference_smooth(frames, w)
+    want = np.empty((k, t))
+    for i in range(k):
+        for j in range(t):
+            cos = steps[i] @ smoothed[j] / (np.linalg.norm(steps[i]) * np.linalg.norm(smoothed[j]))
+            want[i, j] = (1 + cos) / 2 if bias is None else 1 / (1 + math.exp(-(scale * cos + bias)))
+    # float32 only where the window's frames do not nearly cancel (there the cosine itself is
+    # ill-conditioned, whatever the method)
+    sound = np.linalg.norm(smoothed, axis=1) > 0.1 * np.linalg.norm(frames, axis=1).max()
+    for dtype, tol in ((np.float64, 1e-9), (np.float32, 1e-3)):
+        stream = align.StreamingAffinity(steps, w, scale, bias, dtype)
+        parts, at = [], 0
+        while at < t:
+            size = blocks[len(parts) % len(blocks)]
+            parts.append(stream.push(frames[at : at + size]))
+            at += size
+        parts.append(stream.finish())
+        assert all(p.shape[0] == k for p in parts)
+        got = np.concatenate(parts, axis=1)
+        assert got.shape == want.shape
+        rows = slice(None) if dtype is np.float64 else sound
+        np.testing.assert_allclose(got[:, rows], want[:, rows], atol=tol)
+    np.testing.assert_allclose(align.smoothed_affinity(frames, steps, w, scale, bias), want, atol=1e-9)
+
+
+def test_streaming_affinity_lags_half_a_window_and_refuses_zero_rows():
+    steps = np.eye(3)
+    stream = align.StreamingAffinity(steps, 5, 1.0, 0.0)
+    assert stream.push(np.ones((4, 3))).shape == (3, 2)  # rows 0 and 1 have their whole window
+    assert stream.finish().shape == (3, 2)
+    with pytest.raises(ActAlignError, match="width"):
+        align.StreamingAffinity(steps, 1).push(np.ones((2, 4)))
+    with pytest.raises(ActAlignError, match="all-zero"):
+        align.smoothed_affinity(np.array([[1.0, 0, 0], [-1.0, 0, 0]]), steps, 2)
+    with pytest.raises(ActAlignError, match="whole number"):
+        align.StreamingAffinity(steps, 1.5)
+
+
 def test_affinity_rejects_mismatch_and_zero_rows():
     with pytest.raises(ActAlignError, match="width"):
         align.affinity(np.ones((3, 4)), np.ones((2, 5)))
@@ -287,8 +342,19 @@ def test_affinity_rejects_mismatch_and_zero_rows():
 
 
 def test_sigmoid_is_stable_at_extremes():
-    out = align.sigmoid(np.array([-1000.0, 0.0, 1000.0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning either
+        out = align.sigmoid(np.array([-1000.0, 0.0, 1000.0]))
     np.testing.assert_allclose(out, [0.0, 0.5, 1.0])
+
+
+@given(st.lists(st.floats(-745, 745), min_size=1, max_size=50))
+def test_sigmoid_matches_exact_logistic(xs):
+    """Against the logistic function in exact rational arithmetic (via math.exp's double)."""
+    got = align.sigmoid(np.array(xs))
+    for x, y in zip(xs, got):
+        want = 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
+        assert y == pytest.approx(want, rel=1e-14, abs=1e-300)
 
 
 def test_importing_align_does_not_import_torch():

@@ -332,3 +332,52 @@ def test_bad_input_is_one_sentence_and_loses_nothing(tmp_path, siglip_dir, capsy
     # no index at all
     assert main(["search", str(tmp_path / "nowhere"), "--domain", "t", "--candidates", "a"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_one_writer_at_a_time_and_nothing_lost(tmp_path, capsys):
+    """Two objects on one index add in turn: both videos are kept (each change reads the catalogue
+    again under the lock). A build holding the lock in another process: a change here, and the
+    CLI's build, are one sentence, and the catalogue is untouched."""
+    enc = ColourEncoder()
+    vectors = np.eye(enc.dim, dtype=np.float32)[:4]
+    idx = tmp_path / "idx"
+    first = Index.create(idx, model=enc, fps=2, precision="float32", cache=False)
+    second = Index.open(idx, model=enc, cache=False)
+    first.add_embeddings("a", np.arange(4) / 2, vectors)
+    second.add_embeddings("b", np.arange(4) / 2, vectors)
+    first.remove("nothing")
+    assert sorted(Index.open(idx, model=enc, cache=False).videos) == ["a", "b"]
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
+            import sys, time
+            from actalign.index import Index
+            from colour_encoder import ColourEncoder
+            with Index.open({str(idx)!r}, model=ColourEncoder(), cache=False).writing():
+                print("held", flush=True)
+                time.sleep(60)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        catalogue = (idx / "index.json").read_text()
+        with pytest.raises(
+            ActAlignError, match=f"Another build is writing to the index {idx} \\(pid {holder.pid}\\)"
+        ):
+            first.add_embeddings("c", np.arange(4) / 2, vectors)
+        video = make_video(tmp_path / "v.mp4", n=10, fps=10)
+        assert main(["index", "build", str(video), "--out", str(idx)]) == 2
+        err = capsys.readouterr().err
+        assert "Another build is writing" in err and err.count("\n") == 1
+        assert (idx / "index.json").read_text() == catalogue
+    finally:
+        holder.kill()
+        holder.wait()
+    first.add_embeddings("c", np.arange(4) / 2, vectors)  # the lock went with the process
+    assert sorted(Index.open(idx, model=enc, cache=False).videos) == ["a", "b", "c"]

@@ -11,9 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from actalign import ActAlign
+from actalign import ActAlign, align
 from actalign.cli import main
+from actalign.locate import DEFAULT_MIN_GAIN_RATIO, DEFAULT_NMS, Locator, _nms
 from colour_encoder import PALETTE, ColourEncoder
 from media import make_video
 
@@ -234,3 +237,84 @@ def test_locate_streams_in_bounded_memory(tmp_path):
     assert int(found) >= 1
     assert float(grown_mb) < 120, grown_mb  # one 60 s window of embeddings is 29 MB
     print(f"locate grew {grown_mb} MB")
+
+
+# ----------------------------------------------------------------------------- the alignment part
+
+
+def reference_nms(rows: list[tuple], threshold: float) -> list[int]:
+    """Greedy temporal NMS, one row at a time: indices kept, in order of start."""
+    kept: list[int] = []
+    for i in sorted(range(len(rows)), key=lambda i: -rows[i][2]):  # stable: first of equal gains
+        s, e = rows[i][0], rows[i][1] + 1
+        if all(
+            (inter := max(0, min(e, rows[j][1] + 1) - max(s, rows[j][0])))
+            / ((e - s) + (rows[j][1] + 1 - rows[j][0]) - inter)
+            <= threshold
+            for j in kept
+        ):
+            kept.append(i)
+    return sorted(kept, key=lambda i: rows[i][0])
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 700), st.sampled_from([0.0, 0.3, 0.7]), st.integers(0, 2**31))
+def test_nms_equals_one_row_at_a_time(n, threshold, seed):
+    """Batched suppression (256 rows per batch) against the plain greedy loop, ties included."""
+    rng = np.random.default_rng(seed)
+    starts = rng.permutation(3 * n)[:n]  # one row per start, as the Locator gives them
+    ends = starts + rng.integers(0, 40, n)
+    gains = rng.integers(1, 6, n).astype(float)  # many equal gains
+    rows = np.stack([starts, ends, gains, rng.random(n), rng.random(n), rng.random(n)], 1)
+    rows = rows[np.argsort(rows[:, 0])]
+    want = reference_nms([tuple(r) for r in rows], threshold)
+    np.testing.assert_array_equal(_nms(rows, threshold), rows[want])
+
+
+def reference_find(windows: list[np.ndarray], sizes: list[int], prior: float, nms: float) -> list[tuple]:
+    """Locator's result by the plain route: per action, the thresholds from all columns so far,
+    the stream's best path per end frame, per start the best end (dict), NMS, the gain ratio, the
+    shrunk score; best first."""
+    bounds = np.cumsum([0, *sizes])
+    found = []
+    for a in range(len(sizes)):
+        stream, seen, best = align.SubsequenceStream(sizes[a]), [], {}
+        offset = 0
+        for w in windows:
+            aff = w[bounds[a] : bounds[a + 1]]
+            seen.append(aff)
+            tau = aff.mean(axis=1) + align.SUBSEQUENCE_Z * np.concatenate(seen, axis=1).std(axis=1)
+            gain, raw, length, start = stream.feed(aff, tau)
+            for t in range(aff.shape[1]):
+                if gain[t] > 0 and (start[t] not in best or gain[t] > best[start[t]][2]):
+                    best[start[t]] = (start[t], offset + t, gain[t], raw[t], length[t], aff.mean())
+            offset += aff.shape[1]
+        rows = [best[s] for s in sorted(best)]
+        found += [(a, rows[i]) for i in reference_nms(rows, nms)]
+    top = max((r[2] for _, r in found), default=0.0)
+    out = [
+        (f"a{a}", int(s), int(e), (raw + prior * m) / (n + prior), g)
+        for a, (s, e, g, raw, n, m) in found
+        if g >= DEFAULT_MIN_GAIN_RATIO * top
+    ]
+    return sorted(out, key=lambda d: -d[3])
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    st.lists(st.integers(1, 5), min_size=1, max_size=4),
+    st.lists(st.integers(1, 40), min_size=1, max_size=5),
+    st.integers(0, 2**31),
+)
+def test_locator_equals_plain_route(sizes, window_lengths, seed):
+    """All actions in one pass (thresholds for every step at once, one collection per window)
+    against each action alone, step by step."""
+    rng = np.random.default_rng(seed)
+    windows = [rng.random((sum(sizes), c)) ** 3 for c in window_lengths]
+    locator = Locator({f"a{i}": np.ones((k, 2)) for i, k in enumerate(sizes)}, prior=2.0)
+    for w in windows:
+        locator.feed(w)
+    got = locator.finish()
+    want = reference_find(windows, sizes, 2.0, DEFAULT_NMS)
+    assert [(a, s, e) for a, s, e, _, _ in got] == [(a, s, e) for a, s, e, _, _ in want]
+    np.testing.assert_allclose([d[3:] for d in got], [d[3:] for d in want], atol=1e-9)

@@ -139,48 +139,104 @@ def smooth(frames: np.ndarray, window: int) -> np.ndarray:
     return out
 
 
-class StreamingSmoother:
-    """`smooth` over a sequence that arrives in pieces: push(frames (B, d)) returns the rows whose
-    window is complete (they lag by window // 2 frames), finish() the rest. Together they equal
-    smooth(all frames, window) to rounding, holding only about `window` frames back."""
+class StreamingAffinity:
+    """Eq. 7-9 for frames that arrive in blocks, all steps at once: push(frames (B, d)) returns
+    the affinity columns (K, n) whose smoothing window is complete (they lag by window // 2
+    frames), finish() the rest. Together they equal affinity(smooth(all frames, window), steps,
+    scale, bias) to rounding, holding only about `window` frames back.
 
-    def __init__(self, window: int) -> None:
+    Smoothing is linear, so the smoothed frames' products with the steps are the smoothed
+    products: one (B, d) x (d, K) product per block, then a moving average over (B, K). The
+    smoothed frames' norms come from each frame's products with its window - 1 neighbours
+    (|sum f_i|^2 = sum_ij f_i . f_j): no smoothed (T, d) copy is ever made. dtype: the precision
+    of the two products (float64: as `affinity`; float32 for half-precision input, where it is
+    far finer than the input); everything after them is float64.
+    """
+
+    def __init__(
+        self,
+        steps: np.ndarray,
+        window: int,
+        scale: float = 1.0,
+        bias: float | None = 0.0,
+        dtype: type = np.float64,
+    ) -> None:
         if not isinstance(window, (int, np.integer)) or window < 0:
             raise ActAlignError(
                 f"The smoothing window must be a whole number of frames >= 0, got {window!r}."
             )
-        self.window = max(1, int(window))
-        self.buf: np.ndarray | None = None
-        self.base = 0  # absolute index of buf[0]
-        self.next_out = 0
+        u = _normalise_rows(_as_matrix(steps, "steps"), "steps")
+        self.k, self.d = u.shape
+        self.u = np.ascontiguousarray(u.T, dtype=dtype)  # (d, K)
+        self.w, self.dtype = max(1, int(window)), dtype
+        self.scale, self.bias = scale, bias
+        self.tail = np.empty((0, self.d), dtype)  # the last w - 1 frames
+        # per frame from `base` on: its K products with the steps, then f_t . f_{t+l}, l < w
+        self.rows = np.zeros((0, self.k + self.w))
+        self.base = self.n = self.next_out = 0
 
     def push(self, frames: np.ndarray) -> np.ndarray:
-        """Take the next frames (B, d); return the smoothed rows now complete."""
-        x = np.asarray(frames)
-        self.buf = x.copy() if self.buf is None else np.concatenate([self.buf, x])
-        return self._emit(self.base + len(self.buf) - self.window // 2)
+        """Take the next frames (B, d); return the affinity columns (K, n) now complete."""
+        x = _as_matrix(frames, "frames", dtype=self.dtype)
+        if x.shape[1] != self.d:
+            raise ActAlignError(
+                f"Frame and step embeddings differ in width ({x.shape[1]} vs {self.d}); "
+                "embed both with the same model."
+            )
+        new = np.zeros((len(x), self.k + self.w))
+        new[:, : self.k] = x @ self.u
+        self.rows = np.concatenate([self.rows, new])
+        y = np.concatenate([self.tail, x]) if len(self.tail) else x
+        held = len(y) - len(x)
+        for lag in range(self.w):  # the products whose later frame is new
+            first, stop = max(held - lag, 0), len(y) - lag
+            if stop > first:
+                at = self.n - held + first - self.base
+                dots = np.einsum("ij,ij->i", y[first:stop], y[first + lag : stop + lag])
+                self.rows[at : at + stop - first, self.k + lag] = dots
+        self.n += len(x)
+        self.tail = y[max(0, len(y) - (self.w - 1)) :] if self.w > 1 else self.tail
+        return self._emit(self.n - self.w // 2)
 
     def finish(self) -> np.ndarray:
-        """The remaining smoothed rows (the video ended: zero padding after it)."""
-        if self.buf is None:
-            return np.empty((0, 0))
-        return self._emit(self.base + len(self.buf))
+        """The remaining columns (K, n) (the video ended: zero padding after it)."""
+        return self._emit(self.n)
 
     def _emit(self, stop: int) -> np.ndarray:
-        w, n = self.window, self.base + len(self.buf)
-        rows = np.arange(self.next_out, max(self.next_out, stop))
-        if w == 1 or not len(rows):
-            out = self.buf[rows - self.base]
+        k, w, n = self.k, self.w, self.n
+        out = np.arange(self.next_out, max(self.next_out, stop))
+        if not len(out):
+            return np.empty((k, 0))
+        if w == 1:
+            sums = self.rows[out - self.base]
+            dot, sq = sums[:, :k], sums[:, k]
         else:
-            lo = np.clip(rows - (w - 1) // 2, 0, n) - self.base
-            hi = np.clip(rows + w // 2 + 1, 0, n) - self.base
-            c = np.zeros((len(self.buf) + 1, self.buf.shape[1]))
-            np.cumsum(self.buf, axis=0, dtype=np.float64, out=c[1:])
-            out = ((c[hi] - c[lo]) / w).astype(self.buf.dtype)
-        self.next_out += len(rows)
+            lo = np.clip(out - (w - 1) // 2, 0, n) - self.base
+            hi = np.clip(out + w // 2 + 1, 0, n) - self.base
+            c = np.zeros((len(self.rows) + 1, k + w))
+            np.cumsum(self.rows, axis=0, out=c[1:])
+            dot, sq = c[hi, :k] - c[lo, :k], c[hi, k] - c[lo, k]
+            for lag in range(1, w):  # pairs i, i + lag both inside the window
+                sq = sq + 2 * (c[np.maximum(hi - lag, lo), k + lag] - c[lo, k + lag])
+        if not (sq > 0).all():
+            raise ActAlignError("frames has an all-zero row, which has no direction to compare.")
+        self.next_out += len(out)
         keep_from = max(0, self.next_out - (w - 1) // 2 - self.base)
-        self.buf, self.base = self.buf[keep_from:], self.base + keep_from
-        return out
+        self.rows, self.base = self.rows[keep_from:], self.base + keep_from
+        return calibrate(dot / np.sqrt(sq)[:, None], self.scale, self.bias).T
+
+
+def smoothed_affinity(
+    frames: np.ndarray,
+    steps: np.ndarray,
+    window: int,
+    scale: float = 1.0,
+    bias: float | None = 0.0,
+    dtype: type = np.float64,
+) -> np.ndarray:
+    """Eq. 7-9 in one call through `StreamingAffinity`: frames (T, d), steps (K, d) -> (K, T)."""
+    stream = StreamingAffinity(steps, window, scale, bias, dtype)
+    return np.concatenate([stream.push(frames), stream.finish()], axis=1)
 
 
 def _float_dtype(x: object) -> type:
@@ -215,8 +271,10 @@ def cosine(frames: np.ndarray, steps: np.ndarray) -> np.ndarray:
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
-    """Numerically stable logistic function."""
-    return np.exp(-np.logaddexp(0.0, -x))
+    """The logistic function, to a few ulp over the whole float64 range (exp(-x) overflowing to
+    inf for x < -709 gives the correct 0)."""
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 def calibrate(cos: np.ndarray, scale: float, bias: float | None) -> np.ndarray:

@@ -243,26 +243,34 @@ def open_regular(path: str | os.PathLike, flags: int, what: str, mode: int = 0o6
 
 
 class FolderLock:
-    """An exclusive lock on a run folder (an flock on `<folder>/.lock`), so two runs cannot write
-    the same folder at once. The kernel drops it when the process dies: no stale locks."""
+    """An exclusive lock on a folder (an flock on `<folder>/.lock`): a run folder, or an archive
+    index, so that two runs (builds) cannot write it at once. The kernel drops it when the
+    process dies: no stale locks."""
 
-    def __init__(self, folder: str | os.PathLike) -> None:
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        who: str = "run",
+        place: str = "run folder",
+        advice: str = " or choose another `out` folder",
+    ) -> None:
         self.folder = Path(folder)
+        self.who, self.place, self.advice = who, place, advice
         self._fd: int | None = None
 
     def acquire(self) -> FolderLock:
         import fcntl
 
         self.folder.mkdir(parents=True, exist_ok=True)
-        fd = open_regular(self.folder / ".lock", os.O_RDWR | os.O_CREAT, "run folder's lock file")
+        fd = open_regular(self.folder / ".lock", os.O_RDWR | os.O_CREAT, f"{self.place}'s lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.read(fd, 64).decode(errors="replace").strip() or "another process"
             os.close(fd)
             raise ActAlignError(
-                f"Another run is writing to {self.folder} (pid {holder}); wait for it to finish "
-                "or choose another `out` folder."
+                f"Another {self.who} is writing to the {self.place} {self.folder} (pid {holder}); "
+                f"wait for it to finish{self.advice}."
             ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())

@@ -21,14 +21,20 @@ under 1e-3, and the same occurrences are found). "float32" stores the embeddings
 gives them: search then scores exactly as `locate` does. "bfloat16" keeps the upper 16 bits of
 each float32 (rounded to nearest even) and is widened back on read.
 
-Search scores as `locate` scores: per video, the shard's frames go through `locate.detect`, the
-function `locate` itself calls (the same streaming smoothing, windows, thresholds, suppression and
-segments), so the hits of one video are the detections `locate` gives on it; the hits of all
-videos are then ranked by score, best first. Step vectors come from the text cache under the
-index's model identity: a repeated search loads no model; a search with new step texts loads the
-index's model to embed them.
+Search scores as `locate` scores: per video, the shard's frames go through `locate.find`, the
+function `locate` itself calls (the same affinities, windows, thresholds and suppression), so the
+hits of one video are the detections `locate` gives on it; the hits of all videos are then ranked
+by score, best first, and only the best `top` get their step segments. The scan is one pass over
+the shards: per block of frames one product with the step vectors of every candidate (float64 for
+a float32 index, as `locate`; float32 for half-precision shards), the smoothing applied to the
+products, the DTW state carried from window to window, and per video only its best `top`
+detections kept: memory is one block and one window, whatever the archive's size. Step vectors
+come from the text cache under the index's model identity: a repeated search loads no model; a
+search with new step texts loads the index's model to embed them.
 
-One writer at a time: two builds into one index at once would lose one's catalogue entries.
+One writer at a time (`Index.writing`, an flock on `<index>/.lock`): every change takes the lock
+and reads the catalogue again first, so a change made by another process meanwhile is kept; a
+build holds it throughout, and a second build at the same time is refused with one sentence.
 """
 
 from __future__ import annotations
@@ -49,9 +55,9 @@ from actalign.candidates import check_candidates
 from actalign.config import Config
 from actalign.embed import FrameStream, measured_fps
 from actalign.encoders import MODELS
-from actalign.encoders.cache import FRAME_BLOCK, make_key
+from actalign.encoders.cache import make_key
 from actalign.errors import ActAlignError
-from actalign.files import atomic_write_text, read_json
+from actalign.files import FolderLock, atomic_write_text, read_json
 from actalign.locate import (
     DEFAULT_MIN_GAIN_RATIO,
     DEFAULT_NMS,
@@ -73,6 +79,10 @@ DEFAULT_PRECISION = "float16"
 DEFAULT_FPS = 2.0
 DEFAULT_TOP = 20
 _STORED = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
+# the frames' products with the steps: float64 as `locate` computes them; for half-precision
+# shards float32, whose rounding (1e-7) is far below the storage's (1e-3 to 1e-2)
+_COMPUTE = {"float32": np.float64, "float16": np.float32, "bfloat16": np.float32}
+_SCAN_BLOCK = 4096  # frames per product in a search (a few MB; fewer, larger products)
 
 
 @dataclass(frozen=True)
@@ -199,10 +209,10 @@ class _ShardFrames:
         self.end: float | None = None
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for lo in range(0, len(self.frames), FRAME_BLOCK):
+        for lo in range(0, len(self.frames), _SCAN_BLOCK):
             yield (
-                widen(self.frames[lo : lo + FRAME_BLOCK], self.precision),
-                self._stamps[lo : lo + FRAME_BLOCK],
+                widen(self.frames[lo : lo + _SCAN_BLOCK], self.precision),
+                self._stamps[lo : lo + _SCAN_BLOCK],
             )
         self.timestamps, self.end = self._stamps, self._end
 
@@ -223,12 +233,38 @@ class Index:
     def __init__(self, root: Path, catalogue: dict, config: Config, encoder=None, cache=None) -> None:
         self.root, self.catalogue, self.config = root, catalogue, config
         self._encoder = encoder
+        self._lock: FolderLock | None = None
+        self._depth = 0  # nested `writing()`s of this object
         self.cache = cache if cache is not None else config.cache()
         if cache is False:
             self.cache = None
 
     def __repr__(self) -> str:
         return f"Index({str(self.root)!r}, videos={len(self.videos)}, model={self.model_name!r})"
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Index]:
+        """Hold the index's write lock: one writer at a time across processes (another gets one
+        sentence), re-entrant within this object. On taking it the catalogue is read again from
+        disk, so that what another writer added meanwhile is kept, not overwritten. Every change
+        takes it; hold it around many changes (a build) to keep others out for all of them."""
+        if not self._depth:
+            lock = FolderLock(self.root, who="build", place="index", advice="")
+            self._lock = lock.acquire()
+            try:
+                if (self.root / CATALOGUE).is_file():
+                    self.catalogue = _read_catalogue(self.root / CATALOGUE)
+            except BaseException:
+                self._lock.release()
+                raise
+        self._depth += 1
+        try:
+            yield self
+        finally:
+            self._depth -= 1
+            if not self._depth:
+                self._lock.release()
+                self._lock = None
 
     # ------------------------------------------------------------------ making and opening
 
@@ -259,7 +295,7 @@ class Index:
         config, encoder = _config(config, model, fields)
         if not (isinstance(fps, (int, float)) and 0 < fps <= 10_000):
             raise ActAlignError(f"`fps` must be a number above 0 and at most 10000, got {fps!r}.")
-        if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        if root.exists() and (not root.is_dir() or any(p.name != ".lock" for p in root.iterdir())):
             raise ActAlignError(f"{root} is not an empty folder; give a new place for the index (`out`).")
         encoder = encoder if encoder is not None else config.encoder()
         catalogue = {
@@ -281,7 +317,10 @@ class Index:
         }
         index = cls(root, catalogue, config.replace(fps=float(fps)), encoder, cache)
         (root / SHARDS).mkdir(parents=True, exist_ok=True)
-        index._save()
+        with index.writing():
+            if index.catalogue is not catalogue:  # another build made one meanwhile
+                raise ActAlignError(f"{root} already holds an index; open it (or add to it) instead.")
+            index._save()
         return index
 
     @classmethod
@@ -304,9 +343,7 @@ class Index:
         if not file.is_file():
             what = "does not exist" if not root.exists() else "holds no index (no index.json)"
             raise ActAlignError(f"The index {root} {what}; make one with `actalign index build`.")
-        catalogue = read_json(file, "index catalogue")
-        if not isinstance(catalogue, dict) or catalogue.get("format") != FORMAT or "model" not in catalogue:
-            raise ActAlignError(f"{file} is not an index catalogue this version reads.")
+        catalogue = _read_catalogue(file)
         config, encoder = _config(config, None if model is None else model, fields)
         stored = catalogue["model"]
         if encoder is not None:
@@ -393,8 +430,9 @@ class Index:
                 return False
             print_ = fingerprint(video)
             if print_ == old.get("fingerprint"):
-                old.update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-                self._save()
+                with self.writing():
+                    self.videos.get(name, {}).update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+                    self._save()
                 return False
         stream = FrameStream(
             self.model.encoder, video, Sampling(fps=self.fps), self.cache, on_frames, on_total
@@ -441,12 +479,13 @@ class Index:
 
     def remove(self, name: str | os.PathLike) -> bool:
         """Drop a video from the index (by its name or path); False when it was not there."""
-        key = self._name(name)
-        if key is None:
-            return False
-        entry = self.videos.pop(key)
-        self._save()
-        self._unlink(entry)
+        with self.writing():
+            key = self._name(name)
+            if key is None:
+                return False
+            entry = self.videos.pop(key)
+            self._save()
+            self._unlink(entry)
         return True
 
     def _name(self, name) -> str | None:
@@ -456,6 +495,10 @@ class Index:
         return resolved if resolved in self.videos else None
 
     def _put(self, name: str, frames: np.ndarray, stamps: np.ndarray, end: float, **extra) -> None:
+        with self.writing():
+            self._put_locked(name, frames, stamps, end, **extra)
+
+    def _put_locked(self, name: str, frames: np.ndarray, stamps: np.ndarray, end: float, **extra) -> None:
         shards = self.root / SHARDS
         stem = make_key(name, time.time_ns(), os.getpid())[:16]
         frames_file, times_file = f"{SHARDS}/{stem}.npy", f"{SHARDS}/{stem}.t.npy"
@@ -489,13 +532,14 @@ class Index:
     def tidy(self) -> int:
         """Remove what a killed build left: temporary files and shards no catalogue entry names.
         Returns how many files went."""
-        named = {e[k] for e in self.videos.values() for k in ("shard", "timestamps")}
-        gone = 0
-        for f in (self.root / SHARDS).glob("*"):
-            if f.is_file() and f"{SHARDS}/{f.name}" not in named:
-                with contextlib.suppress(OSError):
-                    f.unlink()
-                    gone += 1
+        with self.writing():
+            named = {e[k] for e in self.videos.values() for k in ("shard", "timestamps")}
+            gone = 0
+            for f in (self.root / SHARDS).glob("*"):
+                if f.is_file() and f"{SHARDS}/{f.name}" not in named:
+                    with contextlib.suppress(OSError):
+                        f.unlink()
+                        gone += 1
         return gone
 
     # ------------------------------------------------------------------ reading
@@ -593,6 +637,8 @@ class Index:
                 nms=nms,
                 window_seconds=window_seconds,
                 min_gain_ratio=min_gain_ratio,
+                dtype=_COMPUTE[self.precision],
+                limit=top,  # a video's detections below its own top-N cannot be in the archive's
             )
             kept += [(d.score, order, name, result, i) for i, d in enumerate(result.detections)]
             # best first, equal scores in catalogue order; only the kept ones get segments (each
@@ -604,6 +650,13 @@ class Index:
             d = result.with_segments(i, found)
             hits.append(Hit(name, d.action, d.start, d.end, d.score, d.segments, d.gain))
         return hits
+
+
+def _read_catalogue(file: Path) -> dict:
+    catalogue = read_json(file, "index catalogue")
+    if not isinstance(catalogue, dict) or catalogue.get("format") != FORMAT or "model" not in catalogue:
+        raise ActAlignError(f"{file} is not an index catalogue this version reads.")
+    return catalogue
 
 
 class _Damaged(ActAlignError):

@@ -5,21 +5,22 @@
     for d in model.locate("match.mp4", ["Putback dunk", "Alley-oop dunk"], domain="basketball"):
         print(d.action, d.start, d.end, d.score)
 
-The video is decoded, encoded and smoothed as a stream; affinities are computed one window
-(`window_seconds`) at a time and aligned with subsequence DTW whose state is carried from window
-to window (`align.SubsequenceStream`), so memory holds one window of frames however long the
-video is. Each step's threshold tau is the current window's mean affinity plus z times the
-step's spread over the video so far (see `Locator._thresholds`).
-Every frame's best path ending there is a candidate occurrence; per start frame the best end is
-kept, overlapping candidates of one action are suppressed (temporal IoU > `nms`, the higher gain
-wins), candidates with less than `min_gain_ratio` of the best gain found are dropped as noise,
-and the survivors are scored like `classify --alignment subsequence` (the shrunk mean affinity)
-and kept when the score reaches `min_score`. Their step segments come from decoding
-each kept span again (a few seconds of video each).
-"""
+The video is decoded and encoded as a stream; its affinities to the steps of every candidate come
+from `align.StreamingAffinity` (one product per block of frames, smoothing applied to the
+products) and are aligned one window (`window_seconds`) at a time with subsequence DTW whose state
+is carried from window to window (`align.SubsequenceStream`), so memory holds one window of frames
+however long the video is. Each step's threshold tau is the current window's mean affinity plus z
+times the step's spread over the video so far (see `Locator._thresholds`). Every frame's best path
+ending there is a candidate occurrence; per start frame the best end is kept, overlapping
+candidates of one action are suppressed (temporal IoU > `nms`, the higher gain wins), candidates
+with less than `min_gain_ratio` of the best gain found are dropped as noise, and the survivors are
+scored like `classify --alignment subsequence` (the shrunk mean affinity) and kept when the score
+reaches `min_score`. Their step segments come from decoding each kept span again (a few seconds of
+video each)."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -65,14 +66,6 @@ class Detection:
         }
 
 
-@dataclass
-class _Candidate:
-    """Per action, what the stream found: rows of (start, end, gain, raw, length, mean)."""
-
-    rows: list[np.ndarray] = field(default_factory=list)
-    count: int = 0
-
-
 class Locator:
     """The alignment part of `locate`: feed smoothed frame embeddings window by window, then
     `finish()` gives the detections in frame indices. Memory: one window's affinities, the carried
@@ -81,8 +74,6 @@ class Locator:
     def __init__(
         self,
         steps: dict[str, np.ndarray],
-        scale: float,
-        bias: float | None,
         z: float = align.SUBSEQUENCE_Z,
         prior: float = 0.0,
         nms: float = DEFAULT_NMS,
@@ -91,61 +82,75 @@ class Locator:
             raise ActAlignError("No candidates to locate.")
         if not 0 <= nms < 1:
             raise ActAlignError(f"`nms` must be in [0, 1), got {nms}.")
-        self.steps, self.scale, self.bias = steps, scale, bias
+        self.steps = steps
         self.stacked = np.concatenate([np.asarray(s, dtype=np.float64) for s in steps.values()])
         self.bounds = np.cumsum([0] + [len(s) for s in steps.values()])
         self.z, self.prior, self.nms = z, prior, nms
         self.streams = {a: align.SubsequenceStream(len(s)) for a, s in steps.items()}
-        self.found = {a: _Candidate() for a in steps}
+        self.found: list[np.ndarray] = []  # rows of (start, end, gain, raw, length, mean, action)
+        self.held = 0  # rows in `found`
         self.taus: dict[str, list[tuple[int, np.ndarray]]] = {a: [] for a in steps}
-        self.moments: dict[str, tuple] = {}
+        self.moments = (0, 0.0, 0.0)
         self.frames = 0
 
-    def feed(self, frames: np.ndarray) -> None:
-        """The next window of smoothed frame embeddings (C, d)."""
-        if not len(frames):
+    def feed(self, affinity: np.ndarray) -> None:
+        """The next window's affinities (K, C) of every action's steps, stacked as `stacked`."""
+        if not affinity.shape[1]:
             return
-        every = align.affinity(frames, self.stacked, self.scale, self.bias)  # all steps, one product
+        affinity = np.ascontiguousarray(affinity, dtype=np.float64)
+        taus = self._thresholds(affinity)
+        lasts, means = [], []
         for i, action in enumerate(self.steps):
-            aff = np.ascontiguousarray(every[self.bounds[i] : self.bounds[i + 1]])
-            tau = self._thresholds(action, aff)
+            aff, tau = (
+                affinity[self.bounds[i] : self.bounds[i + 1]],
+                taus[self.bounds[i] : self.bounds[i + 1]],
+            )
             self.taus[action].append((self.frames, tau))
-            last = self.streams[action].feed(aff, tau)
-            self._collect(action, last, float(aff.mean()))
-        self.frames += len(frames)
+            lasts.append(self.streams[action].feed(aff, tau))
+            means.append(float(aff.mean()))
+        self._collect(np.stack(lasts), np.array(means))
+        self.frames += affinity.shape[1]
 
-    def _collect(self, action: str, last: np.ndarray, mean: float) -> None:
-        gain, raw, length, start = last
-        ends = self.frames + np.arange(last.shape[1])
-        good = gain > 0
-        if not good.any():
+    def _collect(self, lasts: np.ndarray, means: np.ndarray) -> None:
+        """Keep, per action and start frame, the end with the highest gain (the first of equal
+        ones). lasts (A, 4, C): per action the streams' (gain, raw, length, start) per end frame."""
+        gain = lasts[:, 0]
+        action, end = np.nonzero(gain > 0)
+        if not len(action):
             return
-        # per start frame, the end with the highest gain
-        s, g = start[good], gain[good]
-        order = np.lexsort((-g, s))
-        s_sorted = s[order]
-        first = np.r_[True, s_sorted[1:] != s_sorted[:-1]]
-        pick = np.flatnonzero(good)[order[first]]
-        rows = np.stack(
-            [start[pick], ends[pick], gain[pick], raw[pick], length[pick], np.full(len(pick), mean)], 1
-        )
-        bucket = self.found[action]
-        bucket.rows.append(rows)
-        bucket.count += len(rows)
-        if bucket.count > 20_000:  # keep memory bounded on very long videos
-            merged = self._best_per_start(np.concatenate(bucket.rows))
-            bucket.rows, bucket.count = [_nms(merged, self.nms)], 0
-            bucket.count = len(bucket.rows[0])
+        start, g = lasts[action, 3, end], gain[action, end]
+        order = np.lexsort((-g, start, action))
+        action, end, start = action[order], end[order], start[order]
+        first = np.empty(len(order), dtype=bool)
+        first[0] = True
+        first[1:] = (start[1:] != start[:-1]) | (action[1:] != action[:-1])
+        action, end = action[first], end[first]
+        rows = np.empty((len(action), 7))
+        rows[:, 0], rows[:, 1], rows[:, 2] = lasts[action, 3, end], self.frames + end, gain[action, end]
+        rows[:, 3], rows[:, 4] = lasts[action, 1, end], lasts[action, 2, end]
+        rows[:, 5], rows[:, 6] = means[action], action
+        self.found.append(rows)
+        self.held += len(rows)
+        if self.held > 20_000 * len(self.steps):  # keep memory bounded on very long videos
+            self.found = [self._suppressed()]
+            self.held = len(self.found[0])
 
-    def _thresholds(self, action: str, aff: np.ndarray) -> np.ndarray:
-        """tau_k = this window's mean + z * the spread of step k over the whole video so far.
+    def _suppressed(self) -> np.ndarray:
+        """The rows found so far, per action and start frame the best, then per action `_nms`."""
+        rows = self._best_per_start(np.concatenate(self.found))
+        bounds = np.searchsorted(rows[:, 6], np.arange(len(self.steps) + 1))
+        return np.concatenate([_nms(rows[lo:hi], self.nms) for lo, hi in itertools.pairwise(bounds)])
+
+    def _thresholds(self, aff: np.ndarray) -> np.ndarray:
+        """tau_k = this window's mean + z * the spread of step k over the whole video so far,
+        for every step of every action (K,).
 
         The mean follows the footage; the spread is pooled, so a window without any action keeps
         the margin that actions elsewhere set (with the window's own spread, background would be
         nearly free to cross and two occurrences would merge into one path)."""
-        n, s1, s2 = self.moments.get(action, (0, 0.0, 0.0))
+        n, s1, s2 = self.moments
         n, s1, s2 = n + aff.shape[1], s1 + aff.sum(axis=1), s2 + (aff**2).sum(axis=1)
-        self.moments[action] = (n, s1, s2)
+        self.moments = (n, s1, s2)
         spread = np.sqrt(np.maximum(s2 / n - (s1 / n) ** 2, 0.0))
         return aff.mean(axis=1) + self.z * spread
 
@@ -155,48 +160,73 @@ class Locator:
 
     @staticmethod
     def _best_per_start(rows: np.ndarray) -> np.ndarray:
-        order = np.lexsort((-rows[:, 2], rows[:, 0]))
-        rows = rows[order]
-        first = np.r_[True, rows[1:, 0] != rows[:-1, 0]]
+        """Per action and start frame the row of highest gain, ordered by action and start."""
+        rows = rows[np.lexsort((-rows[:, 2], rows[:, 0], rows[:, 6]))]
+        first = np.ones(len(rows), dtype=bool)
+        first[1:] = (rows[1:, 0] != rows[:-1, 0]) | (rows[1:, 6] != rows[:-1, 6])
         return rows[first]
 
     def finish(
-        self, min_score: float | None = None, min_gain_ratio: float = DEFAULT_MIN_GAIN_RATIO
+        self,
+        min_score: float | None = None,
+        min_gain_ratio: float = DEFAULT_MIN_GAIN_RATIO,
+        limit: int | None = None,
     ) -> list[tuple[str, int, int, float, float]]:
-        """(action, first frame, last frame, score, gain) of every kept occurrence, best first.
+        """(action, first frame, last frame, score, gain) of every kept occurrence, best first
+        (the first `limit` of them when given; equal scores in order of action and start).
 
         Kept: after non-maximum suppression, a gain of at least `min_gain_ratio` times the best
         gain of any action (the rest is background noise, whatever the model's scale) and, if
         given, a score of at least `min_score`."""
-        found = []
-        for action, bucket in self.found.items():
-            if bucket.rows:
-                found += [
-                    (action, row) for row in _nms(self._best_per_start(np.concatenate(bucket.rows)), self.nms)
-                ]
-        best = max((row[2] for _, row in found), default=0.0)
-        out = []
-        for action, (start, end, gain, raw, length, mean) in found:
-            score = align.shrunk_score(raw, length, mean, self.prior)
-            if gain >= min_gain_ratio * best and (min_score is None or score >= min_score):
-                out.append((action, int(start), int(end), float(score), float(gain)))
-        return sorted(out, key=lambda d: -d[3])
+        if not self.found:
+            return []
+        rows = self._suppressed()
+        start, end, gain, raw, length, mean, action = rows.T
+        score = (raw + self.prior * mean) / (length + self.prior)  # align.shrunk_score
+        keep = gain >= min_gain_ratio * gain.max()
+        if min_score is not None:
+            keep &= score >= min_score
+        picked = np.flatnonzero(keep)
+        picked = picked[np.argsort(-score[picked], kind="stable")][:limit]
+        names = list(self.steps)
+        return [
+            (names[int(action[i])], int(start[i]), int(end[i]), float(score[i]), float(gain[i]))
+            for i in picked
+        ]
 
 
 def _nms(rows: np.ndarray, threshold: float) -> np.ndarray:
-    """Greedy temporal non-maximum suppression by gain: rows of (start, end, gain, ...)."""
+    """Greedy temporal non-maximum suppression by gain: rows of (start, end, gain, ...), kept
+    ones in order of start. A row is kept when its temporal IoU with every kept row of higher
+    gain (the first of equal gains) is at most `threshold`; rows are taken a few hundred at a
+    time, each batch's overlaps with the rows kept before it and among itself in two products."""
     order = np.argsort(-rows[:, 2], kind="stable")
-    kept: list[int] = []
-    starts, ends = rows[:, 0], rows[:, 1] + 1
-    for i in order:
-        if kept:
-            k = np.array(kept)
-            inter = np.clip(np.minimum(ends[k], ends[i]) - np.maximum(starts[k], starts[i]), 0, None)
-            union = (ends[k] - starts[k]) + (ends[i] - starts[i]) - inter
-            if (inter / union > threshold).any():
-                continue
-        kept.append(int(i))
-    return rows[sorted(kept, key=lambda j: rows[j, 0])]
+    starts, ends = rows[order, 0], rows[order, 1] + 1
+    kept = np.zeros(len(rows), dtype=bool)
+    for lo in range(0, len(rows), _NMS_BATCH):
+        hi = min(lo + _NMS_BATCH, len(rows))
+        s, e = starts[lo:hi], ends[lo:hi]
+        before = np.flatnonzero(kept[:lo])
+        alive = ~_overlapping(s, e, starts[before], ends[before], threshold).any(axis=1)
+        among = _overlapping(s, e, s, e, threshold)
+        for i in np.flatnonzero(alive):
+            if alive[i]:
+                kept[lo + i] = True
+                alive[i + 1 :] &= ~among[i, i + 1 :]
+    chosen = order[kept]
+    return rows[chosen[np.argsort(rows[chosen, 0], kind="stable")]]
+
+
+_NMS_BATCH = 256
+
+
+def _overlapping(
+    s1: np.ndarray, e1: np.ndarray, s2: np.ndarray, e2: np.ndarray, threshold: float
+) -> np.ndarray:
+    """(len(s1), len(s2)): temporal IoU of [s1, e1) with [s2, e2) above `threshold`."""
+    inter = np.clip(np.minimum(e1[:, None], e2[None]) - np.maximum(s1[:, None], s2[None]), 0, None)
+    union = (e1 - s1)[:, None] + (e2 - s2)[None] - inter
+    return inter / union > threshold
 
 
 # --------------------------------------------------------------------------- the whole job
@@ -349,37 +379,42 @@ def find(
     nms: float = DEFAULT_NMS,
     window_seconds: float = DEFAULT_WINDOW_SECONDS,
     min_gain_ratio: float = DEFAULT_MIN_GAIN_RATIO,
+    dtype: type = np.float64,
+    limit: int | None = None,
 ) -> Found:
     """`locate`'s occurrences in one video's frames: smoothed as a stream at the sampled rate
     `fps`, aligned one window of `window_seconds` at a time, best first (without segments).
 
     steps: {action: (K, d) step vectors}; scale/bias: the model's Eq. 9 calibration; smooth: Eq.
-    7's window in seconds."""
+    7's window in seconds; limit: keep only the best `limit` detections; dtype: the precision of
+    the frames' products with the steps (`align.StreamingAffinity`). One pass: per block of
+    frames one product with the steps of all actions, and per window of `window_seconds` one DTW
+    step per action."""
     window = smoothing_window(smooth, fps)
     prior = align.window_frames(align.SUBSEQUENCE_PRIOR_SECONDS, fps)
-    locator = Locator(steps, scale, bias, prior=prior, nms=nms)
+    locator = Locator(steps, prior=prior, nms=nms)
     chunk = max(1, round(window_seconds * fps))
-    smoother = align.StreamingSmoother(window)
-    pending: list[np.ndarray] = []
-    held = [0]  # frames in `pending`
+    stream = align.StreamingAffinity(locator.stacked, window, scale, bias, dtype)
+    pending: list[np.ndarray] = []  # affinity columns (K, n) not yet fed
+    held = [0]  # columns in `pending`
 
-    def flush(rows: np.ndarray, final: bool) -> None:
-        if len(rows):
-            pending.append(rows)
-            held[0] += len(rows)
+    def flush(columns: np.ndarray, final: bool) -> None:
+        if columns.shape[1]:
+            pending.append(columns)
+            held[0] += columns.shape[1]
         while held[0] >= chunk or (final and held[0]):
-            block = np.concatenate(pending) if len(pending) > 1 else pending[0]
-            locator.feed(block[:chunk])
-            rest = block[chunk:]
-            pending[:] = [rest.copy()] if len(rest) else []  # the fed window is freed
-            held[0] = len(rest)
+            block = np.concatenate(pending, axis=1) if len(pending) > 1 else pending[0]
+            locator.feed(block[:, :chunk])
+            rest = block[:, chunk:]
+            pending[:] = [rest] if rest.shape[1] else []
+            held[0] = rest.shape[1]
 
     for frames, _ in source:
-        flush(smoother.push(frames), final=False)
-    flush(smoother.finish(), final=True)
+        flush(stream.push(frames), final=False)
+    flush(stream.finish(), final=True)
     timestamps = source.timestamps
     ends = frame_ends(timestamps, source.end)
-    found = locator.finish(min_score, min_gain_ratio)
+    found = locator.finish(min_score, min_gain_ratio, limit)
     return Found(
         [
             Detection(action, float(timestamps[first]), float(ends[last]), score, gain)
@@ -406,8 +441,7 @@ def _segments(
         embedded = decode_again(timestamps[lo : hi + 1], float(frame_ends(timestamps, video_end)[hi]))
     if embedded is None:
         return []  # the file changed or decodes differently the second time: no segments
-    smoothed = align.smooth(embedded, window)
-    aff = align.affinity(smoothed, steps, *calibration)[:, first - lo : last - lo + 1]
+    aff = align.smoothed_affinity(embedded, steps, window, *calibration)[:, first - lo : last - lo + 1]
     path = align.dtw(aff - tau[:, None]).path  # the path of most excess between the span's ends
     path[:, 1] += first
     return segments(path, script, timestamps, video_end)

@@ -74,7 +74,6 @@ def run(args) -> int:
 
 def build(args) -> int:
     from actalign.index import DEFAULT_FPS, DEFAULT_PRECISION, Index
-    from actalign.progress import Progress
     from actalign.video import find_videos
 
     front = common.front(args)  # checks every value before any work
@@ -97,6 +96,13 @@ def build(args) -> int:
             precision=args.precision or DEFAULT_PRECISION,
             cache=front.cache or False,
         )
+    with index.writing():  # one build at a time: another gets one sentence
+        return _build_into(index, videos)
+
+
+def _build_into(index, videos: list) -> int:
+    from actalign.progress import Progress
+
     index.tidy()  # what a killed build left
     gone = index.missing()
     if gone:
