@@ -177,7 +177,7 @@ class StreamingAffinity:
 
     def push(self, frames: np.ndarray) -> np.ndarray:
         """Take the next frames (B, d); return the affinity columns (K, n) now complete."""
-        x = _as_matrix(frames, "frames", dtype=self.dtype)
+        x = _as_matrix(frames, "frames", dtype=self.dtype, check_finite=False)
         if x.shape[1] != self.d:
             raise ActAlignError(
                 f"Frame and step embeddings differ in width ({x.shape[1]} vs {self.d}); "
@@ -185,6 +185,8 @@ class StreamingAffinity:
             )
         new = np.zeros((len(x), self.k + self.w))
         new[:, : self.k] = x @ self.u
+        if not np.isfinite(new[:, : self.k]).all():  # a NaN or inf in a frame reaches its products
+            raise ActAlignError("frames contains NaN or inf; check the embeddings that produced it.")
         self.rows = np.concatenate([self.rows, new])
         y = np.concatenate([self.tail, x]) if len(self.tail) else x
         held = len(y) - len(x)

@@ -118,13 +118,16 @@ class Locator:
         action, end = np.nonzero(gain > 0)
         if not len(action):
             return
-        start, g = lasts[action, 3, end], gain[action, end]
-        order = np.lexsort((-g, start, action))
-        action, end, start = action[order], end[order], start[order]
-        first = np.empty(len(order), dtype=bool)
-        first[0] = True
-        first[1:] = (start[1:] != start[:-1]) | (action[1:] != action[:-1])
-        action, end = action[first], end[first]
+        # group by (action, start): a stable sort of one integer key keeps each group in frame
+        # order, and starts rise with the end frame almost everywhere, so the sort is nearly free
+        key = lasts[action, 3, end].astype(np.int64) + (action.astype(np.int64) << 40)
+        order = np.argsort(key, kind="stable")
+        key, g = key[order], gain[action[order], end[order]]
+        first = np.flatnonzero(_changes(key))
+        best = np.repeat(np.maximum.reduceat(g, first), np.diff(first, append=len(key)))
+        hits = np.flatnonzero(g == best)
+        pick = order[hits[_changes(np.searchsorted(first, hits, side="right"))]]
+        action, end = action[pick], end[pick]
         rows = np.empty((len(action), 7))
         rows[:, 0], rows[:, 1], rows[:, 2] = lasts[action, 3, end], self.frames + end, gain[action, end]
         rows[:, 3], rows[:, 4] = lasts[action, 1, end], lasts[action, 2, end]
@@ -193,6 +196,14 @@ class Locator:
             (names[int(action[i])], int(start[i]), int(end[i]), float(score[i]), float(gain[i]))
             for i in picked
         ]
+
+
+def _changes(x: np.ndarray) -> np.ndarray:
+    """(n,) bool: True where x differs from the element before it (and at 0)."""
+    out = np.empty(len(x), dtype=bool)
+    out[:1] = True
+    np.not_equal(x[1:], x[:-1], out=out[1:])
+    return out
 
 
 def _nms(rows: np.ndarray, threshold: float) -> np.ndarray:
