@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -381,3 +382,15 @@ def test_one_writer_at_a_time_and_nothing_lost(tmp_path, capsys):
         holder.wait()
     first.add_embeddings("c", np.arange(4) / 2, vectors)  # the lock went with the process
     assert sorted(Index.open(idx, model=enc, cache=False).videos) == ["a", "b", "c"]
+
+
+def test_ray_search_equals_local_search(archive, tmp_path, monkeypatch):
+    """One Ray task per video on a local Ray instance (started and ended by the search): the
+    same hits, scores and segments as the search in this process."""
+    ray = pytest.importorskip("ray", reason="Ray (the ray extra) is not installed")
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="aa-ray-", dir="/tmp"))  # short socket paths
+    index, _, enc, cache = archive
+    local = search(index)
+    on_ray = search(Index.open(index.root, model=enc, cache=cache, smooth=0.6, engine="ray"))
+    assert local and [h.to_dict() for h in on_ray] == [h.to_dict() for h in local]
+    assert not ray.is_initialized()  # the Ray it started is shut down

@@ -200,13 +200,22 @@ def _model_name(model) -> str:
 
 
 class _ShardFrames:
-    """A `locate.FrameSource` over one video's shard: blocks of frames widened to float32."""
+    """A `locate.FrameSource` over one video's shard: blocks of frames widened to float32. Pickled
+    (for a Ray task) as the shard's path: it is memory-mapped again where it is unpickled."""
 
-    def __init__(self, frames: np.ndarray, timestamps: np.ndarray, end: float, precision: str) -> None:
-        self.frames, self.precision = frames, precision
-        self._stamps, self._end = timestamps, end
+    def __init__(self, root: Path, entry: dict, dim: int, precision: str, name: str = "?") -> None:
+        self.root, self.entry, self.dim, self.precision = root, entry, dim, precision
+        self.frames, self._stamps = _open_shard(root, entry, dim, precision, name)
+        self._end = entry["end"]
         self.timestamps: np.ndarray | None = None
         self.end: float | None = None
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("frames", "_stamps")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self.frames, self._stamps = _open_shard(self.root, self.entry, self.dim, self.precision)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         for lo in range(0, len(self.frames), _SCAN_BLOCK):
@@ -218,6 +227,45 @@ class _ShardFrames:
 
     def frames_between(self, first: int, last: int) -> np.ndarray:
         return widen(self.frames[first : last + 1], self.precision)
+
+
+def _open_shard(
+    root: Path, entry: dict, dim: int, precision: str, name: str = "?"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(frames as stored, memory-mapped (T, d); timestamps (T,)); _Damaged when they are not what
+    the catalogue says."""
+    want = (entry["frames"], dim)
+    try:
+        frames = np.load(root / entry["shard"], mmap_mode="r", allow_pickle=False)
+        stamps = np.load(root / entry["timestamps"], allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        frames = stamps = None
+    if (
+        frames is None
+        or frames.shape != want
+        or frames.dtype != _STORED[precision]
+        or stamps.shape != (want[0],)
+    ):
+        name = entry.get("path") or name
+        raise _Damaged(
+            f"The index's shard {root / entry['shard']} (of {name}) is damaged; build the index "
+            "again with that video (`actalign index build`) to embed it again."
+        )
+    return frames, stamps
+
+
+def _scan(source: _ShardFrames, steps: dict[str, np.ndarray], model: dict, smooth: float, **options) -> Found:
+    """`locate.find` on one video's shard (in this process or a Ray task)."""
+    return find(
+        source,
+        steps,
+        measured_fps(source._stamps),
+        model["scale"],
+        model["bias"],
+        smooth,
+        dtype=_COMPUTE[source.precision],
+        **options,
+    )
 
 
 # --------------------------------------------------------------------------- the index
@@ -546,20 +594,12 @@ class Index:
 
     def _load(self, entry: dict) -> tuple[np.ndarray, np.ndarray]:
         """(frames as stored, memory-mapped (T, d); timestamps (T,)); ActAlignError when damaged."""
-        want = (entry["frames"], self.catalogue["model"]["dim"])
-        try:
-            frames = np.load(self.root / entry["shard"], mmap_mode="r", allow_pickle=False)
-            stamps = np.load(self.root / entry["timestamps"], allow_pickle=False)
-        except (OSError, ValueError, EOFError):
-            frames = stamps = None
-        if (
-            frames is None
-            or frames.shape != want
-            or frames.dtype != _STORED[self.precision]
-            or stamps.shape != (want[0],)
-        ):
-            raise _Damaged(self._damaged(entry))
-        return frames, stamps
+        return _open_shard(
+            self.root, entry, self.catalogue["model"]["dim"], self.precision, self._named(entry)
+        )
+
+    def _named(self, entry: dict) -> str:
+        return next((n for n, e in self.videos.items() if e is entry), "?")
 
     def _intact(self, entry: dict) -> bool:
         try:
@@ -567,13 +607,6 @@ class Index:
         except _Damaged:
             return False
         return True
-
-    def _damaged(self, entry: dict) -> str:
-        name = entry.get("path") or next((n for n, e in self.videos.items() if e is entry), "?")
-        return (
-            f"The index's shard {self.root / entry['shard']} (of {name}) is damaged; build the index "
-            "again with that video (`actalign index build`) to embed it again."
-        )
 
     # ------------------------------------------------------------------ search
 
@@ -615,31 +648,15 @@ class Index:
         domain = (domain or "").strip()
         found = _source(self.config, scripts).get(domain, candidates)
         steps = self.step_vectors(found, domain)
-        model = self.catalogue["model"]
+        options = {
+            "min_score": min_score,
+            "nms": nms,
+            "window_seconds": window_seconds,
+            "min_gain_ratio": min_gain_ratio,
+            "limit": top,  # a video's detections below its own top-N cannot be in the archive's
+        }
         kept: list[tuple[float, int, str, Found, int]] = []
-        for order, (name, entry) in enumerate(self.videos.items()):
-            try:
-                frames, stamps = self._load(entry)
-            except _Damaged as e:
-                warnings.warn(str(e), stacklevel=2)
-                continue
-            if not len(stamps):
-                continue
-            source = _ShardFrames(frames, stamps, entry["end"], self.precision)
-            result = find(
-                source,
-                steps,
-                measured_fps(stamps),
-                model["scale"],
-                model["bias"],
-                self.config.smooth,
-                min_score=min_score,
-                nms=nms,
-                window_seconds=window_seconds,
-                min_gain_ratio=min_gain_ratio,
-                dtype=_COMPUTE[self.precision],
-                limit=top,  # a video's detections below its own top-N cannot be in the archive's
-            )
+        for order, name, result in self._scans(steps, options):
             kept += [(d.score, order, name, result, i) for i, d in enumerate(result.detections)]
             # best first, equal scores in catalogue order; only the kept ones get segments (each
             # costs an alignment of its span)
@@ -650,6 +667,45 @@ class Index:
             d = result.with_segments(i, found)
             hits.append(Hit(name, d.action, d.start, d.end, d.score, d.segments, d.gain))
         return hits
+
+    def _scans(self, steps: dict[str, np.ndarray], options: dict) -> Iterator[tuple[int, str, Found]]:
+        """(catalogue position, name, `find`'s result) per video with frames, as the scans end:
+        here one after the other, or as Ray tasks (`Config.engine` "ray"; the index folder must be
+        readable where the tasks run). A damaged shard is a warning that names it."""
+        model, dim = self.catalogue["model"], self.catalogue["model"]["dim"]
+        sources = []
+        for order, (name, entry) in enumerate(self.videos.items()):
+            try:
+                source = _ShardFrames(self.root.resolve(), entry, dim, self.precision, name)
+            except _Damaged as e:
+                warnings.warn(str(e), stacklevel=3)
+                continue
+            if len(source.frames):
+                sources.append((order, name, source))
+        if self.config.engine != "ray":
+            for order, name, source in sources:
+                yield order, name, _scan(source, steps, model, self.config.smooth, **options)
+            return
+        from actalign.runner.ray_engine import hidden_core_lines, ray_session
+
+        with hidden_core_lines(), ray_session(self.config.ray_address) as ray:
+            task, shared = ray.remote(num_cpus=1)(_scan), ray.put(steps)
+            pending = {
+                task.remote(source, shared, model, self.config.smooth, **options): (order, name)
+                for order, name, source in sources
+            }
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=1)
+                order, name = pending.pop(done[0])
+                yield order, name, _ray_result(ray, done[0], name)
+
+
+def _ray_result(ray, ref, name: str) -> Found:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayError as e:
+        first = str(e).strip().splitlines()[-1][:200] if str(e).strip() else type(e).__name__
+        raise ActAlignError(f"The search of {name} failed on Ray ({first}).") from None
 
 
 def _read_catalogue(file: Path) -> dict:

@@ -27,6 +27,7 @@ import numpy as np
 
 from actalign.embed import VideoEmbedding, write_entry
 from actalign.errors import ActAlignError
+from actalign.reaper import start_reaper
 from actalign.runner.decode import Cached, Chunk, DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
 from actalign.runner.score import Scored
@@ -97,6 +98,31 @@ def _import_ray():
     except ImportError:
         raise ActAlignError("The Ray engine needs Ray: pip install 'actalign[ray]'.") from None
     return ray
+
+
+@contextmanager
+def ray_session(address: str | None) -> Iterator:
+    """Ray for the length of a job: the one this process runs already, or `address` joined, or a
+    local instance started (its processes end with this one). A Ray this started or joined is
+    shut down here at the end, where a Ctrl-C is the job's (one line), not in Ray's exit hook."""
+    ray = _import_ray()
+    if ray.is_initialized():  # the caller's Ray is the caller's to end
+        yield ray
+        return
+    reaper = start_reaper() if address is None else None  # noqa: F841 - lives as long as the job
+    try:
+        from actalign import progress
+
+        # Ray's own INFO/WARNING lines: with -v only (its C++ core's: `hidden_core_lines`)
+        quiet = {} if progress.is_verbose() else {"logging_level": logging.ERROR}
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **quiet)
+    except (ConnectionError, ValueError, RuntimeError) as e:
+        where = address or "a local Ray instance"
+        raise ActAlignError(f"Could not start or join {where} ({str(e)[:150]}).") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
 
 
 def _empty_frames() -> np.ndarray:
@@ -242,26 +268,6 @@ class RayEngine:
     ):
         self.encoder, self.options, self.scorer = encoder, options, scorer
         self.workers, self.address, self.on_frames = workers, address, on_frames
-        self._started = False  # whether this engine started (or joined) Ray, and so ends it
-
-    def _init(self):
-        ray = _import_ray()
-        if not ray.is_initialized():
-            if self.address is None:  # a local instance of this run: its processes end with it
-                from actalign.reaper import start_reaper
-
-                self._reaper = start_reaper()
-            try:
-                from actalign import progress
-
-                # Ray's own INFO/WARNING lines: with -v only (its C++ core's: `hidden_core_lines`)
-                quiet = {} if progress.is_verbose() else {"logging_level": logging.ERROR}
-                ray.init(address=self.address, include_dashboard=False, log_to_driver=False, **quiet)
-            except (ConnectionError, ValueError, RuntimeError) as e:
-                where = self.address or "a local Ray instance"
-                raise ActAlignError(f"Could not start or join {where} ({str(e)[:150]}).") from None
-            self._started = True
-        return ray
 
     def _pool(self, ray) -> dict:
         gpus = int(ray.cluster_resources().get("GPU", 0))
@@ -275,14 +281,8 @@ class RayEngine:
         the encoders, so rows come while the run goes on, not all at its end)."""
         if not clips:
             return
-        with hidden_core_lines():
-            ray = self._init()
-            try:
-                yield from self._run(ray, clips)
-            finally:
-                if self._started:  # here, where a Ctrl-C is the run's (one line), not in Ray's atexit hook
-                    self._started = False
-                    ray.shutdown()
+        with hidden_core_lines(), ray_session(self.address) as ray:
+            yield from self._run(ray, clips)
 
     def _run(self, ray, clips: list[Clip]) -> Iterator[Scored | Failure]:
         scorer = self.scorer
