@@ -86,13 +86,17 @@ def cli_search(index: Path, args: list, capsys) -> str:
 def test_the_endpoint_returns_exactly_the_cli_json(client, archive, capsys):
     index, videos, scripts = archive
     got = client.predict("t", "a\nb", 3, None, api_name="/search")
-    want = cli_search(index, ["--domain", "t", "--candidates", "a", "b", "--top", "3", "--scripts", scripts], capsys)
+    want = cli_search(
+        index, ["--domain", "t", "--candidates", "a", "b", "--top", "3", "--scripts", scripts], capsys
+    )
     assert got == want
     hits = json.loads(got)["hits"]
     assert len(hits) == 3 and {h["video"] for h in hits} <= {str(v.resolve()) for v in videos}
     # the defaults: top 20, the app's scripts
     everything = client.predict("t", "b\na", api_name="/search")
-    assert everything == cli_search(index, ["--domain", "t", "--candidates", "b", "a", "--scripts", scripts], capsys)
+    assert everything == cli_search(
+        index, ["--domain", "t", "--candidates", "b", "a", "--scripts", scripts], capsys
+    )
     assert json.loads(everything)["settings"]["top"] == 20
 
 
@@ -220,7 +224,10 @@ def test_a_video_gone_since_indexing_keeps_its_hit_and_says_it_is_gone(siglip_di
     found = engine.search("t", ["a", "b"], None)
     gone = [h for h in found.hits if h.video == str(moved.resolve())]
     assert gone, "the gone video's hits are still listed"
-    assert engine.view(gone[0]).problem == "gone.mp4 is gone since it was indexed; this hit comes from the index."
+    assert (
+        engine.view(gone[0]).problem
+        == "gone.mp4 is gone since it was indexed; this hit comes from the index."
+    )
     _, page = SearchTab(engine).run("t", "a\nb", None, None)
     assert page.count('data-gone="gone.mp4 is gone since it was indexed') == len(gone)
     assert page.count("file gone") == len(gone)
