@@ -263,3 +263,26 @@ def test_a_missing_or_damaged_index_is_refused_at_start_up(damage, siglip_dir, t
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert str(index) in err and "Traceback" not in err, err
+
+
+def test_searches_from_the_server_s_threads_share_the_index_and_its_text_cache(archive, tmp_path):
+    """Gradio answers each request on one of its worker threads; the index's text cache (SQLite)
+    must not be used across them."""
+    import threading
+
+    index, _, scripts = archive
+    engine = Engine(AppSettings(scripts=(str(scripts),), index=str(index), cache_dir=str(tmp_path / "c")))
+    found, failed = [], []
+
+    def search() -> None:
+        try:
+            found.append(engine.search("t", ["a", "b"], 3).to_json())
+        except Exception as e:  # the test reports whatever went wrong
+            failed.append(e)
+
+    for _ in range(3):  # one thread after another, as the server's requests come
+        worker = threading.Thread(target=search)
+        worker.start()
+        worker.join()
+    assert not failed, failed
+    assert len(found) == 3 and found[0] == found[1] == found[2]

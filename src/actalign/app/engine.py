@@ -11,6 +11,7 @@ import logging
 import threading
 import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,7 +173,21 @@ class Engine:
         self._lock = threading.Lock()
         self.samples = {s.id: s for s in load_samples(settings.samples)}
         self._trusted = {str(Path(s.video).resolve()) for s in self.samples.values()}
-        self.index = open_index(settings)
+        # the index is read on a thread of its own: its text cache is SQLite, whose connections
+        # must not cross the server's threads
+        self._index_thread = ThreadPoolExecutor(1, "actalign-index") if settings.index else None
+        self.index = self._on_index_thread(open_index, settings)
+
+    def _on_index_thread(self, fn, *args):
+        """fn(*args) on the index's thread (None without an index); its exception, if any."""
+        if self._index_thread is None:
+            return None
+        return self._index_thread.submit(fn, *args).result()
+
+    def close(self) -> None:
+        """End the index's thread."""
+        if self._index_thread is not None:
+            self._index_thread.shutdown(wait=False)
 
     def encoder(self, model: str | None = None):
         """The encoder for `model` (default: the app's), loaded once and kept (at most two)."""
@@ -304,6 +319,11 @@ class Engine:
         if self.index is None:
             raise ActAlignError("This app has no index to search; start it with --index INDEX.")
         domain, candidates, top = check_domain(domain), check_candidates(candidates), parse_top(top)
+        return self._on_index_thread(self._search, domain, candidates, top, scripts)
+
+    def _search(self, domain: str, candidates: list[str], top: int, scripts: dict | None) -> Search:
+        """`search` with checked values, on the index's thread: the one front door's search, its
+        warnings kept."""
         from actalign.api import ActAlign
         from actalign.locate import DEFAULT_NMS, DEFAULT_WINDOW_SECONDS
 

@@ -119,6 +119,7 @@ def build_app(settings: AppSettings, engine: Engine | None = None):
         page.wire()
         add_api(page.engine)
     demo.actalign_results = page.results
+    demo.actalign_engine = page.engine
     demo.actalign_samples = list(page.samples.values())
     # the only files of the machine it serves: the sample videos and the files the index names
     # (Gradio allows a listed file itself, a listed folder everything under it: never a folder)
@@ -510,6 +511,7 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
         )
     except OSError:
         demo.actalign_results.close()
+        demo.actalign_engine.close()
         raise ActAlignError(
             f"Cannot listen on {where.server}:{port}: the port is in use or the address is not this "
             "machine's; choose another --port or --host."
@@ -518,8 +520,9 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
 
 
 def stop(demo) -> None:
-    """Stop serving and remove the app's result files."""
+    """Stop serving, remove the app's result files and end the index's thread."""
     try:
         demo.close()
     finally:
         demo.actalign_results.close()
+        demo.actalign_engine.close()
