@@ -470,3 +470,42 @@ def test_the_search_tab_shows_hits_with_thumbnails_and_plays_a_hit_from_its_star
         assert Path(api[k]["video"]).name in page.inner_text("#aa-search-player")
     page.screenshot(path=str(artifacts / "app-search-playing.png"))
     context.close()
+
+
+def test_a_hit_whose_file_is_gone_is_listed_and_says_so_instead_of_playing(browser, siglip_dir, tmp_path):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    from app_server import serve
+    from test_app_search import SCRIPTS, build_archive
+
+    index, videos = build_archive(tmp_path, siglip_dir)
+    videos[0].unlink()  # a.mp4 is gone since indexing
+    scripts = tmp_path / "scripts.json"
+    scripts.write_text(json.dumps(SCRIPTS))
+    settings = AppSettings(
+        model=str(siglip_dir), scripts=(str(scripts),), store=str(tmp_path / "s.sqlite"), index=str(index)
+    )
+    with serve(settings) as (url, _):
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Search").click()
+        page.fill("#aa-search-domain :is(input, textarea)", "t")
+        page.fill("#aa-search-candidates textarea", "a\nb")
+        page.click("#aa-search-run")
+        page.wait_for_selector("#aa-hits .aa-hit", timeout=TIMEOUT_MS)
+        gone = page.locator("#aa-hits .aa-hit", has_text="a.mp4")
+        kept = page.locator("#aa-hits .aa-hit", has_text="b.mp4")
+        assert gone.count() and kept.count()
+        assert all("file gone" in t for t in gone.all_inner_texts())
+        assert gone.locator("img").count() == 0 and kept.locator("img").count() == kept.count()
+        kept.first.click()  # a playable one first: the gone one must also stop it
+        page.wait_for_function("() => document.querySelector('#aa-search-player video').currentSrc")
+        gone.first.click()
+        note = page.inner_text("#aa-search-player .aa-player-note")
+        assert note == "a.mp4 is gone since it was indexed; this hit comes from the index.", note
+        assert (
+            page.evaluate("() => document.querySelector('#aa-search-player video').getAttribute('src')")
+            is None
+        )
+        context.close()
