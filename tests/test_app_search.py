@@ -286,3 +286,17 @@ def test_searches_from_the_server_s_threads_share_the_index_and_its_text_cache(a
         worker.join()
     assert not failed, failed
     assert len(found) == 3 and found[0] == found[1] == found[2]
+
+
+def test_a_damaged_shard_is_skipped_and_named_in_the_status(archive, tmp_path):
+    from actalign.app.search_tab import SearchTab
+
+    index = tmp_path / "idx"
+    shutil.copytree(archive[0], index)
+    entry = json.loads((index / "index.json").read_text())["videos"][str(archive[1][0].resolve())]
+    shard = index / entry["shard"]
+    shard.write_bytes(shard.read_bytes()[:100])
+    engine = Engine(AppSettings(scripts=(str(archive[2]),), index=str(index)))
+    status, page = SearchTab(engine).run("t", "a\nb", None, None)
+    assert "aa-ok" in status and str(shard) in status and "actalign index build" in status, status
+    assert "a.mp4" not in page and "b.mp4" in page
