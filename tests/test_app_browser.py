@@ -387,3 +387,125 @@ def test_candidates_typed_then_classified_at_once_use_their_own_scripts(page, ar
     winner = "Tip-in" if "Tip-in" in top else "Putback dunk"
     assert all(step in shown for step in scripts[winner]), (winner, shown)
     page.screenshot(path=str(artifacts / "app-typed-then-run.png"))
+
+
+# --------------------------------------------------------------------------- the Search tab
+
+
+@pytest.fixture(scope="module")
+def archive_served(siglip_dir, tmp_path_factory):
+    """(url, videos) of the app with an index of two generated videos (`actalign app --index`)."""
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    from app_server import serve
+    from test_app_search import SCRIPTS, build_archive
+
+    folder = tmp_path_factory.mktemp("archive")
+    index, videos = build_archive(folder, siglip_dir)
+    scripts = folder / "scripts.json"
+    scripts.write_text(json.dumps(SCRIPTS))
+    settings = AppSettings(
+        model=str(siglip_dir),
+        scripts=(str(scripts),),
+        store=str(folder / "scripts.sqlite"),
+        cache_dir=str(folder / "cache"),
+        index=str(index),
+    )
+    with serve(settings) as (url, _):
+        yield url, videos
+
+
+def test_the_search_tab_shows_hits_with_thumbnails_and_plays_a_hit_from_its_start(
+    browser, archive_served, artifacts
+):
+    from urllib.parse import quote
+
+    from gradio_client import Client
+
+    url, videos = archive_served
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    context.set_default_timeout(30_000)
+    page = context.new_page()
+    page.goto(url)
+    page.get_by_role("tab", name="Search").click()
+    page.fill("#aa-search-domain :is(input, textarea)", "t")
+    page.fill("#aa-search-candidates textarea", "a\nb")
+    set_field(page, "#aa-search-top input", "3")
+    page.click("#aa-search-run")
+    page.wait_for_selector("#aa-hits .aa-hit", timeout=TIMEOUT_MS)
+    assert "3 hits in" in page.inner_text("#aa-search-status")
+    hits = page.locator("#aa-hits .aa-hit")
+    page.wait_for_function(
+        """() => {
+            const images = [...document.querySelectorAll('#aa-hits .aa-hit img.aa-thumb')];
+            return images.length === 3 && images.every((i) => i.complete && i.naturalWidth > 0);
+        }"""
+    )
+    # the hits the page lists are the API's (and so `actalign search`'s), in the same order
+    api = json.loads(Client(url, verbose=False).predict("t", "a\nb", 3, None, api_name="/search"))["hits"]
+    starts = [float(hits.nth(i).get_attribute("data-start")) for i in range(hits.count())]
+    assert starts == [h["span"]["start"] for h in api]
+    assert all(Path(h["video"]).name in hits.nth(i).inner_text() for i, h in enumerate(api))
+    page.screenshot(path=str(artifacts / "app-search.png"), full_page=True)
+
+    page.evaluate(
+        """() => {
+            window.__seeked = [];
+            document.querySelector('#aa-search-player video')
+                .addEventListener('seeked', (e) => window.__seeked.push(e.target.currentTime));
+        }"""
+    )
+    frame = 1 / 10  # the generated videos' frame rate
+    # the latest hit first (its seek is visible from 0), then one in the other video
+    first = max(range(len(starts)), key=lambda i: starts[i])
+    assert starts[first] > frame, starts
+    others = [i for i, h in enumerate(api) if h["video"] != api[first]["video"]]
+    for k in [first, *others[:1]]:
+        seen = page.evaluate("() => window.__seeked.length")
+        hits.nth(k).click()
+        page.wait_for_function("n => window.__seeked.length > n", arg=seen)
+        at = page.evaluate("() => window.__seeked[window.__seeked.length - 1]")
+        assert abs(at - starts[k]) < frame, (at, starts[k])
+        src = page.evaluate("() => document.querySelector('#aa-search-player video').currentSrc")
+        assert src.endswith("gradio_api/file=" + quote(api[k]["video"])), src
+        assert Path(api[k]["video"]).name in page.inner_text("#aa-search-player")
+    page.screenshot(path=str(artifacts / "app-search-playing.png"))
+    context.close()
+
+
+def test_a_hit_whose_file_is_gone_is_listed_and_says_so_instead_of_playing(browser, siglip_dir, tmp_path):
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    from app_server import serve
+    from test_app_search import SCRIPTS, build_archive
+
+    index, videos = build_archive(tmp_path, siglip_dir)
+    videos[0].unlink()  # a.mp4 is gone since indexing
+    scripts = tmp_path / "scripts.json"
+    scripts.write_text(json.dumps(SCRIPTS))
+    settings = AppSettings(
+        model=str(siglip_dir), scripts=(str(scripts),), store=str(tmp_path / "s.sqlite"), index=str(index)
+    )
+    with serve(settings) as (url, _):
+        context = browser.new_context(viewport={"width": 1400, "height": 1100})
+        context.set_default_timeout(30_000)
+        page = context.new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Search").click()
+        page.fill("#aa-search-domain :is(input, textarea)", "t")
+        page.fill("#aa-search-candidates textarea", "a\nb")
+        page.click("#aa-search-run")
+        page.wait_for_selector("#aa-hits .aa-hit", timeout=TIMEOUT_MS)
+        gone = page.locator("#aa-hits .aa-hit", has_text="a.mp4")
+        kept = page.locator("#aa-hits .aa-hit", has_text="b.mp4")
+        assert gone.count() and kept.count()
+        assert all("file gone" in t for t in gone.all_inner_texts())
+        assert gone.locator("img").count() == 0 and kept.locator("img").count() == kept.count()
+        kept.first.click()  # a playable one first: the gone one must also stop it
+        page.wait_for_function("() => document.querySelector('#aa-search-player video').currentSrc")
+        gone.first.click()
+        note = page.inner_text("#aa-search-player .aa-player-note")
+        assert note == "a.mp4 is gone since it was indexed; this hit comes from the index.", note
+        assert (
+            page.evaluate("() => document.querySelector('#aa-search-player video').getAttribute('src')")
+            is None
+        )
+        context.close()

@@ -248,6 +248,22 @@ class ActAlign:
             window_seconds=window_seconds,
         )
 
+    def search_settings(self, index, candidates: Sequence[str], **search) -> dict:
+        """The `settings` block of search's JSON: the Config's record under the index's model and
+        sampling, the index's path, model identity and precision, the candidates, and the search's
+        values (window_seconds, nms, min_score, top)."""
+        config = self.config.replace(
+            method="actalign", alignment="subsequence", fps=index.fps, model=index.model_name
+        )
+        return {
+            **config.record(),
+            "model_identity": index.catalogue["model"]["identity"],
+            "index": str(index.root),
+            "candidates": list(candidates),
+            "precision": index.precision,
+            **search,
+        }
+
     # ------------------------------------------------------------------ many clips
 
     def plan(

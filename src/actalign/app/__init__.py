@@ -10,6 +10,11 @@ The API (`gradio_client.Client(url).predict(handle_file(video), domain, candidat
 api_name="/classify")`) returns exactly what `actalign classify VIDEO --format json` prints for the
 same settings; `/scripts` and `/generate_scripts` look scripts up or write them.
 
+With an archive index (`AppSettings(index=...)`, `actalign app --index`), a Search tab lists the
+index's hits for the candidates best first, each with a thumbnail of the frame at its start, and
+plays a clicked hit from its start; `/search` returns exactly what `actalign search INDEX --format
+json` prints.
+
 Errors are one sentence in the page (or one `gradio.Error` for API callers), never a traceback:
 the traceback of an unexpected failure goes to the server's log only. The model is loaded once per
 model setting and reused by every request; embeddings are cached as in the CLI.
@@ -23,14 +28,17 @@ from actalign.app.api import GENERIC_ERROR
 from actalign.app.engine import (
     AppSettings,
     Engine,
+    HitView,
     Sample,
+    Search,
     check_domain,
     load_samples,
     parse_candidates,
     parse_scripts_json,
+    parse_top,
     steps_from_text,
 )
-from actalign.app.html import ranking_html, status_html, timeline_html
+from actalign.app.html import hits_html, ranking_html, status_html, timeline_html
 from actalign.app.page import MAX_EDITORS, Listening, build_app, launch, listen_on, stop
 
 INSTALL_HINT = "The app needs Gradio, an optional extra: pip install 'actalign[app]'."
@@ -41,15 +49,19 @@ __all__ = [
     "MAX_EDITORS",
     "AppSettings",
     "Engine",
+    "HitView",
     "Listening",
     "Sample",
+    "Search",
     "build_app",
     "check_domain",
+    "hits_html",
     "launch",
     "listen_on",
     "load_samples",
     "parse_candidates",
     "parse_scripts_json",
+    "parse_top",
     "ranking_html",
     "status_html",
     "steps_from_text",

@@ -1,4 +1,5 @@
-"""The API endpoints (/classify, /scripts, /generate_scripts) and the one-sentence errors."""
+"""The API endpoints (/classify, /scripts, /generate_scripts, and /search with an index) and the
+one-sentence errors."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ GENERIC_ERROR = "Something went wrong on the server; its log has the details."
 
 
 def add_api(engine: Engine) -> None:
-    """The API endpoints: /classify, /scripts and /generate_scripts."""
+    """The API endpoints: /classify, /scripts and /generate_scripts; /search when the app has an
+    index."""
     import gradio as gr
     from gradio.data_classes import FileData
 
@@ -68,11 +70,21 @@ def add_api(engine: Engine) -> None:
             got = engine.generate(domain, parse_candidates(candidates))
             return json.dumps({domain.strip(): got}, ensure_ascii=False)
 
-    for fn in (classify, scripts, generate_scripts):  # Gradio reads the types from the hints
+    def search(domain: str, candidates: str, top: int | None = None, scripts: str | None = None) -> str:
+        """Every occurrence of the candidates (one per line) across the app's index, best first,
+        `top` in all (default 20): exactly the JSON of `actalign search INDEX --format json`;
+        scripts: JSON {action: [steps]} that win over the app's scripts."""
+        with _api_errors(None):
+            given = parse_scripts_json(scripts, domain or "")
+            return engine.search(domain, parse_candidates(candidates), top, given).to_json()
+
+    for fn in (classify, scripts, generate_scripts, search):  # Gradio reads the types from the hints
         fn.__annotations__ = typing.get_type_hints(fn, localns={"FileData": FileData})
     gr.api(classify, api_name="classify", concurrency_id="model")
     gr.api(scripts, api_name="scripts")
     gr.api(generate_scripts, api_name="generate_scripts")
+    if engine.index is not None:
+        gr.api(search, api_name="search", concurrency_id="model")
 
 
 def _path(video: Any) -> str | None:

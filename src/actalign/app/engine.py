@@ -1,13 +1,17 @@
-"""The library calls behind the page and the API: settings, samples, scripts, classification.
+"""The library calls behind the page and the API: settings, samples, scripts, classification, and
+the search of an archive index.
 
 Needs no Gradio."""
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +35,7 @@ class AppSettings(Config):
 
     max_upload_mb: float = 500.0
     samples: str | None = None  # a manifest (JSONL) whose clips the page offers as samples
+    index: str | None = None  # an archive index (`actalign index build`) the Search tab searches
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,34 @@ class Sample:
     answer: str | None = None
     start: float | None = None
     end: float | None = None
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search of the index: the domain, the hits best first, the `settings` block of
+    `actalign search --format json`, and the warnings it gave (a damaged shard skipped)."""
+
+    domain: str
+    hits: list
+    settings: dict
+    warnings: tuple[str, ...] = ()
+
+    def to_json(self) -> str:
+        """Exactly what `actalign search INDEX --format json` prints for the same search."""
+        from actalign.exports import format_hits
+
+        return format_hits("json", self.hits, self.settings, domain=self.domain)
+
+
+@dataclass(frozen=True)
+class HitView:
+    """What the Search tab shows of a hit's video: its file (None: no file to show), a JPEG
+    thumbnail of the frame at the hit's start (None: no frame there), and one sentence when the
+    file cannot be shown."""
+
+    file: str | None
+    thumbnail: bytes | None
+    problem: str | None = None
 
 
 # --------------------------------------------------------------------------- parsing
@@ -91,6 +124,18 @@ def parse_scripts_json(text: str | None, domain: str) -> dict[str, list[str]]:
     return out
 
 
+def parse_top(value) -> int:
+    """How many hits to keep: a whole number of at least 1 (the CLI's --top); None: its default."""
+    from actalign.index import DEFAULT_TOP
+
+    if value is None:
+        return DEFAULT_TOP
+    whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+    if not whole or value < 1:
+        raise ActAlignError(f"Top must be a whole number of hits, at least 1, got {value!r}.")
+    return int(value)
+
+
 def load_samples(manifest: str | None) -> list[Sample]:
     """The clips of a manifest as samples; rows that cannot be used are logged and skipped."""
     if not manifest:
@@ -128,6 +173,21 @@ class Engine:
         self._lock = threading.Lock()
         self.samples = {s.id: s for s in load_samples(settings.samples)}
         self._trusted = {str(Path(s.video).resolve()) for s in self.samples.values()}
+        # the index is read on a thread of its own: its text cache is SQLite, whose connections
+        # must not cross the server's threads
+        self._index_thread = ThreadPoolExecutor(1, "actalign-index") if settings.index else None
+        self.index = self._on_index_thread(open_index, settings)
+
+    def _on_index_thread(self, fn, *args):
+        """fn(*args) on the index's thread (None without an index); its exception, if any."""
+        if self._index_thread is None:
+            return None
+        return self._index_thread.submit(fn, *args).result()
+
+    def close(self) -> None:
+        """End the index's thread."""
+        if self._index_thread is not None:
+            self._index_thread.shutdown(wait=False)
 
     def encoder(self, model: str | None = None):
         """The encoder for `model` (default: the app's), loaded once and kept (at most two)."""
@@ -245,6 +305,111 @@ class Engine:
         )
         front = ActAlign(config, {domain: steps}, encoder=self.encoder(model), cache=self.cache() or False)
         return front.classify(video, candidates, domain, start, end, on_frames, on_total)
+
+    def search(
+        self,
+        domain: str,
+        candidates: list[str],
+        top: int | float | None = None,
+        scripts: dict[str, list[str]] | None = None,
+    ) -> Search:
+        """Every occurrence of `candidates` across the app's index, best first, `top` in all, as
+        `actalign search` finds them; `scripts` ({action: steps}) win over the files, the store
+        and the LLM."""
+        if self.index is None:
+            raise ActAlignError("This app has no index to search; start it with --index INDEX.")
+        domain, candidates, top = check_domain(domain), check_candidates(candidates), parse_top(top)
+        return self._on_index_thread(self._search, domain, candidates, top, scripts)
+
+    def _search(self, domain: str, candidates: list[str], top: int, scripts: dict | None) -> Search:
+        """`search` with checked values, on the index's thread: the one front door's search, its
+        warnings kept."""
+        from actalign.api import ActAlign
+        from actalign.locate import DEFAULT_NMS, DEFAULT_WINDOW_SECONDS
+
+        front = ActAlign(self.settings, {domain: scripts} if scripts else None, cache=self.cache() or False)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                hits = front.search(self.index, candidates, domain, top=top)
+        finally:
+            front.scripts().store.close()  # SQLite connections must not cross the server's threads
+        settings = front.search_settings(
+            self.index,
+            candidates,
+            window_seconds=DEFAULT_WINDOW_SECONDS,
+            nms=DEFAULT_NMS,
+            min_score=None,
+            top=top,
+        )
+        return Search(domain, hits, settings, tuple(str(w.message) for w in caught))
+
+    def indexed_files(self) -> list[str]:
+        """The files the index names that are there now (the only ones the Search tab plays)."""
+        if self.index is None:
+            return []
+        named = (self.video_file(name) for name in self.index.videos)
+        return sorted({str(Path(f).resolve()) for f in named if f and Path(f).is_file()})
+
+    def video_file(self, name: str) -> str | None:
+        """The file of an indexed video (None: it was indexed from embeddings, without one)."""
+        entry = self.index.videos.get(name) if self.index is not None else None
+        return (entry or {}).get("path")
+
+    def view(self, hit) -> HitView:
+        """A hit's file and thumbnail, or one sentence saying why its video cannot be shown."""
+        file = self.video_file(hit.video)
+        if file is None:
+            return HitView(None, None, f"{hit.video} was indexed from embeddings: there is no file to show.")
+        if not Path(file).is_file():
+            return HitView(
+                None, None, f"{Path(file).name} is gone since it was indexed; this hit comes from the index."
+            )
+        return HitView(file, thumbnail(file, hit.start))
+
+
+def open_index(settings: AppSettings):
+    """The archive index of --index (None without one), read once; one sentence when it does not
+    exist or its catalogue is damaged."""
+    if not settings.index:
+        return None
+    from actalign.index import Index
+
+    index = Index.open(settings.index, config=settings, cache=settings.cache() or False)
+    try:
+        index.info()  # reads every entry of the catalogue
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise ActAlignError(
+            f"The index {settings.index} is damaged: its catalogue is not as `actalign index build` "
+            "writes it; build the index again."
+        ) from None
+    return index
+
+
+THUMB_EDGE = 90  # pixels on the shorter side of a hit's thumbnail
+
+
+def thumbnail(video: str, seconds: float) -> bytes | None:
+    """A JPEG of the frame at `seconds` of `video`, decoded by the project's decoder (the shorter
+    side THUMB_EDGE pixels); None when no frame can be decoded there."""
+    from PIL import Image
+
+    from actalign.video import Sampling, iter_frames
+
+    frames = iter(iter_frames(video, Sampling(start=max(0.0, seconds)), batch_size=1, resize=THUMB_EDGE))
+    try:
+        with warnings.catch_warnings():  # one frame by design: no notes on the rest of the video
+            warnings.simplefilter("ignore")
+            batch = next(frames, None)
+    except (ActAlignError, OSError):
+        return None
+    finally:
+        frames.close()
+    if batch is None:
+        return None
+    out = io.BytesIO()
+    Image.fromarray(batch.frames[0]).save(out, "JPEG", quality=85)
+    return out.getvalue()
 
 
 def check_domain(domain: str | None) -> str:

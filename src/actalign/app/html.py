@@ -1,8 +1,10 @@
-"""The HTML the page renders: status line, ranking table, step timeline."""
+"""The HTML the page renders: status line, ranking table, step timeline, search hits."""
 
 from __future__ import annotations
 
+import base64
 import html
+from pathlib import Path
 
 from actalign.score import Prediction
 
@@ -66,4 +68,43 @@ def timeline_html(pred: Prediction) -> str:
         f'<div class="aa-head">Steps of <b>{html.escape(top.action)}</b> (score {top.score:.4f}{span}) '
         f"\u2014 click a step to jump there</div>{''.join(rows)}"
         f'<div class="aa-axis"><span>{lo:.2f} s</span><span>{hi:.2f} s</span></div></div>'
+    )
+
+
+def hits_html(rows: list) -> str:
+    """The hits of a search, best first, one button each: rank, a thumbnail of the frame at the
+    hit's start, the video's name, the action, start-end and the score. rows: (Hit, HitView, the
+    URL that plays its file or None). Each button carries data-start and data-src, or data-gone
+    (the sentence saying why its video cannot be shown), which the page's script uses."""
+    if not rows:
+        return '<div class="aa-empty">No hits.</div>'
+    items = [_hit_html(rank, hit, view, url) for rank, (hit, view, url) in enumerate(rows, 1)]
+    return (
+        '<div class="aa-head">Hits, best first \u2014 click one to play it from its start</div>'
+        f'<div class="aa-hits">{"".join(items)}</div>'
+    )
+
+
+def _hit_html(rank: int, hit, view, url: str | None) -> str:
+    name = Path(hit.video).name or hit.video
+    when = f"{hit.start:.2f}\u2013{hit.end:.2f} s"
+    if view.problem:
+        picture = '<span class="aa-thumb aa-nothumb">file gone</span>'
+        where = f'data-gone="{html.escape(view.problem)}"'
+    else:
+        where = f'data-src="{html.escape(url or "")}"'
+        picture = (
+            f'<img class="aa-thumb" alt="frame at {hit.start:.2f} s" '
+            f'src="data:image/jpeg;base64,{base64.b64encode(view.thumbnail).decode()}">'
+            if view.thumbnail
+            else '<span class="aa-thumb aa-nothumb">no frame</span>'
+        )
+    label = f"{name}: {hit.action}, {when}"
+    return (
+        f'<button type="button" class="aa-hit" data-start="{hit.start:.3f}" data-end="{hit.end:.3f}" '
+        f'{where} title="{html.escape(label)}">{picture}'
+        f'<span class="aa-num">{rank}</span>'
+        f'<span class="aa-hit-video">{html.escape(name)}</span>'
+        f'<span class="aa-hit-action">{html.escape(hit.action)}</span>'
+        f'<span class="aa-time">{when}</span><span class="aa-score">{hit.score:.4f}</span></button>'
     )

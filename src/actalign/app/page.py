@@ -17,6 +17,7 @@ from pathlib import Path
 from actalign.app.api import add_api, message
 from actalign.app.engine import MB, AppSettings, Engine, parse_candidates, steps_from_text
 from actalign.app.html import ranking_html, status_html, timeline_html
+from actalign.app.search_tab import SearchTab
 from actalign.candidates import norm
 from actalign.encoders import MODELS
 from actalign.errors import ActAlignError
@@ -103,12 +104,28 @@ def build_app(settings: AppSettings, engine: Engine | None = None):
     import gradio as gr
 
     page = _Page(settings, engine or Engine(settings))
+    search = SearchTab(page.engine) if page.engine.index is not None else None
     with gr.Blocks(title="actalign", analytics_enabled=False) as demo:
-        page.layout()
+        gr.Markdown(INTRO)
+        if search is None:
+            page.layout()
+        else:
+            with gr.Tabs(elem_id="aa-tabs"):
+                with gr.Tab("Classify", elem_id="aa-tab-classify"):
+                    page.layout()
+                with gr.Tab("Search", elem_id="aa-tab-search"):
+                    search.layout()
+            search.wire()
         page.wire()
         add_api(page.engine)
     demo.actalign_results = page.results
+    demo.actalign_engine = page.engine
     demo.actalign_samples = list(page.samples.values())
+    # the only files of the machine it serves: the sample videos and the files the index names
+    # (Gradio allows a listed file itself, a listed folder everything under it: never a folder)
+    demo.actalign_files = sorted(
+        {str(Path(s.video).resolve()) for s in demo.actalign_samples} | set(page.engine.indexed_files())
+    )
     return demo
 
 
@@ -125,10 +142,10 @@ class _Page:
     # ------------------------------------------------------------------ layout
 
     def layout(self) -> None:
-        """Place the components: video and results on the left, inputs on the right."""
+        """Place the classification's components: video and results on the left, inputs on the
+        right."""
         import gradio as gr
 
-        gr.Markdown(INTRO)
         self.path = gr.State(None)  # the video to classify: the sample's or the upload's file
         self.answer = gr.State(None)  # the sample's correct candidate, marked in the heatmaps
         # what the script boxes hold, kept in the page (not the server's session state) so that a
@@ -478,10 +495,7 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
     public gradio.live link only with share=True). Returns the Blocks; `stop` ends it."""
     where = listen_on(host)
     demo = build_app(settings)
-    # exactly the sample videos (Gradio allows a listed file itself, a listed folder everything
-    # under it): never the manifest or anything else beside them; the result files are served
-    # from Gradio's own cache, as uploads are
-    allowed = sorted({str(Path(s.video).resolve()) for s in demo.actalign_samples})
+    # the result files are served from Gradio's own cache, as uploads are
     demo.queue(default_concurrency_limit=1)
     try:
         demo.launch(
@@ -490,13 +504,14 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
             share=share,
             prevent_thread_lock=True,
             quiet=True,
-            allowed_paths=allowed,
+            allowed_paths=demo.actalign_files,
             max_file_size=int(settings.max_upload_mb * MB),
             css=CSS,
             show_error=False,
         )
     except OSError:
         demo.actalign_results.close()
+        demo.actalign_engine.close()
         raise ActAlignError(
             f"Cannot listen on {where.server}:{port}: the port is in use or the address is not this "
             "machine's; choose another --port or --host."
@@ -505,8 +520,9 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
 
 
 def stop(demo) -> None:
-    """Stop serving and remove the app's result files."""
+    """Stop serving, remove the app's result files and end the index's thread."""
     try:
         demo.close()
     finally:
         demo.actalign_results.close()
+        demo.actalign_engine.close()

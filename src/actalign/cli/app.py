@@ -27,7 +27,8 @@ def add_parser(sub) -> None:
         "app",
         help="a web page (and API) to try actalign on a video",
         description="Serve a page to classify a sample or an uploaded video, edit the scripts, and "
-        "see the ranking, the step timeline and the heatmaps; /classify is the same run as an API.",
+        "see the ranking, the step timeline and the heatmaps; /classify is the same run as an API. "
+        "With --index, a Search tab (and /search) finds actions across an indexed archive.",
     )
     p.add_argument(
         "--host",
@@ -45,6 +46,14 @@ def add_parser(sub) -> None:
         default=None,
         metavar="MANIFEST",
         help="a JSONL manifest whose clips the page offers (default: none, uploads only)",
+    )
+    p.add_argument(
+        "--index",
+        default=None,
+        metavar="INDEX",
+        help="an archive index (actalign index build) to search: adds a Search tab, whose hits play "
+        "from their start, and the /search API (the JSON of actalign search --format json); only "
+        "the files the index names are served (default: none, no Search tab)",
     )
     common.add_sampling_options(p, start_end=False)
     common.add_method_options(p)

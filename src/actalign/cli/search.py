@@ -58,19 +58,9 @@ def run(args) -> int:
         nms=args.nms,
         window_seconds=args.window,
     )
-    settings = {
-        **front.config.replace(
-            method="actalign", alignment="subsequence", fps=index.fps, model=index.model_name
-        ).record(),
-        "model_identity": index.catalogue["model"]["identity"],
-        "index": str(index.root),
-        "candidates": candidates,
-        "precision": index.precision,
-        "window_seconds": args.window,
-        "nms": args.nms,
-        "min_score": args.min_score,
-        "top": args.top,
-    }
+    settings = front.search_settings(
+        index, candidates, window_seconds=args.window, nms=args.nms, min_score=args.min_score, top=args.top
+    )
     text = format_hits(args.format, hits, settings, domain=args.domain)
     common.write_output(text, args.output)
     return 0
