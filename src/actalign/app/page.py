@@ -18,6 +18,7 @@ from actalign.app.api import add_api, message
 from actalign.app.engine import MB, AppSettings, Engine, parse_candidates, steps_from_text
 from actalign.app.html import ranking_html, status_html, timeline_html
 from actalign.app.search_tab import SearchTab
+from actalign.app.widgets import query_inputs
 from actalign.candidates import norm
 from actalign.encoders import MODELS
 from actalign.errors import ActAlignError
@@ -201,14 +202,7 @@ class _Page:
     def _input_column(self) -> None:
         import gradio as gr
 
-        self.domain = gr.Textbox(label="Domain", placeholder="e.g. basketball", elem_id="aa-domain")
-        self.candidates = gr.Textbox(
-            label="Candidate actions",
-            info="one per line",
-            lines=4,
-            placeholder="Tip-in\nPutback dunk\nAlley-oop dunk",
-            elem_id="aa-candidates",
-        )
+        self.domain, self.candidates = query_inputs("aa", "Tip-in\nPutback dunk\nAlley-oop dunk")
         with gr.Accordion("Scripts: the steps of each candidate", open=True):
             self.note = gr.Markdown(
                 "Give a domain and candidates; their scripts appear here, one step per line.",

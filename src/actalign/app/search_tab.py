@@ -12,6 +12,7 @@ from urllib.parse import quote
 from actalign.app.api import message
 from actalign.app.engine import Engine, Search, parse_candidates, parse_scripts_json
 from actalign.app.html import hits_html, status_html
+from actalign.app.widgets import query_inputs
 from actalign.text import plural
 
 SEARCH_JS = (Path(__file__).parent / "static" / "search.js").read_text(encoding="utf-8")
@@ -64,14 +65,7 @@ class SearchTab:
     def _inputs(self) -> None:
         import gradio as gr
 
-        self.domain = gr.Textbox(label="Domain", placeholder="e.g. basketball", elem_id="aa-search-domain")
-        self.candidates = gr.Textbox(
-            label="Candidate actions",
-            info="one per line",
-            lines=4,
-            placeholder="Putback dunk\nAlley-oop dunk",
-            elem_id="aa-search-candidates",
-        )
+        self.domain, self.candidates = query_inputs("aa-search", "Putback dunk\nAlley-oop dunk")
         self.top = gr.Number(
             20, label="Top", info="the best N hits in all", minimum=1, precision=0, elem_id="aa-search-top"
         )
