@@ -394,3 +394,31 @@ def test_ray_search_equals_local_search(archive, tmp_path, monkeypatch):
     on_ray = search(Index.open(index.root, model=enc, cache=cache, smooth=0.6, engine="ray"))
     assert local and [h.to_dict() for h in on_ray] == [h.to_dict() for h in local]
     assert not ray.is_initialized()  # the Ray it started is shut down
+
+
+def test_ray_build_equals_local_build(tmp_path, siglip_dir, monkeypatch, capsys):
+    """`index build --engine ray` (the batch engine's decode tasks and encoder actors on a local
+    Ray instance): the same frames, timestamps and embeddings as a build in this process; a
+    second Ray build skips the unchanged videos and names a broken one."""
+    pytest.importorskip("ray", reason="Ray (the ray extra) is not installed")
+    monkeypatch.setenv("RAY_TMPDIR", tempfile.mkdtemp(prefix="aa-ray-", dir="/tmp"))
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    make_video(folder / "a.mp4", n=30, fps=10)
+    make_video(folder / "b.mp4", n=20, fps=10, colors=[(200, i * 9, 40) for i in range(20)])
+    model = ["--model", str(siglip_dir), "--precision", "float32", "--no-cache"]
+    local, on_ray = tmp_path / "local.idx", tmp_path / "ray.idx"
+    assert main(["index", "build", str(folder), "--out", str(local), *model]) == 0
+    assert main(["index", "build", str(folder), "--out", str(on_ray), *model, "--engine", "ray"]) == 0
+    assert "2 video(s) embedded" in capsys.readouterr().out
+    a, b = Index.open(local, cache=False), Index.open(on_ray, cache=False)
+    assert sorted(a.videos) == sorted(b.videos)
+    for name in a.videos:
+        (fa, ta), (fb, tb) = a._load(a.videos[name]), b._load(b.videos[name])
+        np.testing.assert_array_equal(ta, tb)
+        np.testing.assert_allclose(np.asarray(fa), np.asarray(fb), atol=1e-6)
+        assert a.videos[name]["end"] == b.videos[name]["end"]
+    (folder / "c.mp4").write_bytes(b"not a video")
+    assert main(["index", "build", str(folder), "--out", str(on_ray), *model, "--engine", "ray"]) == 1
+    out, err = capsys.readouterr()
+    assert "0 video(s) embedded, 2 unchanged" in out and "c.mp4" in err

@@ -471,17 +471,9 @@ class Index:
         file (another fingerprint) is embedded again; so is one whose shard is damaged."""
         video = as_video(path)
         name = str(Path(str(path)).expanduser().resolve())
-        st = os.stat(name)
-        old = self.videos.get(name)
-        if old is not None and self._intact(old):
-            if (old.get("size"), old.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
-                return False
-            print_ = fingerprint(video)
-            if print_ == old.get("fingerprint"):
-                with self.writing():
-                    self.videos.get(name, {}).update(size=st.st_size, mtime_ns=st.st_mtime_ns)
-                    self._save()
-                return False
+        if self._unchanged(name, video):
+            return False
+        st = os.stat(name)  # the file as it was when its frames were read
         stream = FrameStream(
             self.model.encoder, video, Sampling(fps=self.fps), self.cache, on_frames, on_total
         )
@@ -489,18 +481,84 @@ class Index:
         frames = (
             np.concatenate(blocks) if blocks else np.zeros((0, self.catalogue["model"]["dim"]), np.float32)
         )
+        self._put_video(name, video, st, frames, stream.timestamps, float(stream.end), list(stream.warnings))
+        return True
+
+    def add_videos(self, paths: Sequence[str | os.PathLike], on_frames=None) -> dict[str, bool | str]:
+        """`add_video` for many videos: {path: True (embedded) | False (unchanged) | the reason it
+        failed}. With `Config.engine` "ray" the videos are decoded and encoded over Ray (the
+        batch engine's decode tasks and encoder actors, the same embeddings); the shards are
+        written here. Otherwise one after the other, here."""
+        if self.config.engine != "ray":
+            out: dict[str, bool | str] = {}
+            for p in paths:
+                try:
+                    out[str(p)] = self.add_video(p, on_frames)
+                except (ActAlignError, OSError) as e:
+                    out[str(p)] = getattr(e, "strerror", None) or str(e)
+            return out
+        return self._add_on_ray(paths, on_frames)
+
+    def _add_on_ray(self, paths, on_frames) -> dict[str, bool | str]:
+        from actalign.runner import _decode_options
+        from actalign.runner.plan import Clip
+        from actalign.runner.ray_engine import RayEngine
+
+        out: dict[str, bool | str] = {}
+        clips, given = [], {}
+        for p in paths:
+            try:
+                video = as_video(p)
+                name = str(Path(str(p)).expanduser().resolve())
+                out[str(p)] = False
+                if not self._unchanged(name, video):
+                    clips.append(Clip(id=name, video=Path(name), domain="", candidates=()))
+                    given[name] = (str(p), os.stat(name))
+            except (ActAlignError, OSError) as e:
+                out[str(p)] = getattr(e, "strerror", None) or str(e)
+        encoder = self.model.encoder
+        options = _decode_options(encoder, self.fps, self.cache, threads=1)
+        engine = RayEngine(
+            encoder, options, None, self.config.workers, on_frames, address=self.config.ray_address
+        )
+        for result in engine.embed(clips):
+            if isinstance(result, tuple):
+                clip, emb, said = result
+                stored = to_stored(emb.frames, self.precision)
+                self._put_video(clip.id, clip.id, given[clip.id][1], stored, emb.timestamps, emb.end, said)
+                out[given[clip.id][0]] = True
+            else:
+                out[given[result.clip.id][0]] = result.reason
+        return out
+
+    def _unchanged(self, name: str, video) -> bool:
+        """Whether the video is indexed already, its shard intact and its file the same (same
+        size and time, or else the same fingerprint)."""
+        st = os.stat(name)
+        old = self.videos.get(name)
+        if old is None or not self._intact(old):
+            return False
+        if (old.get("size"), old.get("mtime_ns")) == (st.st_size, st.st_mtime_ns):
+            return True
+        if fingerprint(video) != old.get("fingerprint"):
+            return False
+        with self.writing():
+            self.videos.get(name, {}).update(size=st.st_size, mtime_ns=st.st_mtime_ns)
+            self._save()
+        return True
+
+    def _put_video(self, name: str, video, st, frames: np.ndarray, stamps, end: float, said: list) -> None:
         self._put(
             name,
             frames,
-            stream.timestamps,
-            float(stream.end),
+            stamps,
+            end,
             path=name,
             fingerprint=fingerprint(video),
             size=st.st_size,
             mtime_ns=st.st_mtime_ns,
-            warnings=list(stream.warnings),
+            warnings=list(said),
         )
-        return True
 
     def add_embeddings(
         self, name: str, timestamps: Sequence[float], vectors: np.ndarray, end: float | None = None

@@ -409,19 +409,20 @@ def write_output(text: str, output: str | None) -> None:
         raise ActAlignError(f"Cannot write {output} ({e.strerror}); choose another place.") from None
 
 
+def add_engine_options(
+    g, engine_help: str, workers: str | None = "decode workers (default: one per core)"
+) -> None:
+    """--engine local|ray, --ray-address and (when `workers` says what they are) --workers."""
+    g.add_argument("--engine", choices=["local", "ray"], default="local", help=engine_help)
+    g.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
+    if workers:
+        g.add_argument("--workers", type=positive_int, default=None, help=workers)
+
+
 def add_run_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("run")
     g.add_argument("--out", required=True, help="run folder (resumable): a path or a pyarrow URI (s3://...)")
-    g.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local: processes on this machine; ray: Ray Data",
-    )
-    g.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
-    g.add_argument(
-        "--workers", type=positive_int, default=None, help="decode workers (default: one per core)"
-    )
+    add_engine_options(g, "local: processes on this machine; ray: Ray Data")
     g.add_argument(
         "--limit", type=positive_int, default=None, help="only the first N clips (default: every clip)"
     )

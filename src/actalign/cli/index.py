@@ -48,6 +48,12 @@ def add_parser(sub) -> None:
         "by under 1e-3; float32 scores exactly as locate (default: float16 for a new index, else "
         "the index's)",
     )
+    common.add_engine_options(
+        b.add_argument_group("where"),
+        "local: decode and encode here, one video after the other; ray: the videos spread over "
+        "Ray's decode tasks and encoder actors (as batch --engine ray), the same embeddings",
+        workers="Ray encoder actors on a cluster without GPUs (default: one per 4 CPUs)",
+    )
     common.add_model_options(b)
     common.add_quiet(b)
     i = isub.add_parser(
@@ -101,7 +107,6 @@ def build(args) -> int:
 
 
 def _build_into(index, videos: list) -> int:
-    from actalign.progress import Progress
 
     index.tidy()  # what a killed build left
     gone = index.missing()
@@ -114,15 +119,12 @@ def _build_into(index, videos: list) -> int:
         )
     added = skipped = 0
     failed: list[str] = []
-    for video in videos:
-        try:
-            with Progress(Path(video).name, unit="frame") as bar:
-                done = index.add_video(video, on_frames=bar.update, on_total=bar.set_total)
-        except (ActAlignError, OSError) as e:
-            failed.append(f"{video}: {getattr(e, 'strerror', None) or e}")
-            continue
-        added += done
-        skipped += not done
+    for video, done in _embed(index, videos):
+        if isinstance(done, str):
+            failed.append(f"{video}: {done}")
+        else:
+            added += done
+            skipped += not done
     info = index.info()
     print(
         f"{index.root}: {added} video(s) embedded, {skipped} unchanged; {info['videos']} video(s), "
@@ -132,6 +134,23 @@ def _build_into(index, videos: list) -> int:
         print(f"{len(failed)} video(s) failed; first: {failed[0]}", file=sys.stderr)
         return 1
     return 0
+
+
+def _embed(index, videos: list):
+    """(video, True | False | why it failed) per video: here one by one with a progress bar each,
+    or all at once on Ray (`index.add_videos`)."""
+    from actalign.progress import Progress
+
+    if index.config.engine == "ray":
+        with Progress("videos on Ray", unit="frame") as bar:
+            yield from index.add_videos(videos, on_frames=bar.update).items()
+        return
+    for video in videos:
+        try:
+            with Progress(Path(video).name, unit="frame") as bar:
+                yield video, index.add_video(video, on_frames=bar.update, on_total=bar.set_total)
+        except (ActAlignError, OSError) as e:
+            yield video, getattr(e, "strerror", None) or str(e)
 
 
 def info(args) -> int:

@@ -25,15 +25,12 @@ def add_parser(sub) -> None:
         help="a table, JSON, JSON Lines or CSV",
     )
     p.add_argument("--output", "-o", default=None, help="write to this file (default: stdout)")
-    g = p.add_argument_group("where")
-    g.add_argument(
-        "--engine",
-        choices=["local", "ray"],
-        default="local",
-        help="local: scan the shards in this process; ray: one Ray task per video (the index folder "
+    common.add_engine_options(
+        p.add_argument_group("where"),
+        "local: scan the shards in this process; ray: one Ray task per video (the index folder "
         "must be readable where the tasks run), the same hits",
+        workers=None,
     )
-    g.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local one)")
     common.add_model_options(p)
     common.add_script_options(p)
     common.add_quiet(p)

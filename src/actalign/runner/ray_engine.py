@@ -210,7 +210,7 @@ def _object_array(arrays: list[np.ndarray]) -> np.ndarray:
 def _rows(batches) -> Iterator[dict]:
     """Single rows of single-row numpy batches (each one as soon as Ray has it)."""
     for batch in batches:
-        for i in range(len(batch["id"])):
+        for i in range(len(next(iter(batch.values())))):
             yield {k: v[i] for k, v in batch.items()}
 
 
@@ -284,8 +284,38 @@ class RayEngine:
         with hidden_core_lines(), ray_session(self.address) as ray:
             yield from self._run(ray, clips)
 
+    def embed(self, clips: list[Clip]) -> Iterator[tuple[Clip, VideoEmbedding, list[str]] | Failure]:
+        """Decode and encode only (an archive index's build): per clip its embeddings and the
+        decoder's warnings, or its `Failure`, as clips finish."""
+        if not clips:
+            return
+        by_id = {c.id: c for c in clips}
+        with hidden_core_lines(), ray_session(self.address) as ray:
+            for out in _rows(self._encoded(ray, clips).iter_batches(**_ONE_BY_ONE)):
+                clip = by_id[pickle.loads(out["clip"]).id]
+                if out["error"]:
+                    yield Failure(clip, str(out["error"]))
+                    continue
+                frames, stamps = np.asarray(out["embeddings"], np.float32), np.asarray(out["timestamps"])
+                emb = VideoEmbedding(frames, stamps, float(out["end"]))
+                if self.on_frames is not None:
+                    self.on_frames(len(emb.timestamps))
+                yield clip, emb, [*json.loads(out["warnings"]), *json.loads(out["notes"])]
+
     def _run(self, ray, clips: list[Clip]) -> Iterator[Scored | Failure]:
-        scorer = self.scorer
+        by_id = {c.id: c for c in clips}
+        ds = self._encoded(ray, clips).map(score_row, fn_kwargs={"scorer": self.scorer}, num_cpus=1)
+        for out in _rows(ds.iter_batches(**_ONE_BY_ONE)):
+            clip = by_id[out["id"]]
+            if out["error"]:
+                yield Failure(clip, str(out["error"]))
+                continue
+            if self.on_frames is not None:
+                self.on_frames(int(out["frames"]))
+            yield pickle.loads(out["scored"])
+
+    def _encoded(self, ray, clips: list[Clip]):
+        """The Ray dataset of the clips decoded (CPU tasks) and encoded (the actor pool)."""
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False
         from actalign import progress
@@ -294,7 +324,6 @@ class RayEngine:
             for name in ("ray", "ray.data"):
                 logging.getLogger(name).setLevel(logging.ERROR)
         ctx.print_on_execution_start = False
-        by_id = {c.id: c for c in clips}
         ds = ray.data.from_items([{"clip": pickle.dumps(c)} for c in clips], override_num_blocks=len(clips))
         # decoding runs as tasks over the cluster's CPUs; its memory reservation (a clip's frames)
         # also keeps Ray from fusing it into CPU encoder actors, where one process would decode
@@ -307,19 +336,14 @@ class RayEngine:
             memory=DECODE_MEMORY,
             compute=ray.data.TaskPoolStrategy(size=max(1, 2 * pool["compute"].max_size)),  # a few clips ahead
         )
-        ds = ds.map_batches(
+        return ds.map_batches(
             EncodeActor,
             fn_constructor_kwargs={"factory": self.encoder.factory(), "cache_dir": self.options.cache_dir},
             batch_size=CLIPS_PER_ENCODE,
             batch_format="numpy",
             **pool,
         )
-        ds = ds.map(score_row, fn_kwargs={"scorer": scorer}, num_cpus=1)
-        for out in _rows(ds.iter_batches(batch_size=1, prefetch_batches=0, batch_format="numpy")):
-            clip = by_id[out["id"]]
-            if out["error"]:
-                yield Failure(clip, str(out["error"]))
-                continue
-            if self.on_frames is not None:
-                self.on_frames(int(out["frames"]))
-            yield pickle.loads(out["scored"])
+
+
+# rows one at a time, each as soon as Ray has it
+_ONE_BY_ONE = {"batch_size": 1, "prefetch_batches": 0, "batch_format": "numpy"}
