@@ -200,33 +200,35 @@ def _model_name(model) -> str:
 
 
 class _ShardFrames:
-    """A `locate.FrameSource` over one video's shard: blocks of frames widened to float32. Pickled
-    (for a Ray task) as the shard's path: it is memory-mapped again where it is unpickled."""
+    """A `locate.FrameSource` over one video's shard: blocks of frames widened to float32. The
+    shard is memory-mapped while it is read and let go after (pages of a mapped file count as the
+    process's memory while they stay mapped: an archive's worth, otherwise), mapped again for
+    `frames_between`. Pickled (for a Ray task) as its path."""
 
     def __init__(self, root: Path, entry: dict, dim: int, precision: str, name: str = "?") -> None:
-        self.root, self.entry, self.dim, self.precision = root, entry, dim, precision
-        self.frames, self._stamps = _open_shard(root, entry, dim, precision, name)
+        self.root, self.entry, self.dim, self.precision, self.name = root, entry, dim, precision, name
+        self._stamps = self._open()[1]
         self._end = entry["end"]
         self.timestamps: np.ndarray | None = None
         self.end: float | None = None
 
-    def __getstate__(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k not in ("frames", "_stamps")}
+    def _open(self) -> tuple[np.ndarray, np.ndarray]:
+        return _open_shard(self.root, self.entry, self.dim, self.precision, self.name)
 
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-        self.frames, self._stamps = _open_shard(self.root, self.entry, self.dim, self.precision)
+    def __len__(self) -> int:
+        return len(self._stamps)
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        for lo in range(0, len(self.frames), _SCAN_BLOCK):
+        frames = self._open()[0]
+        for lo in range(0, len(frames), _SCAN_BLOCK):
             yield (
-                widen(self.frames[lo : lo + _SCAN_BLOCK], self.precision),
+                widen(frames[lo : lo + _SCAN_BLOCK], self.precision),
                 self._stamps[lo : lo + _SCAN_BLOCK],
             )
         self.timestamps, self.end = self._stamps, self._end
 
     def frames_between(self, first: int, last: int) -> np.ndarray:
-        return widen(self.frames[first : last + 1], self.precision)
+        return widen(self._open()[0][first : last + 1], self.precision)
 
 
 def _open_shard(
@@ -254,8 +256,17 @@ def _open_shard(
     return frames, stamps
 
 
-def _scan(source: _ShardFrames, steps: dict[str, np.ndarray], model: dict, smooth: float, **options) -> Found:
-    """`locate.find` on one video's shard (in this process or a Ray task)."""
+def _scan(
+    root: Path, entry: dict, name: str, steps, model: dict, smooth: float, precision: str, dim: int, **options
+) -> Found | str | None:
+    """`locate.find` on one video's shard (in this process or a Ray task): its result, or the
+    sentence that says the shard is damaged, or None for a video without frames."""
+    try:
+        source = _ShardFrames(root, entry, dim, precision, name)
+    except _Damaged as e:
+        return str(e)
+    if not len(source):
+        return None
     return find(
         source,
         steps,
@@ -263,7 +274,7 @@ def _scan(source: _ShardFrames, steps: dict[str, np.ndarray], model: dict, smoot
         model["scale"],
         model["bias"],
         smooth,
-        dtype=_COMPUTE[source.precision],
+        dtype=_COMPUTE[precision],
         **options,
     )
 
@@ -730,27 +741,29 @@ class Index:
         """(catalogue position, name, `find`'s result) per video with frames, as the scans end:
         here one after the other, or as Ray tasks (`Config.engine` "ray"; the index folder must be
         readable where the tasks run). A damaged shard is a warning that names it."""
-        model, dim = self.catalogue["model"], self.catalogue["model"]["dim"]
-        sources = []
-        for order, (name, entry) in enumerate(self.videos.items()):
-            try:
-                source = _ShardFrames(self.root.resolve(), entry, dim, self.precision, name)
-            except _Damaged as e:
-                warnings.warn(str(e), stacklevel=3)
-                continue
-            if len(source.frames):
-                sources.append((order, name, source))
+        model, dim, root = self.catalogue["model"], self.catalogue["model"]["dim"], self.root.resolve()
+        jobs = [(order, name, entry) for order, (name, entry) in enumerate(self.videos.items())]
+        args = (steps, model, self.config.smooth, self.precision, dim)
         if self.config.engine != "ray":
-            for order, name, source in sources:
-                yield order, name, _scan(source, steps, model, self.config.smooth, **options)
-            return
+            results = (
+                (order, name, _scan(root, entry, name, *args, **options)) for order, name, entry in jobs
+            )
+        else:
+            results = self._on_ray(root, jobs, args, options)
+        for order, name, result in results:
+            if isinstance(result, str):
+                warnings.warn(result, stacklevel=3)
+            elif result is not None:
+                yield order, name, result
+
+    def _on_ray(self, root: Path, jobs: list, args: tuple, options: dict) -> Iterator[tuple]:
         from actalign.runner.ray_engine import hidden_core_lines, ray_session
 
         with hidden_core_lines(), ray_session(self.config.ray_address) as ray:
-            task, shared = ray.remote(num_cpus=1)(_scan), ray.put(steps)
+            task, shared = ray.remote(num_cpus=1)(_scan), ray.put(args[0])
             pending = {
-                task.remote(source, shared, model, self.config.smooth, **options): (order, name)
-                for order, name, source in sources
+                task.remote(root, entry, name, shared, *args[1:], **options): (order, name)
+                for order, name, entry in jobs
             }
             while pending:
                 done, _ = ray.wait(list(pending), num_returns=1)
