@@ -122,11 +122,15 @@ def test_image_shapes_unit_norms_and_batch_invariance(siglip_dir):
 
 @pytest.mark.parametrize("which", ["siglip", "clip"])
 def test_fast_pixels_equal_the_processor(which, request):
-    """Frames decoded at the encoder's size need no PIL round trip; the result is the same."""
+    """Frames decoded at the encoder's size need no PIL round trip; the result is the same as
+    transformers' image processor's (the native SigLIP loader reads its settings from JSON)."""
+    from transformers import AutoImageProcessor
+
     enc = request.getfixturevalue(which)
     x = frames(3, size=32)
     ours = enc._pixels(x)["pixel_values"]
-    theirs = enc.processor.image_processor(images=list(x), return_tensors="pt")["pixel_values"]
+    processor = AutoImageProcessor.from_pretrained(request.getfixturevalue(f"{which}_dir"))
+    theirs = processor(images=list(x), return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(ours, theirs.float(), atol=1e-5, rtol=0)
 
 
