@@ -34,7 +34,7 @@ def frames(n: int = 5, h: int = 40, w: int = 52, seed: int = 0) -> np.ndarray:
 
 def variant(directory: Path, vision: dict | None = None, text: dict | None = None, **save) -> Path:
     """The tests' tiny SigLIP (its tokenizer and processor) with other tower settings, saved with
-    `save` (e.g. a shard size, or safe_serialization=False)."""
+    `save` (a `dtype`, a `max_shard_size`, or `bin=True`: pytorch_model.bin instead)."""
     from transformers import SiglipConfig, SiglipModel
 
     image_size = (vision or {}).get("image_size", 32)
@@ -49,7 +49,11 @@ def variant(directory: Path, vision: dict | None = None, text: dict | None = Non
         model.logit_scale.fill_(2.5)
         model.logit_bias.fill_(-3.25)
     dtype = save.pop("dtype", None)
-    (model.to(dtype) if dtype else model).save_pretrained(directory, **save)
+    (directory / "model.safetensors").unlink()
+    if save.pop("bin", False):  # transformers 5 saves safetensors only; older checkpoints have this
+        torch.save(model.state_dict(), directory / "pytorch_model.bin")
+    else:
+        (model.to(dtype) if dtype else model).save_pretrained(directory, **save)
     return directory
 
 
@@ -248,7 +252,7 @@ def test_the_text_tower_alone_reads_no_vision_weight(tmp_path, monkeypatch):
 
 
 def test_other_checkpoints_go_to_transformers(tmp_path, clip_dir, siglip_dir, monkeypatch):
-    bin_weights = variant(tmp_path / "bin", safe_serialization=False)
+    bin_weights = variant(tmp_path / "bin", bin=True)
     gemma = build_siglip(tmp_path / "gemma", gemma=True)
     for directory, why in ((clip_dir, "model type is 'clip'"), (bin_weights, "not safetensors"),
                            (gemma, "GemmaTokenizer")):  # fmt: skip

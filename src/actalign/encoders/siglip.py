@@ -31,6 +31,12 @@ class Pooled(NamedTuple):
     pooler_output: torch.Tensor
 
 
+def _embedding(n: int, d: int) -> nn.Embedding:
+    """An (n, d) embedding without its random init: normal_ on the meta device would import
+    torch._dynamo (~1 s), the cost this module exists to avoid."""
+    return nn.Embedding(n, d, _weight=torch.empty(n, d))
+
+
 class GeluTanh(nn.Module):
     """tanh-GELU (transformers' GELUTanh, "gelu_pytorch_tanh"); `common._gelu_in_place` swaps it
     for the in-place kernel on CPU."""
@@ -105,7 +111,7 @@ class VisionEmbeddings(nn.Module):
         super().__init__()
         p = c["patch_size"]
         self.patch_embedding = nn.Conv2d(c["num_channels"], c["hidden_size"], kernel_size=p, stride=p)
-        self.position_embedding = nn.Embedding((c["image_size"] // p) ** 2, c["hidden_size"])
+        self.position_embedding = _embedding((c["image_size"] // p) ** 2, c["hidden_size"])
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, 3, S, S) -> (B, N, D), N = (S / patch)^2."""
@@ -152,8 +158,8 @@ class VisionTower(nn.Module):
 class TextEmbeddings(nn.Module):
     def __init__(self, c: dict) -> None:
         super().__init__()
-        self.token_embedding = nn.Embedding(c["vocab_size"], c["hidden_size"])
-        self.position_embedding = nn.Embedding(c["max_position_embeddings"], c["hidden_size"])
+        self.token_embedding = _embedding(c["vocab_size"], c["hidden_size"])
+        self.position_embedding = _embedding(c["max_position_embeddings"], c["hidden_size"])
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, L) -> (B, L, D)."""
