@@ -52,9 +52,9 @@ class ModelInfo:
 
 
 MODEL_INFO: dict[str, ModelInfo] = {
-    "siglip-so400m": ModelInfo("transformers SigLIP", 878_000_000, 1152),
+    "siglip-so400m": ModelInfo("native SigLIP", 878_000_000, 1152),
     "siglip2-so400m": ModelInfo("transformers SigLIP 2", 1_136_000_000, 1152),
-    "siglip-base": ModelInfo("transformers SigLIP", 203_000_000, 768),
+    "siglip-base": ModelInfo("native SigLIP", 203_000_000, 768),
     "siglip2-base": ModelInfo("transformers SigLIP 2", 375_000_000, 768),
     "clip-b32": ModelInfo("transformers CLIP", 151_000_000, 512),
     "clip-b16": ModelInfo("transformers CLIP", 150_000_000, 512),

@@ -76,8 +76,11 @@ def native_reason(name: str) -> str | None:
         tokenizer = _json(_peek(name, "tokenizer_config.json"))
     except (OSError, ValueError):
         return "its tokenizer_config.json cannot be read"
-    if tokenizer.get("tokenizer_class") != "SiglipTokenizer":
+    # no tokenizer_class: transformers takes the model type's, SigLIP's
+    if tokenizer.get("tokenizer_class", "SiglipTokenizer") != "SiglipTokenizer":
         return f"its tokenizer is {tokenizer.get('tokenizer_class')!r}, not SigLIP's sentencepiece one"
+    if _peek(name, "spiece.model", required=False) is None:
+        return "it has no spiece.model"
     image = _image_settings(name)
     if image is None or image.get("image_processor_type", IMAGE_PROCESSORS[0]) not in IMAGE_PROCESSORS:
         return "its image processor is not SigLIP's"

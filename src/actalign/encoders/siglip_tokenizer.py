@@ -41,6 +41,7 @@ class SiglipSentencePiece:
         self.pad_token = _content(config.get("pad_token", "</s>"))
         for token in (self.eos_token, self.unk_token, self.pad_token):
             self.added.setdefault(token, self.sp.piece_to_id(token))
+            self.strip.setdefault(token, (True, True))  # SiglipTokenizer's AddedToken without a config
         self.eos_token_id = self.added[self.eos_token]
         self.pad_token_id = self.added[self.pad_token]
         self._unk_length = len(self.sp.encode(self.unk_token, out_type=str))
