@@ -292,3 +292,35 @@ def test_a_fresh_classify_imports_no_modeling_code(tmp_path, siglip_dir, loader)
         assert got["loaded"] == []
     else:  # the check can fail: transformers' loader does import them
         assert "transformers.modeling_utils" in got["loaded"]
+
+
+def test_a_hub_id_loads_from_the_hub_cache_with_the_same_identity(tmp_path, siglip_dir):
+    """A hub id goes through the real lookup (huggingface_hub's cache, offline here): the native
+    loader finds the files there and names the snapshot's commit, as transformers does."""
+    import shutil
+
+    commit = "c" * 40
+    repo = tmp_path / "hub" / "models--acme--tiny-siglip"
+    shutil.copytree(siglip_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = textwrap.dedent(
+        """
+        import json, os
+        from actalign import load_encoder
+        out = {}
+        for loader in ("auto", "transformers"):
+            os.environ["ACTALIGN_LOADER"] = loader
+            enc = load_encoder("acme/tiny-siglip", device="cpu", dtype="float32")
+            out[loader] = [type(enc).__name__, enc.identity, enc.encode_texts(["a red ball"]).tolist()]
+        print(json.dumps(out))
+        """
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p),
+           "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1"}  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["auto"][0] == "NativeEncoder" and got["transformers"][0] == "TransformersEncoder"
+    assert got["auto"][1] == got["transformers"][1] == f"hf:acme/tiny-siglip@{commit}|float32"
+    np.testing.assert_allclose(got["auto"][2], got["transformers"][2], atol=1e-6)

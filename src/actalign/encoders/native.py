@@ -135,13 +135,13 @@ def _hub_reachable() -> bool:
     return True
 
 
-def _image_settings(name: str) -> dict | None:
+def _image_settings(name: str, local_only: bool | None = None) -> dict | None:
     """The image processor's settings: preprocessor_config.json, or the "image_processor" of
     processor_config.json (transformers 5 saves it there)."""
-    path = _peek(name, "preprocessor_config.json", required=False)
+    path = _peek(name, "preprocessor_config.json", required=False, local_only=local_only)
     if path is not None:
         return _json(path)
-    path = _peek(name, "processor_config.json", required=False)
+    path = _peek(name, "processor_config.json", required=False, local_only=local_only)
     if path is not None:
         return _json(path).get("image_processor")
     return None
@@ -198,7 +198,7 @@ def _load(where: str, local_files_only: bool, text_only: bool) -> tuple:
 
     config = _json(need("config.json"))
     tokenizer = load_tokenizer(need("spiece.model"), need("tokenizer_config.json"))
-    image = _image_settings(where)
+    image = _image_settings(where, local_files_only)
     if image is None:
         raise FileNotFoundError(f"preprocessor_config.json is not in {where}")
     weights = _weights(where, local_files_only, need)
