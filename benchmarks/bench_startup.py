@@ -5,12 +5,15 @@ docs/benchmarks.md).
     python benchmarks/bench_startup.py --big      # and so400m size (slow on a CPU)
     python benchmarks/bench_startup.py --dtype bfloat16 --runs 5
     python benchmarks/bench_startup.py --split    # where the imports and the model load go
+    python benchmarks/bench_startup.py --loader native   # one loader only (default: both)
 
 Each run is `actalign classify CLIP ... --no-cache -v` in a new process, so nothing is cached
 but the files in the page cache (every model is loaded once before the timed runs). Its stages
 come from the `startup:` line that `-v` prints: before (from actalign's import to the model
-stack's), imports (torch, transformers), model (load, cast, one text probe), first batch (the
-first forward pass); `total` is the process's wall clock, interpreter start and exit included.
+stack's), imports (torch and safetensors / sentencepiece natively, torch and transformers through
+transformers), model (load, cast, one text probe), first batch (the first forward pass); `total`
+is the process's wall clock, interpreter start and exit included. Each model runs with both
+SigLIP loaders (ACTALIGN_LOADER=native: plain torch, `actalign.encoders.native`; =transformers).
 Against it, in the same run and interleaved: `python -c "pass"` (the interpreter) and
 `python -c "import torch"`. The goal (issue 31): total <= 2.5x `import torch` for the base-size
 model on a CPU with bfloat16 units. Medians of `--runs` runs.
@@ -57,14 +60,14 @@ def base_size(directory: Path) -> Path:
     return directory
 
 
-def env() -> dict:
+def env(**extra: str) -> dict:
     paths = [str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]
-    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p), **extra}
 
 
-def wall(cmd: list[str]) -> tuple[float, str]:
+def wall(cmd: list[str], **extra: str) -> tuple[float, str]:
     t0 = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=env())
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env(**extra))
     seconds = time.perf_counter() - t0
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
@@ -151,6 +154,8 @@ def main() -> None:
     ap.add_argument("--dtype", default=None, help="the encoder's dtype (default: the CPU's default)")
     ap.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS for every process")
     ap.add_argument("--split", action="store_true", help="only the imports' and the loader's split")
+    ap.add_argument("--loader", choices=("both", "native", "transformers"), default="both",
+                    help="the SigLIP loader(s) to time (ACTALIGN_LOADER)")  # fmt: skip
     args = ap.parse_args()
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
@@ -182,24 +187,27 @@ def main() -> None:
         print_split("SigLIP-base size, loading (files in the page cache)", rows)
         return
     os.environ["ACTALIGN_HOME"] = str(tmp / "home")
-    for _, model in models:  # the files into the page cache
-        wall(classify(model))
+    load_before = os.getloadavg()[0]
+    loaders = ("native", "transformers") if args.loader == "both" else (args.loader,)
+    rows = [(f"{label}, {loader}", model, loader) for label, model in models for loader in loaders]
+    for _, model, loader in rows:  # the files into the page cache
+        wall(classify(model), ACTALIGN_LOADER=loader)
     python = {"pass": [], "import torch": []}
-    runs: dict[str, list[tuple[float, dict]]] = {label: [] for label, _ in models}
+    runs: dict[str, list[tuple[float, dict]]] = {label: [] for label, _, _ in rows}
     for _ in range(args.runs):  # interleaved, so that a changing load falls on all alike
         python["pass"].append(wall([py, "-c", "pass"])[0])
         python["import torch"].append(wall([py, "-c", "import torch"])[0])
-        for label, model in models:
-            seconds, err = wall(classify(model))
+        for label, model, loader in rows:
+            seconds, err = wall(classify(model), ACTALIGN_LOADER=loader)
             runs[label].append((seconds, stages(err)))
 
     torch_s = statistics.median(python["import torch"])
     print(f"CPU: {cpu.describe()}; {datetime.date.today()}; dtype {args.dtype or cpu.default_cpu_dtype()}; "
           f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}; medians of {args.runs} runs; "
-          f"load average {os.getloadavg()[0]:.1f}\n")  # fmt: skip
+          f"load average (1 min) {load_before:.1f} before, {os.getloadavg()[0]:.1f} after\n")  # fmt: skip
     interpreter = statistics.median(python["pass"])
     print(f"`python -c pass` {interpreter:.2f} s, `python -c 'import torch'` {torch_s:.2f} s\n")
-    print("| model | before | imports | model load | first batch | total | total / import torch |")
+    print("| model, loader | before | imports | model load | first batch | total | total / import torch |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for label, got in runs.items():
         cells = [f"{statistics.median(s.get(name, 0.0) for _, s in got):.2f}" for name in STAGES]

@@ -33,6 +33,7 @@ def _isolated_cache(tmp_path, monkeypatch):
         "ACTALIGN_LLM",
         "ACTALIGN_LLM_MAX_NEW_TOKENS",
         "ACTALIGN_LLM_TIMEOUT",
+        "ACTALIGN_LOADER",  # the SigLIP loader: the tests choose it where it matters
     ):
         monkeypatch.delenv(var, raising=False)  # no test may reach a real LLM
 

@@ -122,11 +122,15 @@ def test_image_shapes_unit_norms_and_batch_invariance(siglip_dir):
 
 @pytest.mark.parametrize("which", ["siglip", "clip"])
 def test_fast_pixels_equal_the_processor(which, request):
-    """Frames decoded at the encoder's size need no PIL round trip; the result is the same."""
+    """Frames decoded at the encoder's size need no PIL round trip; the result is the same as
+    transformers' image processor's (the native SigLIP loader reads its settings from JSON)."""
+    from transformers import AutoImageProcessor
+
     enc = request.getfixturevalue(which)
     x = frames(3, size=32)
     ours = enc._pixels(x)["pixel_values"]
-    theirs = enc.processor.image_processor(images=list(x), return_tensors="pt")["pixel_values"]
+    processor = AutoImageProcessor.from_pretrained(request.getfixturevalue(f"{which}_dir"))
+    theirs = processor(images=list(x), return_tensors="pt")["pixel_values"]
     torch.testing.assert_close(ours, theirs.float(), atol=1e-5, rtol=0)
 
 
@@ -430,5 +434,5 @@ def test_models_lists_backend_parameters_width_and_what_is_on_disk(tmp_path, mon
     so400m = " ".join(rows["siglip-so400m"].split()[1:])
     assert (
         so400m
-        == "google/siglip-so400m-patch14-384 transformers SigLIP 878 M 1152 no (downloaded on first use)"
+        == "google/siglip-so400m-patch14-384 native SigLIP 878 M 1152 no (downloaded on first use)"
     )

@@ -26,7 +26,7 @@ class _Slow(importlib.abc.MetaPathFinder):
     \"\"\"Slows the tiny model's frame encoding to a real model's pace, in every process of a run.\"\"\"
 
     def find_spec(self, name, path, target=None):
-        if name != "actalign.encoders.hf":
+        if name != "actalign.encoders.common":  # both SigLIP loaders' encode_images
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)
@@ -34,13 +34,13 @@ class _Slow(importlib.abc.MetaPathFinder):
 
         def exec_module(module):
             run(module)
-            real = module.TransformersEncoder.encode_images
+            real = module.ImageTextEncoder.encode_images
 
             def encode_images(self, frames):
                 time.sleep(float(os.environ["AA_SLOW_ENCODE"]))
                 return real(self, frames)
 
-            module.TransformersEncoder.encode_images = encode_images
+            module.ImageTextEncoder.encode_images = encode_images
 
         spec.loader.exec_module = exec_module
         return spec

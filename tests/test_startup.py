@@ -18,7 +18,7 @@ from media import make_video
 STACK = ("torch", "transformers")
 
 
-def _fresh(argv: list[str], cwd=None) -> dict:
+def _fresh(argv: list[str], cwd=None, **environ: str) -> dict:
     """`actalign ARGV` in a fresh process: its exit status, stderr and which of STACK it imported."""
     code = textwrap.dedent(
         f"""
@@ -31,7 +31,7 @@ def _fresh(argv: list[str], cwd=None) -> dict:
         print(json.dumps({{"code": code, "stack": [m for m in {STACK!r} if m in sys.modules]}}))
         """
     )
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p), **environ}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd)
     assert out.returncode == 0, out.stderr
     return {**json.loads(out.stdout.strip().splitlines()[-1]), "stderr": out.stderr}
@@ -81,10 +81,13 @@ def test_a_finished_run_folder_imports_no_model_stack(tmp_path, siglip_dir, clip
     assert "startup:" not in again["stderr"]
 
 
-def test_verbose_says_where_the_startup_went(tmp_path, siglip_dir, clip):
+@pytest.mark.parametrize("loader", ["auto", "transformers"])
+def test_verbose_says_where_the_startup_went(tmp_path, siglip_dir, clip, loader):
     video, scripts = clip
-    got = _fresh(_classify(video, scripts, siglip_dir, "-v"))
-    assert got["code"] == 0 and set(got["stack"]) == set(STACK)
+    got = _fresh(_classify(video, scripts, siglip_dir, "-v"), ACTALIGN_LOADER=loader)
+    # a SigLIP checkpoint in safetensors loads without transformers unless told otherwise
+    stack = {"torch", "transformers"} if loader == "transformers" else {"torch"}
+    assert got["code"] == 0 and set(got["stack"]) == stack
     lines = [x for x in got["stderr"].splitlines() if x.startswith("startup: ")]
     assert len(lines) == 1, got["stderr"]
     stages = dict(part.rsplit(" ", 2)[:2] for part in lines[0].removeprefix("startup: ").split(", "))

@@ -87,24 +87,28 @@ class _NotCached(Exception):
     pass
 
 
-def load_checkpoint(name: str, load: Callable[[str, bool], T], what: str = "model") -> tuple[T, str]:
+def load_checkpoint(
+    name: str, load: Callable[[str, bool], T], what: str = "model", quiet: Callable | None = None
+) -> tuple[T, str]:
     """(load(where, local_files_only), source identity) for a folder or a hub id.
 
     `load` raises OSError / ValueError / KeyError when the files are not there (or not loadable);
-    `what` names the model in errors ("model", "X-CLIP model", "VLM")."""
+    `what` names the model in errors ("model", "X-CLIP model", "VLM"); `quiet` is the context
+    around each attempt (default `quiet_transformers`; a loader without transformers gives its
+    own, so as not to import it)."""
     name = str(name).strip()
     path = Path(name).expanduser()
     if path.is_dir():
-        return _attempt(load, str(path), False, name, what), f"dir:{checkpoint_hash(path)}"
+        return _attempt(load, str(path), False, name, what, quiet=quiet), f"dir:{checkpoint_hash(path)}"
     if not name or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise ActAlignError(
             f"No {what} directory at {path}; give a folder saved with save_pretrained or a hub id."
         )
     try:
-        loaded = _attempt(load, name, True, name, what)
+        loaded = _attempt(load, name, True, name, what, quiet=quiet)
     except _NotCached:
         check_hub_reachable(name, what)
-        loaded = _attempt(load, name, False, name, what, bars=True)
+        loaded = _attempt(load, name, False, name, what, bars=True, quiet=quiet)
     model = loaded[0] if isinstance(loaded, tuple) else loaded
     return loaded, f"hf:{name}@{hub_commit(name, model)}"
 
@@ -119,8 +123,8 @@ def _show_download_bars() -> None:
         enable_progress_bars()
 
 
-def _attempt(load, where: str, local_files_only: bool, name: str, what: str, bars: bool = False):
-    with quiet_transformers():
+def _attempt(load, where: str, local_files_only: bool, name: str, what: str, bars: bool = False, quiet=None):
+    with (quiet or quiet_transformers)():
         if bars:
             _show_download_bars()
         try:

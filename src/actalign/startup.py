@@ -1,9 +1,12 @@
 """Where a fresh process's seconds go before its first frame is encoded, stage by stage.
 
     before   from actalign's import to the start of the model stack's (parsing, planning, scripts)
-    imports  torch and transformers (the model stack: most of a CPU process's startup)
-    model    the checkpoint loaded (transformers 5 builds it on the meta device and fills it from
-             the memory-mapped safetensors), cast to its dtype, one text encoded as a probe
+    imports  the model stack: torch, and transformers or, for a SigLIP checkpoint loaded
+             natively (`encoders.native`), safetensors and sentencepiece (most of a CPU
+             process's startup)
+    model    the checkpoint loaded (built on the meta device and filled from the memory-mapped
+             safetensors, by transformers 5 or natively), cast to its dtype, one text encoded
+             as a probe
     first batch  the first frames' forward pass (preprocessing included)
 
 Each stage is recorded once per process, the first time it happens (`record`, `timed`);

@@ -52,9 +52,9 @@ class ModelInfo:
 
 
 MODEL_INFO: dict[str, ModelInfo] = {
-    "siglip-so400m": ModelInfo("transformers SigLIP", 878_000_000, 1152),
+    "siglip-so400m": ModelInfo("native SigLIP", 878_000_000, 1152),
     "siglip2-so400m": ModelInfo("transformers SigLIP 2", 1_136_000_000, 1152),
-    "siglip-base": ModelInfo("transformers SigLIP", 203_000_000, 768),
+    "siglip-base": ModelInfo("native SigLIP", 203_000_000, 768),
     "siglip2-base": ModelInfo("transformers SigLIP 2", 375_000_000, 768),
     "clip-b32": ModelInfo("transformers CLIP", 151_000_000, 512),
     "clip-b16": ModelInfo("transformers CLIP", 150_000_000, 512),
@@ -94,6 +94,20 @@ def register_backend(prefix: str, factory: Callable[..., Encoder]) -> None:
 
 
 def _hf_backend(name: str, **options) -> Encoder:
+    """SigLIP checkpoints in safetensors load without transformers (`native`); the rest, and all
+    of them with ACTALIGN_LOADER=transformers, through transformers."""
+    from actalign.encoders.native import LOADER_ENV, NativeEncoder, loader_choice, native_reason
+
+    choice = loader_choice()
+    if choice != "transformers":
+        reason = native_reason(name)
+        if reason is None:
+            return NativeEncoder(name, **options)
+        if choice == "native":
+            raise ActAlignError(
+                f"{name} cannot load without transformers: {reason}; unset {LOADER_ENV} to load it "
+                "through transformers."
+            )
     from actalign.encoders.hf import TransformersEncoder
 
     return TransformersEncoder(name, **options)
@@ -115,8 +129,11 @@ def load_encoder(
     dtype: "float32", "float16", "bfloat16", "int8" (CPU) (default: half precision on GPU; on CPU
     bfloat16 where it has bfloat16 matrix units, float32 elsewhere: `encoders.cpu`).
     batch_size: frames per forward pass (default 64 on GPU, 16 on CPU).
-    options: backend options, for transformers `text_encoding` ("trained" or "authors", see
-    `TransformersEncoder.encode_texts`) and `compile` (torch.compile the vision tower).
+    options: backend options, for the SigLIP / CLIP backend `text_encoding` ("trained" or
+    "authors", see `ImageTextEncoder.encode_texts`), `compile` (torch.compile the vision tower)
+    and `towers` ("both", or "text": the text tower alone, for embedding texts; encode_images
+    then refuses). SigLIP checkpoints in safetensors load without transformers (`native`);
+    ACTALIGN_LOADER=transformers loads every checkpoint through transformers.
     """
     if not isinstance(name_or_path, str) or not name_or_path.strip():
         raise ActAlignError("Give a model: a short name (actalign models), a hub id or a local directory.")

@@ -24,7 +24,7 @@ class Encoder(ABC):
     scale, bias: Eq. 9 calibration; bias None means the linear map (1 + cos) / 2 is used.
     decode_size: what the video decoder should resize frames to (int: shorter side, or (w, h)).
     text_encoding: "trained" (each text alone, as the model was trained) or "authors" (the
-                original scripts' batching; see `TransformersEncoder.encode_texts`).
+                original scripts' batching; see `ImageTextEncoder.encode_texts`).
     """
 
     identity: str
