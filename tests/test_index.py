@@ -248,6 +248,18 @@ def test_a_cold_search_with_cached_step_texts_loads_no_model(tmp_path, siglip_di
     assert data["scores"] == pytest.approx([h.score for h in warm], abs=1e-9)
 
 
+def test_new_step_texts_load_the_text_tower_alone(tmp_path, siglip_dir):
+    """A search whose step texts the cache lacks loads the index's model with its text tower only
+    (no vision weights read); building loads the whole model."""
+    video = make_video(tmp_path / "x.mp4", n=40, fps=10, colors=[(i * 6, 90, 200 - i * 4) for i in range(40)])
+    Index.create(tmp_path / "idx", model=str(siglip_dir), fps=2, precision="float32").add_video(video)
+    index = Index.open(tmp_path / "idx")
+    hits = index.search(["a"], "t", scripts={"t": {"a": ["a green door", "a red ball"]}}, top=None)
+    assert hits and index.model._encoder is None and index.model._texts.towers == "text"
+    with pytest.raises(ActAlignError, match="text tower only"):
+        index.model._texts.encode_images(np.zeros((1, 8, 8, 3), np.uint8))
+
+
 # --------------------------------------------------------------------------- the commands and bad input
 
 

@@ -182,10 +182,12 @@ class Config:
 
     # ------------------------------------------------------------------ what the fields make
 
-    def encoder(self):
-        """The encoder these fields name (loaded now; `ActAlign` keeps the one it makes)."""
+    def encoder(self, towers: str = "both"):
+        """The encoder these fields name (loaded now; `ActAlign` keeps the one it makes). towers
+        "text": the text tower alone, for embedding texts (`load_encoder`)."""
         from actalign.encoders import load_encoder
 
+        extra = {} if towers == "both" else {"towers": towers}
         return load_encoder(
             self.model,
             device=self.device,
@@ -193,6 +195,7 @@ class Config:
             batch_size=self.batch_size,
             text_encoding=self.text_encoding,
             compile=self.compile,
+            **extra,
         )
 
     def cache(self):

@@ -138,7 +138,8 @@ def widen(stored: np.ndarray, precision: str) -> np.ndarray:
 
 class _IndexModel:
     """The index's model as far as search needs it: identity and calibration from the catalogue;
-    the encoder itself is loaded only to embed step texts the cache does not hold."""
+    the encoder itself is loaded only when needed: its text tower alone to embed step texts the
+    cache does not hold, the whole model to embed videos."""
 
     batch_size = 1
     decode_size = None
@@ -148,31 +149,38 @@ class _IndexModel:
         self.scale, self.bias, self.dim = model["scale"], model["bias"], model["dim"]
         self.text_encoding = model.get("text_encoding", "trained")
         self._model, self._config, self._encoder = model, config, encoder
+        self._texts = None  # the text tower alone, when only texts were needed
 
     def encode_texts(self, texts: Sequence[str]) -> np.ndarray:
-        return self.encoder.encode_texts(texts)
+        if self._encoder is None and self._texts is None:
+            self._texts = self._load("text")
+        return (self._encoder or self._texts).encode_texts(texts)
 
     def encode_images(self, frames: np.ndarray) -> np.ndarray:
         return self.encoder.encode_images(frames)
 
     @property
     def encoder(self):
+        """The whole model (loaded on first use)."""
         if self._encoder is None:
-            name = self._model["name"]
-            if name is None:
-                raise ActAlignError(
-                    f"The index was built with a model given as an object ({self.identity}); "
-                    "open it with that model (`model`) to embed new step texts."
-                )
-            config = self._config.replace(
-                model=name,
-                dtype=self._config.dtype or self._model.get("dtype"),
-                text_encoding=self.text_encoding,
-            )
-            encoder = config.encoder()
-            _check_same_weights(self.identity, encoder.identity, name)
-            self._encoder = encoder
+            self._encoder, self._texts = self._load("both"), None
         return self._encoder
+
+    def _load(self, towers: str):
+        name = self._model["name"]
+        if name is None:
+            raise ActAlignError(
+                f"The index was built with a model given as an object ({self.identity}); "
+                "open it with that model (`model`) to embed new step texts."
+            )
+        config = self._config.replace(
+            model=name,
+            dtype=self._config.dtype or self._model.get("dtype"),
+            text_encoding=self.text_encoding,
+        )
+        encoder = config.encoder(towers=towers)
+        _check_same_weights(self.identity, encoder.identity, name)
+        return encoder
 
 
 def _weights(identity: str) -> str:
