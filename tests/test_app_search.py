@@ -121,13 +121,17 @@ def test_bad_input_to_the_endpoint_is_one_sentence(client):
         (("t", "a", 0, None), "Top must be a whole number"),
         (("t", "a", 2.5, None), "Top must be a whole number"),
         (("t", "a", None, "{"), "The scripts are not valid JSON"),
-        (("t", "a\nfloater", None, None), "No script"),
+        (
+            ("t", "a\nfloater", None, None),
+            "No scripts for 'floater' in 't': give them as JSON in the scripts box",
+        ),
     ]
     for args, expected in cases:
         with pytest.raises(AppError) as e:
             client.predict(*args, api_name="/search")
         said = str(e.value)
         assert expected in said and "Traceback" not in said and "\n" not in said.strip(), said
+        assert "scripts=FILE" not in said and "llm=" not in said  # the library's advice is not the app's
 
 
 def test_the_plain_http_call_the_docs_show_works(served):

@@ -252,8 +252,14 @@ class ActAlign:
         """The `settings` block of search's JSON: the Config's record under the index's model and
         sampling, the index's path, model identity and precision, the candidates, and the search's
         values (window_seconds, nms, min_score, top)."""
+        model = index.catalogue["model"]
         config = self.config.replace(
-            method="actalign", alignment="subsequence", fps=index.fps, model=index.model_name
+            method="actalign",
+            alignment="subsequence",
+            fps=index.fps,
+            model=index.model_name,
+            dtype=model.get("dtype") or self.config.dtype,  # the precision the frames were embedded in
+            text_encoding=model.get("text_encoding", "trained"),
         )
         return {
             **config.record(),

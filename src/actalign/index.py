@@ -192,8 +192,8 @@ def _check_same_weights(indexed: str, given: str, name) -> None:
     if _weights(indexed) != _weights(given):
         raise ActAlignError(
             f"The index was built with the model {indexed}, not {name} ({given}); embeddings of "
-            "different models cannot be compared: search without `model`, or build another index "
-            "with this model."
+            "different models cannot be compared: leave `model` out (the index's own is used), or "
+            "build another index with this model."
         )
 
 
@@ -418,8 +418,8 @@ class Index:
         elif model is not None and stored["name"] is not None and _model_name(model) != stored["name"]:
             raise ActAlignError(
                 f"The index {root} was built with the model {stored['name']}, not {model}; embeddings "
-                "of different models cannot be compared: search without `model`, or build another "
-                "index with this model."
+                "of different models cannot be compared: leave `model` out (the index's own is used), "
+                "or build another index with this model."
             )
         if fps is not None and float(fps) != catalogue["fps"]:
             raise ActAlignError(
@@ -465,7 +465,8 @@ class Index:
         return [n for n, v in self.videos.items() if v.get("path") and not Path(v["path"]).exists()]
 
     def info(self) -> dict:
-        """Videos, hours, frames, the model, the precision and fps, the size on disk."""
+        """Videos, hours, frames, the model, the precision and fps, the size on disk, and per video
+        (`entries`) its name (what `remove` takes), seconds, frames and whether its file is gone."""
         size = sum(f.stat().st_size for f in self.root.rglob("*") if f.is_file())
         seconds = sum(max(0.0, v["end"] - v["start"]) for v in self.videos.values())
         return {
@@ -480,6 +481,15 @@ class Index:
             "fps": self.fps,
             "size_bytes": size,
             "missing": self.missing(),
+            "entries": [
+                {
+                    "name": name,
+                    "seconds": max(0.0, v["end"] - v["start"]),
+                    "frames": v["frames"],
+                    "gone": bool(v.get("path")) and not Path(v["path"]).exists(),
+                }
+                for name, v in self.videos.items()
+            ],
         }
 
     # ------------------------------------------------------------------ adding and removing

@@ -326,12 +326,19 @@ class Engine:
         warnings kept."""
         from actalign.api import ActAlign
         from actalign.locate import DEFAULT_NMS, DEFAULT_WINDOW_SECONDS
+        from actalign.scripts import MissingScripts
 
         front = ActAlign(self.settings, {domain: scripts} if scripts else None, cache=self.cache() or False)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 hits = front.search(self.index, candidates, domain, top=top)
+        except MissingScripts as e:
+            raise ActAlignError(
+                f"No scripts for {', '.join(repr(a) for a in e.missing)} in {domain!r}: give them as JSON "
+                f'in the scripts box ({{"{e.missing[0]}": ["first step", "second step"]}}), or start the '
+                "app with --scripts FILE or --llm SPEC."
+            ) from None
         finally:
             front.scripts().store.close()  # SQLite connections must not cross the server's threads
         settings = front.search_settings(

@@ -110,13 +110,16 @@ def add_quiet(p: argparse.ArgumentParser) -> None:
     )
 
 
-def add_model_options(p: argparse.ArgumentParser) -> None:
+def add_model_options(
+    p: argparse.ArgumentParser, default: str = "google/siglip-so400m-patch14-384", search: bool = False
+) -> None:
+    """The encoder's options; search: only those a search uses (the model, its device and
+    precision for new step texts, the cache)."""
     g = p.add_argument_group("model")
     g.add_argument(
         "--model",
         default=None,
-        help="encoder: short name (actalign models), hub id or local directory "
-        "(default: google/siglip-so400m-patch14-384)",
+        help=f"encoder: short name (actalign models), hub id or local directory (default: {default})",
     )
     g.add_argument("--device", default=None, help="cpu, cuda, cuda:N or mps (default: best available)")
     g.add_argument(
@@ -125,6 +128,17 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         help="float32, float16, bfloat16 or int8 (CPU only) (default: half on a GPU; on the CPU "
         "bfloat16 where it has bfloat16 units (AMX, AVX-512 BF16), else float32)",
     )
+    if not search:
+        _add_encoding_options(g)
+    g.add_argument(
+        "--cache-dir",
+        default=None,
+        help="embedding cache folder (default: $ACTALIGN_CACHE_DIR, else the user cache folder)",
+    )
+    g.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
+
+
+def _add_encoding_options(g) -> None:
     g.add_argument(
         "--batch-size",
         type=positive_int,
@@ -139,12 +153,6 @@ def add_model_options(p: argparse.ArgumentParser) -> None:
         "authors: the original scripts' dynamic padding with a mask, to match their numbers",
     )
     g.add_argument("--compile", action="store_true", help="torch.compile the vision tower (GPU runs)")
-    g.add_argument(
-        "--cache-dir",
-        default=None,
-        help="embedding cache folder (default: $ACTALIGN_CACHE_DIR, else the user cache folder)",
-    )
-    g.add_argument("--no-cache", action="store_true", help="do not read or write cached embeddings")
 
 
 def add_script_options(p: argparse.ArgumentParser) -> None:

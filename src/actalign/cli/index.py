@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
         "Ray's decode tasks and encoder actors (as batch --engine ray), the same embeddings",
         workers="Ray encoder actors on a cluster without GPUs (default: one per 4 CPUs)",
     )
-    common.add_model_options(b)
+    common.add_model_options(b, default="siglip-so400m for a new index, else the index's model")
     common.add_quiet(b)
     i = isub.add_parser(
         "info",
@@ -84,6 +84,8 @@ def build(args) -> int:
 
     front = common.front(args)  # checks every value before any work
     videos = find_videos(args.inputs)
+    if not videos:
+        raise ActAlignError("No videos found in the given folders or patterns.")
     if Path(args.out).expanduser().joinpath("index.json").exists():
         index = Index.open(
             args.out,
@@ -128,7 +130,7 @@ def _build_into(index, videos: list) -> int:
     info = index.info()
     print(
         f"{index.root}: {added} video(s) embedded, {skipped} unchanged; {info['videos']} video(s), "
-        f"{info['hours']:.2f} hours, {info['frames']} frames"
+        f"{_length(info['hours'] * 3600)}, {info['frames']} frames"
     )
     if failed:
         print(f"{len(failed)} video(s) failed; first: {failed[0]}", file=sys.stderr)
@@ -164,14 +166,24 @@ def info(args) -> int:
         return 0
     print(f"index      {data['path']}")
     print(f"videos     {data['videos']}")
-    print(f"hours      {data['hours']:.2f}")
+    print(f"footage    {_length(data['hours'] * 3600)}")
     print(f"frames     {data['frames']} at {data['fps']:g} fps")
     print(f"model      {data['model']} ({data['identity']}, {data['dim']}-d)")
     print(f"precision  {data['precision']}")
     print(f"size       {data['size_bytes'] / 2**20:.1f} MiB")
-    for name in data["missing"]:
-        print(f"gone       {name} (searchable from the index)")
+    for e in data["entries"]:
+        gone = ", gone (searchable from the index)" if e["gone"] else ""
+        print(f"video      {e['name']} ({_length(e['seconds'])}, {e['frames']} frames{gone})")
     return 0
+
+
+def _length(seconds: float) -> str:
+    """A span of footage in the unit that reads best: 16.5 s, 12.3 min, 2.50 hours."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} hours"
 
 
 def remove(args) -> int:

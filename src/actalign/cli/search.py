@@ -31,7 +31,7 @@ def add_parser(sub) -> None:
         "must be readable where the tasks run), the same hits",
         workers=None,
     )
-    common.add_model_options(p)
+    common.add_model_options(p, default="the index's model; another one is refused", search=True)
     common.add_script_options(p)
     common.add_quiet(p)
 

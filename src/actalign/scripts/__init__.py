@@ -35,6 +35,14 @@ __all__ = [
 ]
 
 
+class MissingScripts(ActAlignError):
+    """No script for some actions and no LLM to write them: `domain`, `missing` (the actions)."""
+
+    def __init__(self, domain: str, missing: Sequence[str], sentence: str) -> None:
+        super().__init__(sentence)
+        self.domain, self.missing = domain, list(missing)
+
+
 class ScriptSource:
     """Scripts for (domain, actions): hand-written files first, then the store, then the
     writer (an LLM), whose answers are stored so each script is generated once."""
@@ -90,11 +98,13 @@ class ScriptSource:
         if missing and self.writer is None:
             listed = ", ".join(repr(a) for a in missing)
             hint = self._suggest(domain, missing)
-            raise ActAlignError(
+            raise MissingScripts(
+                domain,
+                missing,
                 f"No scripts for {listed} in {domain!r}.{hint} Write them in a JSON file "
                 f'({{"{domain}": {{"{missing[0]}": ["first step", "second step", ...]}}}}) and pass '
                 "`scripts=FILE`, or configure an LLM to generate them (`llm=local:MODEL_ID_OR_DIR` "
-                "in-process, OPENAI_API_KEY, or OPENAI_BASE_URL for a local server)."
+                "in-process, OPENAI_API_KEY, or OPENAI_BASE_URL for a local server).",
             )
         if missing:
             fresh = self.writer.write(domain, missing, self.strategy)
