@@ -319,6 +319,11 @@ def test_bad_input_is_one_sentence_and_loses_nothing(tmp_path, siglip_dir, capsy
     assert "built with the model" in capsys.readouterr().err
     assert main(["index", "build", str(video), "--out", str(idx), *model, "--fps", "3"]) == 2
     assert "--fps" in capsys.readouterr().err
+    embedded = json.loads(catalogue)["model"]["dtype"]
+    other = "bfloat16" if embedded == "float32" else "float32"
+    assert main(["index", "build", str(video), "--out", str(idx), *model, "--dtype", other]) == 2
+    err = capsys.readouterr().err
+    assert f"embedded by its model in {embedded}" in err and "--dtype" in err and err.count("\n") == 1
     assert (idx / "index.json").read_text() == catalogue
     # a damaged shard: named, with the way out; the rest of the index is kept
     entry = json.loads(catalogue)["videos"][str(video.resolve())]

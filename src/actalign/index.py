@@ -431,6 +431,12 @@ class Index:
                 f"The index {root} stores {catalogue['precision']}, not {precision}; leave `precision` "
                 "out, or build another index."
             )
+        embedded = stored.get("dtype")
+        if encoder is None and config.dtype is not None and embedded and config.dtype != embedded:
+            raise ActAlignError(
+                f"The index {root} was embedded by its model in {embedded}, not {config.dtype}; leave "
+                "`dtype` out (the index's is used), or build another index."
+            )
         return cls(root, catalogue, config.replace(fps=catalogue["fps"]), encoder, cache)
 
     # ------------------------------------------------------------------ what it holds
