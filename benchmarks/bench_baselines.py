@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -29,6 +28,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from actalign.encoders.cpu import cpu_name
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does (see actalign/cli/__init__.py)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
@@ -42,16 +43,6 @@ ROWS = {
     "xclip-large": "X-CLIP-L/14 (xclip-large-patch14-16-frames shapes), 16 frames of 336 px",
     "vlm-2b": "Qwen2-VL-2B shapes, 8 frames, image size 448",
 }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def peak_rss_gb() -> float:

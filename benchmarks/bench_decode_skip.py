@@ -20,8 +20,9 @@ from pathlib import Path
 import av
 import numpy as np
 
+from actalign.encoders.cpu import cpu_name
+
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_search import cpu_name
 from bench_video import SHARED, synthetic
 
 

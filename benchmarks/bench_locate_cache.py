@@ -21,17 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
+from actalign.encoders.cpu import cpu_name
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-
-def cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def make_long_video(path: Path, minutes: float, fps: int = 25, size=(320, 240)) -> Path:
@@ -132,7 +124,7 @@ def main() -> None:
         t0 = time.perf_counter()
         found = model.locate(video, cands, "d")
         rows.append((label, time.perf_counter() - t0, decoded["n"], len(found)))
-    print(f"CPU: {cpu()} ({platform.machine()}), model: {args.model} (random weights)")
+    print(f"CPU: {cpu_name()} ({platform.machine()}), model: {args.model} (random weights)")
     print(f"video: {args.minutes:g} min, 320x240 at 25 fps, sampled at {args.fps:g} fps")
     print()
     print("| search | seconds | frames decoded | detections |")

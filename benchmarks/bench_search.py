@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import resource
 import subprocess
 import sys
@@ -26,6 +25,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+from actalign.encoders.cpu import cpu_name
 
 DIM, FPS, ACTIONS, STEPS = 1152, 2, 10, 8
 
@@ -101,16 +102,6 @@ def child(kind: str, root: str) -> dict:
         "videos": len(index.videos),
         "hits": len(hits),
     }
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
