@@ -267,6 +267,7 @@ def test_a_missing_or_damaged_index_is_refused_at_start_up(damage, siglip_dir, t
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.startswith("error: "), err
     assert str(index) in err and "Traceback" not in err, err
+    assert "actalign index build" in err, err  # the way out
 
 
 def test_searches_from_the_server_s_threads_share_the_index_and_its_text_cache(archive, tmp_path):

@@ -804,9 +804,13 @@ def _ray_result(ray, ref, name: str) -> Found:
 
 
 def _read_catalogue(file: Path) -> dict:
-    catalogue = read_json(file, "index catalogue")
+    way_out = "restore it from a copy, or build the index again in a new folder (`actalign index build`)"
+    try:
+        catalogue = read_json(file, "index catalogue")
+    except ActAlignError as e:
+        raise ActAlignError(f"{str(e).rstrip('.')}; {way_out}.") from None
     if not isinstance(catalogue, dict) or catalogue.get("format") != FORMAT or "model" not in catalogue:
-        raise ActAlignError(f"{file} is not an index catalogue this version reads.")
+        raise ActAlignError(f"{file} is not an index catalogue this version reads; {way_out}.")
     return catalogue
 
 
