@@ -1,4 +1,4 @@
-"""Builds the optional C kernel of the alignment core.
+"""Builds the optional C kernels of the alignment core (DTW) and of the affinity stream.
 
 `optional=True`: where no C compiler is available the install still succeeds and
 `actalign.align` falls back to its vectorised numpy implementation (same results).
@@ -13,6 +13,12 @@ setup(
             sources=["src/actalign/_dtw.c"],
             extra_compile_args=["-O3"],
             optional=True,
-        )
+        ),
+        Extension(
+            "actalign._affinity",
+            sources=["src/actalign/_affinity.c"],
+            extra_compile_args=["-O3"],
+            optional=True,
+        ),
     ]
 )

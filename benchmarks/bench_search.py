@@ -8,9 +8,13 @@ is searched for 10 candidates of 8 steps. Each measurement runs in its own proce
 peak memory (resource.getrusage) is its own:
 
   baseline  read every shard once (widened to float32) and multiply all frames with the 80 step
-            vectors: the least any search must do
+            vectors in numpy (BLAS on every core): the least any search must do
+  kernel    read every shard once and multiply it with the steps in the C kernel the search uses
+            (`actalign._affinity.products`, one video per thread, a thread per core): the least
+            this search must do
   cold      open the index and search it once (imports, catalogue, shards from disk or page cache)
-  warm      the same search again in that process
+  warm      the same search again in that process (one scan thread per core)
+  1 thread  the same search with one scan thread (`workers=1`)
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from actalign.encoders.cpu import cpu_name
+from actalign.encoders.cpu import describe, usable_cores
 
 DIM, FPS, ACTIONS, STEPS = 1152, 2, 10, 8
 
@@ -85,6 +89,8 @@ def child(kind: str, root: str) -> dict:
             frames, _ = index._load(entry)
             total += float((widen(np.asarray(frames), index.precision) @ steps.T).sum())
         return {"baseline_s": time.perf_counter() - t0, "baseline_peak_mb": peak_mb()}
+    if kind == "kernel":
+        return {"kernel_s": kernel_baseline(root), "kernel_peak_mb": peak_mb()}
     t0 = time.perf_counter()
     from actalign.index import Index
 
@@ -95,13 +101,47 @@ def child(kind: str, root: str) -> dict:
     t1 = time.perf_counter()
     index.search(candidates, "bench", scripts=scripts(), top=20)
     warm = time.perf_counter() - t1
+    one = Index.open(root, model=RandomEncoder(), cache=False, workers=1)
+    t2 = time.perf_counter()
+    one.search(candidates, "bench", scripts=scripts(), top=20)
+    single = time.perf_counter() - t2
+    from actalign.align import products_backend
+
     return {
         "cold_s": cold,
         "warm_s": warm,
+        "single_s": single,
         "search_peak_mb": peak_mb(),
         "videos": len(index.videos),
         "hits": len(hits),
+        "products": products_backend(),
     }
+
+
+def kernel_baseline(root: str) -> float:
+    """Seconds to read every shard and multiply it with the steps in `_affinity.products`."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from actalign import _affinity
+    from actalign.encoders.cpu import usable_cores
+    from actalign.index import Index
+    from actalign.precision import PRECISIONS
+
+    t0 = time.perf_counter()
+    index = Index.open(root, model=RandomEncoder(), cache=False)
+    steps = RandomEncoder().encode_texts([s for a in scripts()["bench"].values() for s in a])
+    kind, k = PRECISIONS.index(index.precision), len(steps)
+
+    def one(entry) -> None:
+        frames, _ = index._load(entry)
+        for lo in range(0, len(frames), 4096):
+            block = np.ascontiguousarray(frames[lo : lo + 4096])
+            rows = np.empty((len(block), k + 1))
+            _affinity.products(block[:0], block, kind, DIM, steps, k, 0, rows, 0, False)
+
+    with ThreadPoolExecutor(usable_cores()) as pool:
+        list(pool.map(one, index.videos.values()))
+    return time.perf_counter() - t0
 
 
 def main() -> None:
@@ -119,27 +159,33 @@ def main() -> None:
         build(root, args.hours, args.precision)
         built = time.perf_counter() - t0
         results = {}
-        for kind in ("baseline", "search"):
+        for kind in ("baseline", "kernel", "search"):
             command = [sys.executable, __file__, "--child", kind, str(root)]
             out = subprocess.run(command, capture_output=True, text=True, check=True)
             results.update(json.loads(out.stdout.strip().splitlines()[-1]))
         size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20
     frames = round(args.hours * 3600 * FPS)
-    print(f"CPU: {cpu_name()}")
+    print(f"CPU: {describe()}")
     print(
         f"index: {args.hours:g} h at {FPS} fps = {frames} frames x {DIM}-d, {args.precision}, "
         f"{results['videos']} videos, {size:.0f} MiB on disk (built from vectors in {built:.1f} s)"
     )
     print(f"query: {ACTIONS} candidates x {STEPS} steps, top 20 ({results['hits']} hits)")
+    print(f"products: {results['products']}; scan threads: {usable_cores()}")
     print(f"{'':26}{'time (s)':>10}{'per hour (s)':>14}{'peak RSS (MiB)':>16}")
     rows = [
-        ("baseline (read + matmul)", results["baseline_s"], results["baseline_peak_mb"]),
+        ("baseline (read + numpy)", results["baseline_s"], results["baseline_peak_mb"]),
+        ("baseline (read + kernel)", results["kernel_s"], results["kernel_peak_mb"]),
         ("search, cold", results["cold_s"], results["search_peak_mb"]),
         ("search, warm", results["warm_s"], results["search_peak_mb"]),
+        ("search, warm, 1 thread", results["single_s"], results["search_peak_mb"]),
     ]
     for name, seconds, mb in rows:
         print(f"{name:26}{seconds:10.2f}{seconds / args.hours:14.3f}{mb:16.0f}")
-    print(f"warm search / baseline: {results['warm_s'] / results['baseline_s']:.1f}x")
+    print(
+        f"warm search / numpy baseline: {results['warm_s'] / results['baseline_s']:.2f}x; "
+        f"/ kernel baseline: {results['warm_s'] / results['kernel_s']:.2f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import math
+import os
 import subprocess
 import sys
 import warnings
+from unittest import mock
 
 import hypothesis.extra.numpy as hnp
 import numpy as np
@@ -15,6 +17,7 @@ from hypothesis import strategies as st
 
 from actalign import align
 from actalign.errors import ActAlignError
+from actalign.precision import PRECISIONS, to_stored, widen
 
 # ----------------------------------------------------------------------------- references
 
@@ -317,6 +320,88 @@ def test_streaming_affinity_equals_smooth_then_affinity(k, t, d, w, blocks, cali
         rows = slice(None) if dtype is np.float64 else sound
         np.testing.assert_allclose(got[:, rows], want[:, rows], atol=tol)
     np.testing.assert_allclose(align.smoothed_affinity(frames, steps, w, scale, bias), want, atol=1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.integers(1, 20),
+    st.integers(1, 40),
+    st.sampled_from([1, 3, 16, 17, 32, 48]),
+    st.integers(0, 6),
+    st.lists(st.integers(1, 13), min_size=1, max_size=5),
+    st.sampled_from(PRECISIONS),
+    st.sampled_from(["kernel", "numpy"]),
+    st.integers(0, 2**31),
+)
+def test_streaming_affinity_of_stored_frames(k, t, d, w, blocks, precision, route, seed):
+    """Frames as an index stores them (bfloat16 as uint16 bits, float16, float32), through the C
+    kernel (which reads them in place) or numpy (which widens them): the plain route's Eq. 7-9 on
+    the same frames widened to float64, to float32 rounding, in any block partition."""
+    rng = np.random.default_rng(seed)
+    frames, steps = rng.normal(size=(t, d)), rng.normal(size=(k, d))
+    frames[:, 0] += 3.0  # windows whose frames nearly cancel are ill-conditioned in any float32
+    stored = to_stored(frames, precision)
+    exact = widen(stored, precision).astype(np.float64)
+    smoothed = reference_smooth(exact, w)
+    unit = steps / np.linalg.norm(steps, axis=1, keepdims=True)
+    cos = unit @ (smoothed / np.linalg.norm(smoothed, axis=1, keepdims=True)).T
+    want = 1 / (1 + np.exp(-(10.0 * cos - 2.0)))
+    with mock.patch.dict(os.environ, {"ACTALIGN_AFFINITY": "" if route == "kernel" else "numpy"}):
+        stream = align.StreamingAffinity(steps, w, 10.0, -2.0, np.float32, stored=precision)
+    assert stream.kernel == (route == "kernel" and align.products_backend() != "numpy")
+    parts, at = [], 0
+    while at < t:
+        size = blocks[len(parts) % len(blocks)]
+        parts.append(stream.push(stored[at : at + size]))
+        at += size
+    parts.append(stream.finish())
+    np.testing.assert_allclose(np.concatenate(parts, axis=1), want, atol=2e-5)
+
+
+@pytest.mark.skipif(align.products_backend() == "numpy", reason="the C kernel is not built")
+@pytest.mark.parametrize("precision", PRECISIONS)
+@pytest.mark.parametrize("d", [16, 48, 1152, 20, 64])
+def test_products_kernel_loops_against_float64(precision, d):
+    """Both loops of the kernel (AVX-512 where the CPU has it, and the plain one) against float64
+    products of the widened frames, for every remainder of the 6-frame x 4-step tiles."""
+    from actalign import _affinity
+
+    rng = np.random.default_rng(d)
+    for m, n, k, lags in ((0, 1, 1, 0), (2, 13, 7, 2), (5, 6, 8, 4), (1, 29, 81, 1)):
+        x = to_stored(rng.normal(size=(m + n, d)), precision)
+        u = rng.normal(size=(k, d)).astype(np.float32)
+        wide = widen(x, precision).astype(np.float64)
+        want = wide[m:] @ u.astype(np.float64).T
+        want_lags = np.array(
+            [
+                [wide[g - lag] @ wide[g] if g >= lag else np.nan for lag in range(lags + 1)]
+                for g in range(m, m + n)
+            ]
+        )
+        for generic in (False, True):
+            rows = np.full((m + n, k + lags + 1), np.nan)  # frame j's row is j
+            kind = PRECISIONS.index(precision)
+            _affinity.products(x[:m], x[m:], kind, d, u, k, lags, rows, m, generic)
+            scale = np.abs(wide).max() ** 2 * d
+            np.testing.assert_allclose(rows[m:, :k], want, atol=1e-6 * scale)
+            assert np.isnan(rows[:m, :k]).all()  # the tail's products are not the block's to write
+            for lag in range(lags + 1):  # f_j . f_(j + lag) in frame j's row, for j + lag in the block
+                col = rows[:, k + lag]
+                for j in range(m + n):
+                    if j + lag >= m and j + lag < m + n:
+                        assert col[j] == pytest.approx(want_lags[j + lag - m, lag], abs=1e-6 * scale)
+                    else:
+                        assert np.isnan(col[j])
+
+
+def test_streaming_affinity_refuses_stored_frames_of_another_form():
+    stream = align.StreamingAffinity(np.eye(4), 1, dtype=np.float32, stored="bfloat16")
+    with pytest.raises(ActAlignError, match="uint16 array with 4 columns"):
+        stream.push(np.ones((2, 4), dtype=np.float32))
+    with pytest.raises(ActAlignError, match="NaN"):
+        align.StreamingAffinity(np.eye(4), 1, dtype=np.float32, stored="float16").push(
+            np.full((2, 4), np.nan, dtype=np.float16)
+        )
 
 
 def test_streaming_affinity_lags_half_a_window_and_refuses_zero_rows():

@@ -432,7 +432,4 @@ def test_models_lists_backend_parameters_width_and_what_is_on_disk(tmp_path, mon
     assert rows["siglip-base"].split()[-1] == "yes"
     assert "no (downloaded on first use)" in rows["clip-b32"]
     so400m = " ".join(rows["siglip-so400m"].split()[1:])
-    assert (
-        so400m
-        == "google/siglip-so400m-patch14-384 native SigLIP 878 M 1152 no (downloaded on first use)"
-    )
+    assert so400m == "google/siglip-so400m-patch14-384 native SigLIP 878 M 1152 no (downloaded on first use)"

@@ -224,6 +224,49 @@ def test_half_precision_finds_the_planted_actions(archive, tmp_path, precision):
     assert [h.score for h in mine] == pytest.approx([h.score for h in full], abs=1e-3)
 
 
+@pytest.mark.parametrize("precision", ["bfloat16", "float32"])
+def test_scan_threads_and_product_routes_give_the_same_hits(archive, tmp_path, monkeypatch, precision):
+    """Videos scanned by one thread or several give the same hits in the same order; the C
+    kernel (stored rows read in place, Eq. 7-9 fused) and the numpy route agree to 1e-6."""
+    index, videos, enc, cache = archive
+    many = Index.create(tmp_path / "many", model=enc, fps=FPS, precision=precision, cache=cache, smooth=0.6)
+    rng = np.random.default_rng(0)
+    for name, entry in index.videos.items():
+        frames, stamps = index._load(entry)
+        frames = np.asarray(frames, dtype=np.float32)
+        for copy in range(3):  # the same footage with noise: several videos per action
+            noisy = frames + rng.normal(scale=0.02, size=frames.shape)  # no exact ties
+            many.add_embeddings(f"{Path(name).stem}-{copy}", stamps, noisy)
+    runs = {}
+    for workers, route in ((1, ""), (4, ""), (4, "numpy")):
+        monkeypatch.setenv("ACTALIGN_AFFINITY", route)
+        opened = Index.open(many.root, model=enc, cache=cache, smooth=0.6, workers=workers)
+        runs[workers, route] = search(opened)
+    one, threads, plain = runs[1, ""], runs[4, ""], runs[4, "numpy"]
+    assert len(one) > 6 and [h.to_dict() for h in threads] == [h.to_dict() for h in one]
+    assert [(h.video, *_key(h)) for h in plain] == [(h.video, *_key(h)) for h in one]
+    assert [h.score for h in plain] == pytest.approx([h.score for h in one], abs=1e-6)
+
+
+def test_a_search_sees_videos_added_by_another_program(archive, tmp_path):
+    """An Index held open (an app, a notebook) searches what another writer added since; one
+    rebuilt with another model is refused in one sentence."""
+    index, videos, enc, cache = archive
+    held = Index.open(index.root, model=enc, cache=cache, smooth=0.6)
+    before = {h.video for h in search(held)}
+    frames, stamps = index._load(index.videos[str(Path(videos[0]).resolve())])
+    other = Index.open(index.root, model=enc, cache=cache, smooth=0.6)
+    other.add_embeddings("added-later", stamps, np.asarray(frames))
+    assert "added-later" not in held.videos and "added-later" not in before
+    assert "added-later" in {h.video for h in search(held)}
+    assert "added-later" in held.videos and held.refresh() is False
+    catalogue = json.loads((index.root / "index.json").read_text())
+    catalogue["model"]["identity"] = "another:model"
+    (index.root / "index.json").write_text(json.dumps(catalogue))
+    with pytest.raises(ActAlignError, match="another model since it was opened; open it again"):
+        search(held)
+
+
 def test_a_cold_search_with_cached_step_texts_loads_no_model(tmp_path, siglip_dir):
     video = make_video(tmp_path / "x.mp4", n=40, fps=10, colors=[(i * 6, 90, 200 - i * 4) for i in range(40)])
     s = {"t": {"a": ["red ball", "blue net"], "b": ["blue net", "red ball"]}}

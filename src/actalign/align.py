@@ -38,11 +38,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from actalign.errors import ActAlignError
+from actalign.precision import STORED, widen
 
-try:  # the optional compiled kernel
+try:  # the optional compiled kernels
     from actalign import _dtw as _kernel
 except ImportError:  # pragma: no cover - depends on the install
     _kernel = None
+try:
+    from actalign import _affinity as _products_kernel
+except ImportError:  # pragma: no cover - depends on the install
+    _products_kernel = None
 
 DIAG, LEFT, UP, START = 0, 1, 2, 3  # predecessor codes; ties prefer them in this order (as the authors')
 MODES = ("global", "subsequence")
@@ -55,6 +60,15 @@ def backend() -> str:
     if _kernel is not None and os.environ.get("ACTALIGN_DTW", "").lower() != "numpy":
         return "c"
     return "numpy"
+
+
+def products_backend() -> str:
+    """What multiplies stored half-precision frames with the steps in `StreamingAffinity`:
+    'c-avx512f' or 'c-generic' (the C kernel, reading the stored rows in place), or 'numpy'
+    (widen the block to float32, then a BLAS product). ACTALIGN_AFFINITY=numpy forces numpy."""
+    if _products_kernel is None or os.environ.get("ACTALIGN_AFFINITY", "").lower() == "numpy":
+        return "numpy"
+    return "c-" + _products_kernel.vector_path()
 
 
 @dataclass(frozen=True)
@@ -151,6 +165,10 @@ class StreamingAffinity:
     (|sum f_i|^2 = sum_ij f_i . f_j): no smoothed (T, d) copy is ever made. dtype: the precision
     of the two products (float64: as `affinity`; float32 for half-precision input, where it is
     far finer than the input); everything after them is float64.
+
+    stored: the frames arrive as an index stores them ("float32", "bfloat16" as uint16 bits,
+    "float16"; None: any float array). With dtype float32 the C kernel (`products_backend()`)
+    then multiplies the stored rows in place, without a widened copy of the block.
     """
 
     def __init__(
@@ -160,6 +178,7 @@ class StreamingAffinity:
         scale: float = 1.0,
         bias: float | None = 0.0,
         dtype: type = np.float64,
+        stored: str | None = None,
     ) -> None:
         if not isinstance(window, (int, np.integer)) or window < 0:
             raise ActAlignError(
@@ -170,13 +189,25 @@ class StreamingAffinity:
         self.u = np.ascontiguousarray(u.T, dtype=dtype)  # (d, K)
         self.w, self.dtype = max(1, int(window)), dtype
         self.scale, self.bias = scale, bias
-        self.tail = np.empty((0, self.d), dtype)  # the last w - 1 frames
+        self.stored = stored
+        self.fused = products_backend() != "numpy"  # Eq. 7-9 from the products in C
+        self.kernel = self.fused and stored is not None and np.dtype(dtype) == np.float32
+        if self.kernel:
+            self.u_rows = np.ascontiguousarray(u, dtype=np.float32)  # (K, d)
+            self.tail = np.empty((0, self.d), STORED[stored])  # as stored
+        else:
+            self.tail = np.empty((0, self.d), dtype)  # the last w - 1 frames
         # per frame from `base` on: its K products with the steps, then f_t . f_{t+l}, l < w
         self.rows = np.zeros((0, self.k + self.w))
         self.base = self.n = self.next_out = 0
 
     def push(self, frames: np.ndarray) -> np.ndarray:
         """Take the next frames (B, d); return the affinity columns (K, n) now complete."""
+        if self.stored is not None:
+            frames = self._check_stored(frames)
+            if self.kernel:
+                return self._push_stored(frames)
+            frames = widen(frames, self.stored)
         x = _as_matrix(frames, "frames", dtype=self.dtype, check_finite=False)
         if x.shape[1] != self.d:
             raise ActAlignError(
@@ -185,8 +216,7 @@ class StreamingAffinity:
             )
         new = np.zeros((len(x), self.k + self.w))
         new[:, : self.k] = x @ self.u
-        if not np.isfinite(new[:, : self.k]).all():  # a NaN or inf in a frame reaches its products
-            raise ActAlignError("frames contains NaN or inf; check the embeddings that produced it.")
+        _check_products(new[:, : self.k])
         self.rows = np.concatenate([self.rows, new])
         y = np.concatenate([self.tail, x]) if len(self.tail) else x
         held = len(y) - len(x)
@@ -200,6 +230,38 @@ class StreamingAffinity:
         self.tail = y[max(0, len(y) - (self.w - 1)) :] if self.w > 1 else self.tail
         return self._emit(self.n - self.w // 2)
 
+    def _check_stored(self, frames) -> np.ndarray:
+        want = STORED[self.stored]
+        if not (
+            isinstance(frames, np.ndarray)
+            and frames.dtype == want
+            and frames.ndim == 2
+            and frames.shape[1] == self.d
+        ):
+            raise ActAlignError(
+                f"Stored {self.stored} frames must be a 2-D {np.dtype(want).name} array with "
+                f"{self.d} columns, got {getattr(frames, 'dtype', type(frames).__name__)} of shape "
+                f"{np.shape(frames)}."
+            )
+        return frames
+
+    def _push_stored(self, x: np.ndarray) -> np.ndarray:
+        """push() through the C kernel: the block's products with the steps and the products of
+        each new frame with itself and the w - 1 frames before it, read from the stored rows."""
+        k, w, b = self.k, self.w, len(x)
+        x = np.ascontiguousarray(x)
+        held = len(self.rows)
+        rows = np.zeros((held + b, k + w))
+        rows[:held] = self.rows
+        kind = ("float32", "bfloat16", "float16").index(self.stored)
+        _products_kernel.products(self.tail, x, kind, self.d, self.u_rows, k, w - 1, rows, held, False)
+        _check_products(rows[held:, :k])
+        self.rows = rows
+        self.n += b
+        if w > 1:
+            self.tail = np.concatenate([self.tail, x[-(w - 1) :]])[-(w - 1) :]  # a copy: no mmap held
+        return self._emit(self.n - self.w // 2)
+
     def finish(self) -> np.ndarray:
         """The remaining columns (K, n) (the video ended: zero padding after it)."""
         return self._emit(self.n)
@@ -209,6 +271,8 @@ class StreamingAffinity:
         out = np.arange(self.next_out, max(self.next_out, stop))
         if not len(out):
             return np.empty((k, 0))
+        if self.fused:
+            return self._emit_fused(int(out[0]), int(out[-1]) + 1)
         if w == 1:
             sums = self.rows[out - self.base]
             dot, sq = sums[:, :k], sums[:, k]
@@ -226,6 +290,36 @@ class StreamingAffinity:
         keep_from = max(0, self.next_out - (w - 1) // 2 - self.base)
         self.rows, self.base = self.rows[keep_from:], self.base + keep_from
         return calibrate(dot / np.sqrt(sq)[:, None], self.scale, self.bias).T
+
+    def _emit_fused(self, first: int, stop: int) -> np.ndarray:
+        """_emit through the C kernel: one pass over the held rows, then the sigmoid in place."""
+        rows = np.ascontiguousarray(self.rows)
+        out = np.empty((self.k, stop - first))
+        linear = self.bias is None
+        bias = 0.0 if linear else float(self.bias)
+        args = (self.k, self.w, self.base, first, stop, self.n, float(self.scale), bias, linear)
+        if not _products_kernel.emit(rows, *args, out):
+            raise ActAlignError("frames has an all-zero row, which has no direction to compare.")
+        self.next_out = stop
+        keep_from = max(0, self.next_out - (self.w - 1) // 2 - self.base)
+        self.rows, self.base = self.rows[keep_from:], self.base + keep_from
+        if not linear:
+            _sigmoid_in_place(out)
+        return out
+
+
+def _sigmoid_in_place(x: np.ndarray) -> None:
+    """x = sigmoid(x), as `sigmoid` computes it, without temporaries."""
+    with np.errstate(over="ignore"):
+        np.negative(x, out=x)
+        np.exp(x, out=x)
+        x += 1.0
+        np.reciprocal(x, out=x)
+
+
+def _check_products(products: np.ndarray) -> None:
+    if not np.isfinite(products).all():  # a NaN or inf in a frame reaches its products
+        raise ActAlignError("frames contains NaN or inf; check the embeddings that produced it.")
 
 
 def smoothed_affinity(

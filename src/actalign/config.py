@@ -39,7 +39,8 @@ class Config:
     writer of missing scripts (local:ID_OR_DIR, an endpoint, or openai; None: $ACTALIGN_LLM, else
     the OpenAI settings when set). fps: frames sampled per second (None: every frame); start/end:
     seconds of each video; smooth: the Eq. 7 window in seconds. engine/workers: where a batch
-    runs (local processes or Ray) and its decode workers (None: one per core).
+    runs (local processes or Ray) and its decode workers (None: one per core); for a local
+    search, the threads that scan an index's shards (None: one per core).
     """
 
     # model

@@ -46,6 +46,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,6 +57,7 @@ from actalign.config import Config
 from actalign.embed import FrameStream, measured_fps
 from actalign.encoders import MODELS
 from actalign.encoders.cache import make_key
+from actalign.encoders.cpu import usable_cores
 from actalign.errors import ActAlignError
 from actalign.files import FolderLock, atomic_write_text, read_json
 from actalign.locate import (
@@ -66,6 +68,7 @@ from actalign.locate import (
     check_search,
     find,
 )
+from actalign.precision import PRECISIONS, STORED, to_stored, widen
 from actalign.score import Segment
 from actalign.video import Sampling, as_video, fingerprint
 
@@ -74,11 +77,9 @@ __all__ = ["DEFAULT_PRECISION", "PRECISIONS", "Hit", "Index"]
 CATALOGUE = "index.json"
 SHARDS = "shards"
 FORMAT = 1
-PRECISIONS = ("float32", "bfloat16", "float16")
 DEFAULT_PRECISION = "float16"
 DEFAULT_FPS = 2.0
 DEFAULT_TOP = 20
-_STORED = {"float32": np.float32, "float16": np.float16, "bfloat16": np.uint16}
 # the frames' products with the steps: float64 as `locate` computes them; for half-precision
 # shards float32, whose rounding (1e-7) is far below the storage's (1e-3 to 1e-2)
 _COMPUTE = {"float32": np.float64, "float16": np.float32, "bfloat16": np.float32}
@@ -110,27 +111,6 @@ class Hit:
                 {"step": s.step, "start": round(s.start, 3), "end": round(s.end, 3)} for s in self.segments
             ],
         }
-
-
-# --------------------------------------------------------------------------- precision
-
-
-def to_stored(vectors: np.ndarray, precision: str) -> np.ndarray:
-    """float32 rows -> what a shard of this precision holds (bfloat16: the upper 16 bits, rounded
-    to nearest even, as uint16)."""
-    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-    if precision == "bfloat16":
-        bits = vectors.view(np.uint32)
-        rounded = bits + np.uint32(0x7FFF) + ((bits >> np.uint32(16)) & np.uint32(1))
-        return (rounded >> np.uint32(16)).astype(np.uint16)
-    return vectors.astype(_STORED[precision])
-
-
-def widen(stored: np.ndarray, precision: str) -> np.ndarray:
-    """A shard's rows -> float32."""
-    if precision == "bfloat16":
-        return (np.asarray(stored, dtype=np.uint32) << np.uint32(16)).view(np.float32)
-    return np.asarray(stored, dtype=np.float32)
 
 
 # --------------------------------------------------------------------------- the model's identity
@@ -208,7 +188,8 @@ def _model_name(model) -> str:
 
 
 class _ShardFrames:
-    """A `locate.FrameSource` over one video's shard: blocks of frames widened to float32. The
+    """A `locate.FrameSource` over one video's shard: blocks of frames as stored (`find` takes
+    them with `stored=precision`; `frames_between` widens them to float32). The
     shard is memory-mapped while it is read and let go after (pages of a mapped file count as the
     process's memory while they stay mapped: an archive's worth, otherwise), mapped again for
     `frames_between`. Pickled (for a Ray task) as its path."""
@@ -229,10 +210,7 @@ class _ShardFrames:
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         frames = self._open()[0]
         for lo in range(0, len(frames), _SCAN_BLOCK):
-            yield (
-                widen(frames[lo : lo + _SCAN_BLOCK], self.precision),
-                self._stamps[lo : lo + _SCAN_BLOCK],
-            )
+            yield frames[lo : lo + _SCAN_BLOCK], self._stamps[lo : lo + _SCAN_BLOCK]
         self.timestamps, self.end = self._stamps, self._end
 
     def frames_between(self, first: int, last: int) -> np.ndarray:
@@ -253,7 +231,7 @@ def _open_shard(
     if (
         frames is None
         or frames.shape != want
-        or frames.dtype != _STORED[precision]
+        or frames.dtype != STORED[precision]
         or stamps.shape != (want[0],)
     ):
         name = entry.get("path") or name
@@ -283,6 +261,7 @@ def _scan(
         model["bias"],
         smooth,
         dtype=_COMPUTE[precision],
+        stored=precision,
         **options,
     )
 
@@ -305,6 +284,7 @@ class Index:
         self.cache = cache if cache is not None else config.cache()
         if cache is False:
             self.cache = None
+        self._seen = self._stamp()
 
     def __repr__(self) -> str:
         return f"Index({str(self.root)!r}, videos={len(self.videos)}, model={self.model_name!r})"
@@ -320,7 +300,7 @@ class Index:
             self._lock = lock.acquire()
             try:
                 if (self.root / CATALOGUE).is_file():
-                    self.catalogue = _read_catalogue(self.root / CATALOGUE)
+                    self.catalogue, self._seen = _read_catalogue(self.root / CATALOGUE), self._stamp()
             except BaseException:
                 self._lock.release()
                 raise
@@ -669,6 +649,30 @@ class Index:
 
     def _save(self) -> None:
         atomic_write_text(self.root / CATALOGUE, json.dumps(self.catalogue, indent=1) + "\n")
+        self._seen = self._stamp()
+
+    def _stamp(self) -> tuple | None:
+        try:
+            st = (self.root / CATALOGUE).stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size  # a change is written to a new file and renamed
+
+    def refresh(self) -> bool:
+        """Read the catalogue again if another program changed it since this object last did (a
+        build adding videos while an app or notebook holds the index open); True when it did.
+        `search` calls it first, so a search sees every video indexed before it started."""
+        stamp = self._stamp()
+        if stamp is None or stamp == self._seen:
+            return False
+        catalogue = _read_catalogue(self.root / CATALOGUE)
+        if catalogue["model"]["identity"] != self.catalogue["model"]["identity"]:
+            raise ActAlignError(
+                f"The index {self.root} was built again with another model since it was opened; "
+                "open it again."
+            )
+        self.catalogue, self._seen = catalogue, stamp
+        return True
 
     def tidy(self) -> int:
         """Remove what a killed build left: temporary files and shards no catalogue entry names.
@@ -732,6 +736,7 @@ class Index:
         """
         candidates = check_candidates(candidates)
         check_search(nms, min_score, window_seconds)
+        self.refresh()
         if top is not None and not (isinstance(top, int) and top >= 1):
             raise ActAlignError(f"`top` must be a whole number of at least 1, got {top!r}.")
         if not self.videos:
@@ -764,14 +769,14 @@ class Index:
     def _scans(self, steps: dict[str, np.ndarray], options: dict) -> Iterator[tuple[int, str, Found]]:
         """(catalogue position, name, `find`'s result) per video with frames, as the scans end:
         here one after the other, or as Ray tasks (`Config.engine` "ray"; the index folder must be
-        readable where the tasks run). A damaged shard is a warning that names it."""
+        readable where the tasks run). Here the videos are scanned by `Config.workers` threads
+        (default: one per core; the kernels release the GIL). A damaged shard is a warning that
+        names it."""
         model, dim, root = self.catalogue["model"], self.catalogue["model"]["dim"], self.root.resolve()
         jobs = [(order, name, entry) for order, (name, entry) in enumerate(self.videos.items())]
         args = (steps, model, self.config.smooth, self.precision, dim)
         if self.config.engine != "ray":
-            results = (
-                (order, name, _scan(root, entry, name, *args, **options)) for order, name, entry in jobs
-            )
+            results = self._on_threads(root, jobs, args, options)
         else:
             results = self._on_ray(root, jobs, args, options)
         for order, name, result in results:
@@ -779,6 +784,25 @@ class Index:
                 warnings.warn(result, stacklevel=3)
             elif result is not None:
                 yield order, name, result
+
+    def _on_threads(self, root: Path, jobs: list, args: tuple, options: dict) -> Iterator[tuple]:
+        workers = min(len(jobs), self.config.workers or usable_cores())
+        if workers <= 1:
+            for order, name, entry in jobs:
+                yield order, name, _scan(root, entry, name, *args, **options)
+            return
+        with ThreadPoolExecutor(workers, thread_name_prefix="actalign-scan") as pool:
+            pending = {
+                pool.submit(_scan, root, entry, name, *args, **options): (order, name)
+                for order, name, entry in jobs
+            }
+            try:
+                for done in as_completed(pending):
+                    order, name = pending[done]
+                    yield order, name, done.result()
+            finally:  # an error or Ctrl-C: start no more scans
+                for future in pending:
+                    future.cancel()
 
     def _on_ray(self, root: Path, jobs: list, args: tuple, options: dict) -> Iterator[tuple]:
         from actalign.runner.ray_engine import hidden_core_lines, ray_session

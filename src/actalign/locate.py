@@ -392,20 +392,22 @@ def find(
     min_gain_ratio: float = DEFAULT_MIN_GAIN_RATIO,
     dtype: type = np.float64,
     limit: int | None = None,
+    stored: str | None = None,
 ) -> Found:
     """`locate`'s occurrences in one video's frames: smoothed as a stream at the sampled rate
     `fps`, aligned one window of `window_seconds` at a time, best first (without segments).
 
     steps: {action: (K, d) step vectors}; scale/bias: the model's Eq. 9 calibration; smooth: Eq.
     7's window in seconds; limit: keep only the best `limit` detections; dtype: the precision of
-    the frames' products with the steps (`align.StreamingAffinity`). One pass: per block of
+    the frames' products with the steps (`align.StreamingAffinity`); stored: the source yields
+    frames as an index stores them (that precision's `precision.STORED` rows). One pass: per block of
     frames one product with the steps of all actions, and per window of `window_seconds` one DTW
     step per action."""
     window = smoothing_window(smooth, fps)
     prior = align.window_frames(align.SUBSEQUENCE_PRIOR_SECONDS, fps)
     locator = Locator(steps, prior=prior, nms=nms)
     chunk = max(1, round(window_seconds * fps))
-    stream = align.StreamingAffinity(locator.stacked, window, scale, bias, dtype)
+    stream = align.StreamingAffinity(locator.stacked, window, scale, bias, dtype, stored)
     pending: list[np.ndarray] = []  # affinity columns (K, n) not yet fed
     held = [0]  # columns in `pending`
 

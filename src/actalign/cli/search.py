@@ -29,7 +29,7 @@ def add_parser(sub) -> None:
         p.add_argument_group("where"),
         "local: scan the shards in this process; ray: one Ray task per video (the index folder "
         "must be readable where the tasks run), the same hits",
-        workers=None,
+        workers="threads scanning the shards here, a video each (default: one per core)",
     )
     common.add_model_options(p, default="the index's model; another one is refused", search=True)
     common.add_script_options(p)

@@ -18,6 +18,11 @@ BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 FLAGS_ENV = "ACTALIGN_CPU_FLAGS"
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its affinity mask, where the OS has one)."""
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
 @lru_cache(maxsize=1)
 def _cpuinfo() -> tuple[str, frozenset[str]]:
     """(model name, flags) of the first processor in /proc/cpuinfo; ("", {}) where unreadable."""

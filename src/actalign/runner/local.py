@@ -33,6 +33,7 @@ from multiprocessing.connection import wait as wait_for
 import numpy as np
 
 from actalign.embed import VideoEmbedding, write_entry
+from actalign.encoders.cpu import usable_cores
 from actalign.errors import ActAlignError
 from actalign.runner.decode import DecodeOptions, Done, Failure, decode_clip
 from actalign.runner.plan import Clip
@@ -46,10 +47,6 @@ WORKER_NICENESS = 10
 AHEAD = 2  # clips given to a worker at a time: the one it decodes, and the next
 OUTBOX = 4  # decoded chunks a worker may hold while the run is busy encoding
 STALL_SECONDS = 300.0  # a worker silent this long (while we wait for it) is stopped and replaced
-
-
-def default_workers() -> int:
-    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
 
 
 def _context():
@@ -193,7 +190,7 @@ class LocalEngine:
         stall_seconds: float = STALL_SECONDS,
     ) -> None:
         self.encoder, self.options, self.scorer = encoder, options, scorer
-        self.workers = default_workers() if workers is None else workers
+        self.workers = usable_cores() if workers is None else workers
         self.on_frames, self.stall_seconds = on_frames, stall_seconds
         if self.workers < 0:
             raise ActAlignError(f"The number of workers must be 0 or more, got {self.workers}.")
