@@ -112,6 +112,21 @@ def test_scripts_given_to_the_endpoint_win_as_a_first_scripts_file_does(client, 
     assert steps <= set(edited["a"]) and steps
 
 
+def test_the_search_options_are_the_cli_s(client, archive, capsys):
+    """window, nms and min-score through /search give exactly `actalign search --window --nms
+    --min-score`'s JSON, and do change what is found."""
+    index, _, scripts = archive
+    flags = ["--domain", "t", "--candidates", "a", "b", "--scripts", scripts]
+    plain = client.predict("t", "a\nb", None, None, api_name="/search")
+    for window, nms, floor in ((2.0, 0.0, None), (300.0, 0.9, 0.2)):
+        got = client.predict("t", "a\nb", None, None, window, nms, floor, api_name="/search")
+        more = ["--window", window, "--nms", nms] + (["--min-score", floor] if floor is not None else [])
+        assert got == cli_search(index, [*flags, *more], capsys)
+        settings = json.loads(got)["settings"]
+        assert (settings["window_seconds"], settings["nms"], settings["min_score"]) == (window, nms, floor)
+        assert json.loads(got)["hits"] != json.loads(plain)["hits"]
+
+
 def test_bad_input_to_the_endpoint_is_one_sentence(client):
     from gradio_client.exceptions import AppError
 
@@ -121,6 +136,9 @@ def test_bad_input_to_the_endpoint_is_one_sentence(client):
         (("t", "a", 0, None), "Top must be a whole number"),
         (("t", "a", 2.5, None), "Top must be a whole number"),
         (("t", "a", None, "{"), "The scripts are not valid JSON"),
+        (("t", "a", None, None, 0, None, None), "Window must be a positive number of seconds"),
+        (("t", "a", None, None, None, 1.0, None), "NMS must be an overlap (IoU) from 0 up to"),
+        (("t", "a", None, None, None, None, 1.5), "Min score must be from 0 to 1"),
         (
             ("t", "a\nfloater", None, None),
             "No scripts for 'floater' in 't': give them as JSON in the scripts box",
@@ -143,6 +161,17 @@ def test_the_plain_http_call_the_docs_show_works(served):
     assert "event: complete" in stream, stream
     data = json.loads(json.loads(stream.split("data: ", 1)[1].splitlines()[0])[0])
     assert len(data["hits"]) == 2 and data["domain"] == "t"
+    # inputs left out at the end take their defaults; a missing required one gets its sentence
+    for given, said in (
+        (["t", "a\nb"], '"complete"'),
+        (["t", "a\nb", 2, None, 300, 0.5], '"complete"'),
+        (["t"], "No candidate actions given"),
+        (["", "a"], "Give a domain"),
+    ):
+        event = json.loads(_rest(url, "/gradio_api/call/search", {"data": given}))["event_id"]
+        stream = _rest(url, f"/gradio_api/call/search/{event}")
+        kind = stream.split("\n", 1)[0].removeprefix("event: ")
+        assert said in (f'"{kind}"' if said.startswith('"') else stream), stream
 
 
 # --------------------------------------------------------------------------- the tab

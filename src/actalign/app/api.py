@@ -18,6 +18,70 @@ log = logging.getLogger("actalign.app")
 GENERIC_ERROR = "Something went wrong on the server; its log has the details."
 
 
+API_NAMES = ("classify", "scripts", "generate_scripts", "search")
+
+
+class OptionalInputs:
+    """ASGI middleware: a plain HTTP call of our endpoints (POST /gradio_api/call/NAME or
+    /run/NAME with {"data": [...]}) may leave out trailing inputs, which then come as null: the
+    optional ones take their defaults (as `gradio_client` and /gradio_api/call/v2/NAME allow) and a
+    missing required one gets its one sentence. Gradio alone refuses such a call with an empty
+    error (and a traceback in the server's log); a /search call made before the endpoint had its
+    search options keeps working."""
+
+    def __init__(self, app, names: tuple[str, ...] = API_NAMES) -> None:
+        self.app, self.names = app, names
+
+    def _wanted(self, scope) -> int | None:
+        """How many inputs the endpoint this request calls takes (None: not one of ours)."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None
+        parts = scope["path"].rstrip("/").split("/")
+        if not (len(parts) == 4 and parts[1:3] in (["gradio_api", "call"], ["gradio_api", "run"])):
+            return None
+        if parts[3] not in self.names or not hasattr(scope.get("app"), "get_blocks"):
+            return None
+        fns = scope["app"].get_blocks().fns.values()
+        return next((len(fn.inputs) for fn in fns if fn.api_name == parts[3]), None)
+
+    async def __call__(self, scope, receive, send):
+        size = self._wanted(scope)
+        if size is None:
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] != "http.request":
+                return await self.app(scope, receive, send)
+            body, more = body + message.get("body", b""), message.get("more_body", False)
+        body = _padded(body, size)
+        headers = [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
+        scope = dict(scope, headers=[*headers, (b"content-length", str(len(body)).encode())])
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+def _padded(body: bytes, size: int) -> bytes:
+    """{"data": [...]} with nulls for the inputs left out (anything else as it came)."""
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        return body
+    data = payload.get("data") if isinstance(payload, dict) else None
+    if not isinstance(data, list) or len(data) >= size:
+        return body
+    payload["data"] = data + [None] * (size - len(data))
+    return json.dumps(payload).encode()
+
+
 def add_api(engine: Engine) -> None:
     """The API endpoints: /classify, /scripts and /generate_scripts; /search when the app has an
     index."""
@@ -70,13 +134,25 @@ def add_api(engine: Engine) -> None:
             got = engine.generate(domain, parse_candidates(candidates))
             return json.dumps({domain.strip(): got}, ensure_ascii=False)
 
-    def search(domain: str, candidates: str, top: int | None = None, scripts: str | None = None) -> str:
+    def search(
+        domain: str,
+        candidates: str,
+        top: int | None = None,
+        scripts: str | None = None,
+        window_seconds: float | None = None,
+        nms: float | None = None,
+        min_score: float | None = None,
+    ) -> str:
         """Every occurrence of the candidates (one per line) across the app's index, best first,
         `top` in all (default 20): exactly the JSON of `actalign search INDEX --format json`;
-        scripts: JSON {action: [steps]} that win over the app's scripts."""
+        scripts: JSON {action: [steps]} that win over the app's scripts; window_seconds, nms,
+        min_score: as the CLI's --window (300), --nms (0.3) and --min-score (none)."""
         with _api_errors(None):
             given = parse_scripts_json(scripts, domain or "")
-            return engine.search(domain, parse_candidates(candidates), top, given).to_json()
+            found = engine.search(
+                domain, parse_candidates(candidates), top, given, window_seconds, nms, min_score
+            )
+            return found.to_json()
 
     for fn in (classify, scripts, generate_scripts, search):  # Gradio reads the types from the hints
         fn.__annotations__ = typing.get_type_hints(fn, localns={"FileData": FileData})

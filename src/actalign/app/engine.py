@@ -136,6 +136,30 @@ def parse_top(value) -> int:
     return int(value)
 
 
+def parse_search_options(window_seconds=None, nms=None, min_score=None) -> dict:
+    """The search's window (seconds), overlap (IoU) and score floor, as the page or /search gives
+    them (None: the CLI's defaults, and no floor), in the sentences the page shows."""
+    from actalign.locate import DEFAULT_NMS, DEFAULT_WINDOW_SECONDS
+
+    def number(value, name: str, default):
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+            raise ActAlignError(f"{name} must be a number, got {value!r}.")
+        return float(value)
+
+    window = number(window_seconds, "Window", DEFAULT_WINDOW_SECONDS)
+    overlap = number(nms, "NMS", DEFAULT_NMS)
+    floor = number(min_score, "Min score", None)
+    if not window > 0:
+        raise ActAlignError(f"Window must be a positive number of seconds, got {window:g}.")
+    if not 0 <= overlap < 1:
+        raise ActAlignError(f"NMS must be an overlap (IoU) from 0 up to (not including) 1, got {overlap:g}.")
+    if floor is not None and not 0 <= floor <= 1:
+        raise ActAlignError(f"Min score must be from 0 to 1 (scores are means of affinities), got {floor:g}.")
+    return {"window_seconds": window, "nms": overlap, "min_score": floor}
+
+
 def load_samples(manifest: str | None) -> list[Sample]:
     """The clips of a manifest as samples; rows that cannot be used are logged and skipped."""
     if not manifest:
@@ -312,27 +336,33 @@ class Engine:
         candidates: list[str],
         top: int | float | None = None,
         scripts: dict[str, list[str]] | None = None,
+        window_seconds: float | None = None,
+        nms: float | None = None,
+        min_score: float | None = None,
     ) -> Search:
         """Every occurrence of `candidates` across the app's index, best first, `top` in all, as
         `actalign search` finds them; `scripts` ({action: steps}) win over the files, the store
-        and the LLM."""
+        and the LLM; window_seconds, nms, min_score: as `actalign search --window --nms
+        --min-score` (None: its defaults)."""
         if self.index is None:
             raise ActAlignError("This app has no index to search; start it with --index INDEX.")
         domain, candidates, top = check_domain(domain), check_candidates(candidates), parse_top(top)
-        return self._on_index_thread(self._search, domain, candidates, top, scripts)
+        options = parse_search_options(window_seconds, nms, min_score)
+        return self._on_index_thread(self._search, domain, candidates, top, scripts, options)
 
-    def _search(self, domain: str, candidates: list[str], top: int, scripts: dict | None) -> Search:
+    def _search(
+        self, domain: str, candidates: list[str], top: int, scripts: dict | None, options: dict
+    ) -> Search:
         """`search` with checked values, on the index's thread: the one front door's search, its
         warnings kept."""
         from actalign.api import ActAlign
-        from actalign.locate import DEFAULT_NMS, DEFAULT_WINDOW_SECONDS
         from actalign.scripts import MissingScripts
 
         front = ActAlign(self.settings, {domain: scripts} if scripts else None, cache=self.cache() or False)
         try:
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
-                hits = front.search(self.index, candidates, domain, top=top)
+                hits = front.search(self.index, candidates, domain, top=top, **options)
         except MissingScripts as e:
             raise ActAlignError(
                 f"No scripts for {', '.join(repr(a) for a in e.missing)} in {domain!r}: give them as JSON "
@@ -341,14 +371,7 @@ class Engine:
             ) from None
         finally:
             front.scripts().store.close()  # SQLite connections must not cross the server's threads
-        settings = front.search_settings(
-            self.index,
-            candidates,
-            window_seconds=DEFAULT_WINDOW_SECONDS,
-            nms=DEFAULT_NMS,
-            min_score=None,
-            top=top,
-        )
+        settings = front.search_settings(self.index, candidates, **options, top=top)
         return Search(domain, hits, settings, tuple(str(w.message) for w in caught))
 
     def indexed_files(self) -> list[str]:

@@ -484,6 +484,15 @@ def listen_on(host: str) -> Listening:
     return Listening(server, url_host, url_host)
 
 
+def optional_inputs():
+    """The middleware that lets plain HTTP calls of the API leave out trailing inputs."""
+    from starlette.middleware import Middleware
+
+    from actalign.app.api import OptionalInputs
+
+    return Middleware(OptionalInputs)
+
+
 def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, share: bool = False):
     """Build the page and serve it on host:port in a background thread (loopback by default; a
     public gradio.live link only with share=True). Returns the Blocks; `stop` ends it."""
@@ -502,6 +511,7 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
             max_file_size=int(settings.max_upload_mb * MB),
             css=CSS,
             show_error=False,
+            app_kwargs={"middleware": [optional_inputs()]},
         )
     except OSError:
         demo.actalign_results.close()

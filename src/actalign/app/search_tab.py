@@ -1,6 +1,7 @@
-"""The Search tab of `actalign app --index INDEX`: a domain, candidates (one per line), top N and
-optional scripts JSON in; the hits of the index best first, each with a thumbnail of the frame at
-its start; a click on a hit plays its video from the hit's start in the tab's player."""
+"""The Search tab of `actalign app --index INDEX`: a domain, candidates (one per line), top N,
+the search's window, overlap and score floor, and optional scripts JSON in; the hits of the index
+best first, each with a thumbnail of the frame at its start; a click on a hit plays its video
+from the hit's start in the tab's player."""
 
 from __future__ import annotations
 
@@ -69,6 +70,22 @@ class SearchTab:
         self.top = gr.Number(
             20, label="Top", info="the best N hits in all", minimum=1, precision=0, elem_id="aa-search-top"
         )
+        with gr.Accordion("Search options", open=False):
+            self.window = gr.Number(
+                300, label="Window (s)", info="seconds of frames aligned at once", elem_id="aa-search-window"
+            )
+            self.nms = gr.Number(
+                0.3,
+                label="NMS",
+                info="overlap (IoU) above which the weaker of two hits goes",
+                elem_id="aa-search-nms",
+            )
+            self.min_score = gr.Number(
+                None,
+                label="Min score",
+                info="keep hits scoring at least this (empty: all)",
+                elem_id="aa-search-min",
+            )
         with gr.Accordion("Scripts (optional)", open=False):
             self.scripts = gr.Textbox(
                 label="Scripts JSON",
@@ -83,18 +100,22 @@ class SearchTab:
         """Connect the Search button (not part of the public API: that is /search)."""
         self.button.click(
             self.run,
-            [self.domain, self.candidates, self.top, self.scripts],
+            [self.domain, self.candidates, self.top, self.scripts, self.window, self.nms, self.min_score],
             [self.status, self.hits],
             api_visibility="private",
             concurrency_id="model",
         )
 
-    def run(self, domain: str, candidates: str, top, scripts: str) -> list[str]:
+    def run(
+        self, domain: str, candidates: str, top, scripts: str, window=None, nms=None, min_score=None
+    ) -> list[str]:
         """Search, then show the status and the hits, each with its thumbnail."""
         run, began = next(self._runs), time.monotonic()
         try:
             given = parse_scripts_json(scripts, domain or "")
-            found = self.engine.search(domain, parse_candidates(candidates), top, given)
+            found = self.engine.search(
+                domain, parse_candidates(candidates), top, given, window, nms, min_score
+            )
             rows = []
             for hit in found.hits:
                 view = self.engine.view(hit)
