@@ -13,6 +13,7 @@ import pytest
 from actalign.baselines.predict import clip_frames
 from actalign.baselines.vlm import MC_PROMPT, linspace_indices
 from actalign.cli import main
+from actalign.encoders.cpu import default_cpu_dtype
 from baseline_models import build_qwen2vl, build_xclip
 from llm_server import FakeLLM
 from media import SAMPLES, make_video, standin_samples
@@ -58,7 +59,8 @@ def test_classify_with_xclip_and_a_local_vlm_ranks_every_candidate(tmp_path, xcl
     assert pred["method"] == "xclip" and sorted(p["action"] for p in pred["predictions"]) == sorted(cands)
     # what it saw and what its scores are, told truly: its 4 frames, logits, its device and dtype
     assert pred["frames"] == 4 and pred["score_kind"] == "logit"
-    assert pred["settings"]["device"] == "cpu" and pred["settings"]["dtype"] == "float32"
+    # the CPU's default precision: bfloat16 where it has bfloat16 units, else float32
+    assert pred["settings"]["device"] == "cpu" and pred["settings"]["dtype"] == default_cpu_dtype()
     assert main([*base[:-2], "--method", "xclip", "--model", str(xclip_dir), "--dtype", "float32"]) == 0
     table = capsys.readouterr().out  # --model: the alias of --xclip with --method xclip
     assert "(basketball, 4 frames, xclip)" in table and "  rank    logit  action" in table, table
