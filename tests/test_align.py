@@ -281,6 +281,19 @@ def test_affinity_matches_direct_formula(k, t, d, scale, bias, seed):
     assert (linear >= 0).all() and (linear <= 1).all()
 
 
+def feed_in_blocks(stream, frames, blocks: list[int]) -> np.ndarray:
+    """A StreamingAffinity's columns (K, T) for frames pushed in blocks of the given sizes (in
+    turn), then finish()."""
+    parts, at = [], 0
+    while at < len(frames):
+        size = blocks[len(parts) % len(blocks)]
+        parts.append(stream.push(frames[at : at + size]))
+        at += size
+    parts.append(stream.finish())
+    assert all(p.shape[0] == stream.k for p in parts)
+    return np.concatenate(parts, axis=1)
+
+
 @settings(max_examples=80, deadline=None)
 @given(
     st.integers(1, 5),
@@ -307,15 +320,7 @@ def test_streaming_affinity_equals_smooth_then_affinity(k, t, d, w, blocks, cali
     # ill-conditioned, whatever the method)
     sound = np.linalg.norm(smoothed, axis=1) > 0.1 * np.linalg.norm(frames, axis=1).max()
     for dtype, tol in ((np.float64, 1e-9), (np.float32, 1e-3)):
-        stream = align.StreamingAffinity(steps, w, scale, bias, dtype)
-        parts, at = [], 0
-        while at < t:
-            size = blocks[len(parts) % len(blocks)]
-            parts.append(stream.push(frames[at : at + size]))
-            at += size
-        parts.append(stream.finish())
-        assert all(p.shape[0] == k for p in parts)
-        got = np.concatenate(parts, axis=1)
+        got = feed_in_blocks(align.StreamingAffinity(steps, w, scale, bias, dtype), frames, blocks)
         assert got.shape == want.shape
         rows = slice(None) if dtype is np.float64 else sound
         np.testing.assert_allclose(got[:, rows], want[:, rows], atol=tol)
@@ -349,13 +354,7 @@ def test_streaming_affinity_of_stored_frames(k, t, d, w, blocks, precision, rout
     with mock.patch.dict(os.environ, {"ACTALIGN_AFFINITY": "" if route == "kernel" else "numpy"}):
         stream = align.StreamingAffinity(steps, w, 10.0, -2.0, np.float32, stored=precision)
     assert stream.kernel == (route == "kernel" and align.products_backend() != "numpy")
-    parts, at = [], 0
-    while at < t:
-        size = blocks[len(parts) % len(blocks)]
-        parts.append(stream.push(stored[at : at + size]))
-        at += size
-    parts.append(stream.finish())
-    np.testing.assert_allclose(np.concatenate(parts, axis=1), want, atol=2e-5)
+    np.testing.assert_allclose(feed_in_blocks(stream, stored, blocks), want, atol=2e-5)
 
 
 @pytest.mark.skipif(align.products_backend() == "numpy", reason="the C kernel is not built")
