@@ -319,8 +319,11 @@ def test_streaming_affinity_equals_smooth_then_affinity(k, t, d, w, blocks, cali
     # float32 only where the window's frames do not nearly cancel (there the cosine itself is
     # ill-conditioned, whatever the method)
     sound = np.linalg.norm(smoothed, axis=1) > 0.1 * np.linalg.norm(frames, axis=1).max()
-    for dtype, tol in ((np.float64, 1e-9), (np.float32, 1e-3)):
-        got = feed_in_blocks(align.StreamingAffinity(steps, w, scale, bias, dtype), frames, blocks)
+    for dtype, tol, route in ((np.float64, 1e-9, ""), (np.float64, 1e-9, "numpy"), (np.float32, 1e-3, "")):
+        with mock.patch.dict(os.environ, {"ACTALIGN_AFFINITY": route}):  # the C kernel's Eq. 7-9, or numpy's
+            stream = align.StreamingAffinity(steps, w, scale, bias, dtype)
+        assert stream.fused == (route == "" and align.products_backend() != "numpy")
+        got = feed_in_blocks(stream, frames, blocks)
         assert got.shape == want.shape
         rows = slice(None) if dtype is np.float64 else sound
         np.testing.assert_allclose(got[:, rows], want[:, rows], atol=tol)
