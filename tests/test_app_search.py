@@ -219,24 +219,59 @@ def test_the_tab_and_the_endpoint_exist_only_with_an_index(archive):
 
 
 def test_only_the_files_the_index_names_are_served(served, archive):
+    index, videos, scripts = archive
+    assert all(status(served[0], v.resolve()) == 200 for v in videos)
+    for path in (videos[0].parent / "secret.txt", index / "index.json", scripts, videos[0].parent):
+        assert status(served[0], path) in (403, 404), path
+
+
+def test_videos_built_in_or_removed_while_the_app_runs_are_served_or_not_after_a_search(
+    siglip_dir, tmp_path, archive
+):
+    """The app holds the index open: `actalign index build` adds a video and `index remove` takes
+    one out while it runs; from the next search on the new one is found and played, the removed
+    one neither."""
+    pytest.importorskip("gradio", reason="the app extra (gradio) is not installed")
+    from gradio_client import Client
+
+    from app_server import serve
+
+    index, videos, scripts = archive
+    copy = tmp_path / "idx"
+    shutil.copytree(index, copy)
+    later = make_video(tmp_path / "later.mp4", n=40, fps=10, colors=LEVELS[::2] + LEVELS[1::2])
+    settings = AppSettings(
+        model=str(siglip_dir), scripts=(str(scripts),), store=str(tmp_path / "s.sqlite"), index=str(copy)
+    )
+    with serve(settings) as (url, _):
+        client = Client(url, verbose=False)
+
+        def found() -> set[str]:
+            return {
+                h["video"] for h in json.loads(client.predict("t", "a\nb", 50, api_name="/search"))["hits"]
+            }
+
+        assert str(later.resolve()) not in found() and status(url, later.resolve()) == 403
+        assert main(["index", "build", str(later), "--out", str(copy), "-q"]) == 0
+        assert str(later.resolve()) in found() and status(url, later.resolve()) == 200
+        assert main(["index", "remove", str(copy), str(videos[0])]) == 0
+        assert str(videos[0].resolve()) not in found() and status(url, videos[0].resolve()) == 403
+        assert status(url, videos[1].resolve()) == 200
+
+
+def status(url: str, path: Path) -> int:
+    """The HTTP status of the app's file route for `path`."""
     import urllib.error
     import urllib.parse
     import urllib.request
 
-    index, videos, scripts = archive
-
-    def status(path: Path) -> int:
-        address = served[0] + "gradio_api/file=" + urllib.parse.quote(str(path))
-        try:
-            with urllib.request.urlopen(address, timeout=30) as r:
-                r.read()
-                return r.status
-        except urllib.error.HTTPError as e:
-            return e.code
-
-    assert all(status(v.resolve()) == 200 for v in videos)
-    for path in (videos[0].parent / "secret.txt", index / "index.json", scripts, videos[0].parent):
-        assert status(path) in (403, 404), path
+    address = url + "gradio_api/file=" + urllib.parse.quote(str(path))
+    try:
+        with urllib.request.urlopen(address, timeout=30) as r:
+            r.read()
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
 
 
 # --------------------------------------------------------------------------- bad input

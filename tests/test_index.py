@@ -339,6 +339,16 @@ def test_the_commands(tmp_path, siglip_dir, capsys):
     assert "1 video(s) removed, 1 left" in capsys.readouterr().out
 
 
+def test_the_hits_table_lines_up_its_columns():
+    from actalign.exports import format_hits
+    from actalign.index import Hit
+
+    hits = [Hit("a.mp4", "Putback dunk", 1.0, 2.0, 0.5), Hit("bb.mp4", "Alley-oop dunk", 3.0, 4.0, 0.4)]
+    header, first, second = format_hits("table", hits).splitlines()[1:]
+    assert header.index("video") == first.index("a.mp4") == second.index("bb.mp4")
+    assert header.index("action") == first.index("Putback") == second.index("Alley-oop")
+
+
 def test_bad_input_is_one_sentence_and_loses_nothing(tmp_path, siglip_dir, capsys):
     video = make_video(tmp_path / "a.mp4", n=40, fps=10, colors=[(i * 6, 90, 200 - i * 4) for i in range(40)])
     s = tmp_path / "s.json"

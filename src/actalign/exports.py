@@ -266,11 +266,11 @@ def format_hits(fmt: str, hits, settings: dict | None = None, domain: str | None
         for i, h in enumerate(hits, 1):
             w.writerow([i, h.video, h.action, f"{h.start:.3f}", f"{h.end:.3f}", f"{h.score:.6f}"])
         return out.getvalue()
-    lines = [f"{len(hits)} hits", f"  {'start':>8}  {'end':>8}  {'score':>7}  action  video"]
+    width = max([len("action"), *(len(printable(h.action)) for h in hits)])  # the video column lines up
+    lines = [f"{len(hits)} hits", f"  {'start':>8}  {'end':>8}  {'score':>7}  {'action':<{width}}  video"]
     for h in hits:
-        lines.append(
-            f"  {h.start:8.2f}  {h.end:8.2f}  {h.score:7.4f}  {printable(h.action)}  {printable(h.video)}"
-        )
+        action = f"{printable(h.action):<{width}}"
+        lines.append(f"  {h.start:8.2f}  {h.end:8.2f}  {h.score:7.4f}  {action}  {printable(h.video)}")
         lines += [f"      {s.start:8.2f} - {s.end:8.2f} s  {printable(s.step)}" for s in h.segments]
     return "\n".join(lines) + "\n"
 

@@ -148,6 +148,7 @@ def add_api(engine: Engine) -> None:
         scripts: JSON {action: [steps]} that win over the app's scripts; window_seconds, nms,
         min_score: as the CLI's --window (300), --nms (0.3) and --min-score (none)."""
         with _api_errors(None):
+            check_domain(domain)  # the first input missing is the one a sentence names
             given = parse_scripts_json(scripts, domain or "")
             found = engine.search(
                 domain, parse_candidates(candidates), top, given, window_seconds, nms, min_score

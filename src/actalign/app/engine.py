@@ -201,6 +201,14 @@ class Engine:
         # must not cross the server's threads
         self._index_thread = ThreadPoolExecutor(1, "actalign-index") if settings.index else None
         self.index = self._on_index_thread(open_index, settings)
+        # the only files of the machine the page serves (Gradio reads this list at each request)
+        self.served: list[str] = []
+        self._serve_current_files()
+
+    def _serve_current_files(self) -> None:
+        """Bring `served` up to date, in place: the sample videos and the files the index names
+        that are there now (after a search, which reads the catalogue again if it changed)."""
+        self.served[:] = sorted(self._trusted | set(self.indexed_files()))
 
     def _on_index_thread(self, fn, *args):
         """fn(*args) on the index's thread (None without an index); its exception, if any."""
@@ -371,6 +379,7 @@ class Engine:
             ) from None
         finally:
             front.scripts().store.close()  # SQLite connections must not cross the server's threads
+            self._serve_current_files()  # videos added or removed since: served or not from now on
         settings = front.search_settings(self.index, candidates, **options, top=top)
         return Search(domain, hits, settings, tuple(str(w.message) for w in caught))
 

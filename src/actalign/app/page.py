@@ -123,10 +123,9 @@ def build_app(settings: AppSettings, engine: Engine | None = None):
     demo.actalign_engine = page.engine
     demo.actalign_samples = list(page.samples.values())
     # the only files of the machine it serves: the sample videos and the files the index names
-    # (Gradio allows a listed file itself, a listed folder everything under it: never a folder)
-    demo.actalign_files = sorted(
-        {str(Path(s.video).resolve()) for s in demo.actalign_samples} | set(page.engine.indexed_files())
-    )
+    # (Gradio allows a listed file itself, a listed folder everything under it: never a folder);
+    # the engine keeps this list current as the index changes
+    demo.actalign_files = page.engine.served
     return demo
 
 
@@ -513,6 +512,8 @@ def launch(settings: AppSettings, host: str = "127.0.0.1", port: int = 7860, sha
             show_error=False,
             app_kwargs={"middleware": [optional_inputs()]},
         )
+        if not demo.allowed_paths:  # Gradio keeps an empty list of its own: share the engine's
+            demo.allowed_paths = demo.actalign_files
     except OSError:
         demo.actalign_results.close()
         demo.actalign_engine.close()
