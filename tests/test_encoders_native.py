@@ -200,6 +200,19 @@ def test_options_and_factory(siglip_dir):
         load_encoder(str(siglip_dir), towers="vision")
 
 
+def test_compiled_native_encoder_gives_the_plain_numbers(siglip_dir):
+    """`compile=True` on the native towers: torch.compile of the image tower, one batch shape (a
+    short last batch is padded and cut), the same embeddings as without."""
+    compiled = load_encoder(str(siglip_dir), dtype="float32", batch_size=4, compile=True)
+    plain = load_encoder(str(siglip_dir), dtype="float32", batch_size=4)
+    assert type(compiled) is NativeEncoder and compiled.compiled and not plain.compiled
+    images = frames(6)  # a full batch of 4, then 2 padded to 4
+    got = compiled.encode_images(images)
+    assert got.shape == (6, plain.dim)
+    np.testing.assert_allclose(got, plain.encode_images(images), atol=1e-5)
+    np.testing.assert_array_equal(compiled.encode_texts(TEXTS), plain.encode_texts(TEXTS))
+
+
 # --------------------------------------------------------------------------- the text tower alone
 
 
