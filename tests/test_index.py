@@ -339,6 +339,13 @@ def test_the_commands(tmp_path, siglip_dir, capsys):
     assert "1 video(s) removed, 1 left" in capsys.readouterr().out
 
 
+def test_the_cli_offers_the_precisions_the_index_knows():
+    from actalign.cli.index import PRECISIONS as OFFERED  # a copy: parsing imports no numpy
+    from actalign.precision import PRECISIONS
+
+    assert OFFERED == PRECISIONS
+
+
 def test_the_hits_table_lines_up_its_columns():
     from actalign.exports import format_hits
     from actalign.index import Hit

@@ -24,7 +24,9 @@ sustained match; with prior=0 it is Eq. 13 on the span exactly.
 The DTW recurrence runs in a small C kernel (`actalign._dtw`, built at install time) that does the
 same floating-point operations as the plain double loop, so its results are bit-identical to it.
 Where the kernel could not be built, a vectorised numpy version (a max-plus scan per row) is used;
-it agrees to rounding. Set ACTALIGN_DTW=numpy to force it.
+it agrees to rounding. Set ACTALIGN_DTW=numpy to force it. `StreamingAffinity` has a kernel of
+its own (`actalign._affinity`: stored half-precision frames times the steps, and Eq. 7-9 from the
+window's products), with the numpy route beside it (ACTALIGN_AFFINITY=numpy).
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from actalign.errors import ActAlignError
-from actalign.precision import STORED, widen
+from actalign.precision import PRECISIONS, STORED, widen
 
 try:  # the optional compiled kernels
     from actalign import _dtw as _kernel
@@ -253,7 +255,7 @@ class StreamingAffinity:
         held = len(self.rows)
         rows = np.zeros((held + b, k + w))
         rows[:held] = self.rows
-        kind = ("float32", "bfloat16", "float16").index(self.stored)
+        kind = PRECISIONS.index(self.stored)  # the kernel's F32, BF16, F16
         _products_kernel.products(self.tail, x, kind, self.d, self.u_rows, k, w - 1, rows, held, False)
         _check_products(rows[held:, :k])
         self.rows = rows

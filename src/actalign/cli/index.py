@@ -10,7 +10,7 @@ from pathlib import Path
 from actalign.cli import common
 from actalign.errors import ActAlignError
 
-PRECISIONS = ("float32", "bfloat16", "float16")  # actalign.index.PRECISIONS, without importing it
+PRECISIONS = ("float32", "bfloat16", "float16")  # actalign.precision.PRECISIONS, without numpy (tested)
 
 
 def add_parser(sub) -> None:
