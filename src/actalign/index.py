@@ -43,6 +43,7 @@ import contextlib
 import json
 import os
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterator, Sequence
@@ -217,6 +218,12 @@ class _ShardFrames:
         return widen(self._open()[0][first : last + 1], self.precision)
 
 
+# np.load parses a .npy header with ast.literal_eval, and CPython 3.11's compiler is not safe to
+# run in two threads at once ("SystemError: AST constructor recursion depth mismatch", seen when
+# two scan threads opened shards together): one header at a time
+_NPY_HEADERS = threading.Lock()
+
+
 def _open_shard(
     root: Path, entry: dict, dim: int, precision: str, name: str = "?"
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -224,8 +231,9 @@ def _open_shard(
     the catalogue says."""
     want = (entry["frames"], dim)
     try:
-        frames = np.load(root / entry["shard"], mmap_mode="r", allow_pickle=False)
-        stamps = np.load(root / entry["timestamps"], allow_pickle=False)
+        with _NPY_HEADERS:
+            frames = np.load(root / entry["shard"], mmap_mode="r", allow_pickle=False)
+            stamps = np.load(root / entry["timestamps"], allow_pickle=False)
     except (OSError, ValueError, EOFError):
         frames = stamps = None
     if (
