@@ -197,7 +197,7 @@ class _ShardFrames:
 
     def __init__(self, root: Path, entry: dict, dim: int, precision: str, name: str = "?") -> None:
         self.root, self.entry, self.dim, self.precision, self.name = root, entry, dim, precision, name
-        self._stamps = self._open()[1]
+        self._frames, self._stamps = self._open()  # the mapping is let go once the frames are read
         self._end = entry["end"]
         self.timestamps: np.ndarray | None = None
         self.end: float | None = None
@@ -208,8 +208,12 @@ class _ShardFrames:
     def __len__(self) -> int:
         return len(self._stamps)
 
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_frames": None}  # a path travels, not a mapping
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        frames = self._open()[0]
+        frames = self._frames if self._frames is not None else self._open()[0]
+        self._frames = None
         for lo in range(0, len(frames), _SCAN_BLOCK):
             yield frames[lo : lo + _SCAN_BLOCK], self._stamps[lo : lo + _SCAN_BLOCK]
         self.timestamps, self.end = self._stamps, self._end
