@@ -153,7 +153,7 @@ def ray_tmp():
 def test_ctrl_c_keeps_the_streamed_rows_and_the_rerun_finishes_each_clip_once(
     tmp_path, siglip_dir, engine, ray_tmp
 ):
-    n = 12
+    n = 24  # enough clips that Ctrl-C lands mid-run on a fast machine too (Ray streams rows in bursts)
     manifest(tmp_path, n)
     out = tmp_path / "run"
     proc = start_batch(tmp_path, siglip_dir, out, engine, ray_tmp)
